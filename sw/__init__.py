@@ -1,0 +1,1 @@
+"""vitforge.sw"""
