@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{'function':<10} {'bits in/out':>11} {'max err':>10} {'I-BERT max':>10} {'mean err':>10} {'I-BERT mean':>11}")
+        header = ("function", "bits in/out", "max err", "I-BERT max", "mean err", "I-BERT mean")
+        print("{:<10} {:>11} {:>10} {:>10} {:>10} {:>11}".format(*header))
         for name in APPROX_FUNCTIONS:
             r = report[name]
             print(

@@ -25,16 +25,16 @@ from .fixed import (
 from .nonlinear import int_gelu, int_layernorm, int_sigmoid, int_softmax
 
 __all__ = [
-    "gemm_acc",
+    "gelu_unit",
     "gemm",
-    "residual_add",
+    "gemm_acc",
     "int_gelu",
     "int_layernorm",
     "int_sigmoid",
     "int_softmax",
-    "softmax_unit",
-    "gelu_unit",
+    "residual_add",
     "sigmoid_unit",
+    "softmax_unit",
 ]
 
 #: float64 represents every integer below 2**53 exactly: the GEMM's accumulation in float64
@@ -47,7 +47,8 @@ def gemm_acc(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None)
 
     Args:
         a: ``(..., M, K)`` int8 codes.
-        w: ``(K, N)`` int8 codes.
+        w: ``(K, N)`` int8 weight codes, or ``(..., K, N)`` activation codes broadcastable
+            against ``a`` (``Q K^T`` and ``attn V`` per head).
         bias: ``(N,)`` int32 codes at the accumulator's scale, or None.
 
     Returns:
@@ -56,15 +57,15 @@ def gemm_acc(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None)
     """
     a = check_int_tensor(a, "GEMM activations", INT8)
     w = check_int_tensor(w, "GEMM weights", INT8)
-    if w.dim() != 2 or a.shape[-1] != w.shape[0]:
+    if w.dim() < 2 or a.shape[-1] != w.shape[-2]:
         raise ValueError(f"GEMM shapes do not chain: activations {tuple(a.shape)} @ weights {tuple(w.shape)}")
     if a.shape[-1] * (1 << 14) >= _EXACT_F64:
         raise ValueError(f"GEMM depth {a.shape[-1]} is too large for exact accumulation")
     acc = torch.matmul(a.to(torch.float64), w.to(torch.float64)).to(torch.int64)
     if bias is not None:
         bias = check_int_tensor(bias, "GEMM bias", INT32)
-        if bias.shape != (w.shape[1],):
-            raise ValueError(f"GEMM bias must have shape ({w.shape[1]},), got {tuple(bias.shape)}")
+        if bias.shape != (w.shape[-1],):
+            raise ValueError(f"GEMM bias must have shape ({w.shape[-1]},), got {tuple(bias.shape)}")
         acc = acc + bias
     lo, hi = int(acc.min()), int(acc.max())
     if lo < INT32.qmin or hi > INT32.qmax:

@@ -151,5 +151,5 @@ def fit(spec: PolySpec, samples_per_segment: int = 4096, iterations: int = 60) -
             err = np.abs(basis @ c - y)
             w = w * (err + 1e-15)
             w /= w.sum()
-        rows.append(tuple(int(round(v * one)) for v in c))
-    return PiecewisePoly(spec.name, spec.domain_log2, spec.seg_bits, tuple(rows), int(round(spec.tail * one)))
+        rows.append(tuple(round(v * one) for v in c))
+    return PiecewisePoly(spec.name, spec.domain_log2, spec.seg_bits, tuple(rows), round(spec.tail * one))
