@@ -15,6 +15,7 @@ from . import __version__
 #: Modules that contribute subcommands, in the order `vitforge --help` lists them.
 COMMAND_MODULES = (
     "vitforge.quant.cli",
+    "vitforge.hw.cli",
 )
 
 

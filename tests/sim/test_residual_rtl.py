@@ -1,0 +1,19 @@
+"""Residual adder RTL (Verilator, Icarus) vs quant.ops.residual_add through cocotb."""
+
+from __future__ import annotations
+
+import pytest
+
+from vitforge.hw.config import get_preset
+from vitforge.hw.residual import ResidualAdder
+from vitforge.sim.runner import env_int, run_bench, simulators
+
+pytestmark = pytest.mark.rtl
+
+
+@pytest.mark.parametrize("sim", simulators())
+def test_residual_demo(sim):
+    cfg = get_preset("demo")
+    run_bench(name="residual", design=lambda: ResidualAdder(config=cfg), key=cfg,
+              bench="vitforge.sim.bench_residual", sim=sim,
+              params={"config": cfg.to_json(), "vectors": env_int("VITFORGE_SAMPLES", 12), "seed": 5})
