@@ -1,0 +1,481 @@
+"""Nonlinear units: GELU, sigmoid, exp, row-wise softmax and LayerNorm (bit-exact to quant/).
+
+Each unit is the hardware of one reference function in :mod:`vitforge.quant.nonlinear` and
+computes it exactly; formats come from a :class:`~vitforge.quant.config.NumericsConfig` and the
+constants (``LOG2E_Q``, ``SOFTMAX_RECIP_BITS``, ``LN_*``) and polynomial tables are imported
+from quant/, never restated.
+
+* :class:`GeluUnit`, :class:`SigmoidUnit`, :class:`ExpUnit`: elementwise, fully pipelined
+  (one element per cycle), latency :attr:`latency`.
+* :class:`SoftmaxUnit`, :class:`LayerNormUnit`: row-wise; a row of runtime length (``length``
+  port, ``1..max_len``) is buffered, then streamed out with ``first``/``last`` markers.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from vitforge.quant.config import DEFAULT_NUMERICS, NumericsConfig
+from vitforge.quant.fixed import REQUANT_MAX_SHIFT, REQUANT_MULT_BITS, FixedFormat, int_format
+from vitforge.quant.nonlinear import (
+    EXP_MAX_SHIFT,
+    LN_NORM_FRAC,
+    LN_RECIP_BITS,
+    LN_SQRT_FRAC,
+    LOG2E_FRAC,
+    LOG2E_Q,
+    SOFTMAX_RECIP_BITS,
+    layernorm_sqrt_d,
+)
+from vitforge.quant.poly import COEF_FRAC
+from vitforge.quant.poly_tables import EXP2_NEG, GELU_RESIDUAL, SIGMOID_POS
+
+from .divider import Divider, Isqrt
+from .poly_unit import PipelineRegister, PolyUnit, check_int, reject, round_shift, saturate
+
+__all__ = ["ExpUnit", "GeluUnit", "LayerNormUnit", "SigmoidUnit", "SoftmaxUnit", "row_layout"]
+
+
+def fmt_shape(fmt: FixedFormat):
+    """The Amaranth shape of one code of ``fmt``."""
+    return signed(fmt.bits) if fmt.signed else unsigned(fmt.bits)
+
+
+def row_layout(fmt: FixedFormat) -> data.StructLayout:
+    """Payload of a row-wise unit's output: ``{data, first, last}``."""
+    return data.StructLayout({"data": fmt_shape(fmt), "first": 1, "last": 1})
+
+
+def _check_numerics(component, numerics) -> NumericsConfig:
+    if not isinstance(numerics, NumericsConfig):
+        raise reject(component, TypeError(f"numerics must be a NumericsConfig, not {type(numerics).__name__}"))
+    return numerics
+
+
+class _ElementwisePoly(wiring.Component):
+    """An elementwise unit built as: combinational pre-step, :class:`PolyUnit`, post-step, register.
+
+    Latency: ``PolyUnit.latency + 1`` cycles. Throughput: one element per cycle while ``o.ready``.
+    """
+
+    latency = PolyUnit.latency + PipelineRegister.latency
+
+    def __init__(self, in_fmt: FixedFormat, out_fmt: FixedFormat):
+        self._in_fmt, self._out_fmt = in_fmt, out_fmt
+        super().__init__({
+            "i": In(stream.Signature(fmt_shape(in_fmt))),
+            "o": Out(stream.Signature(fmt_shape(out_fmt))),
+        })
+
+    @property
+    def in_fmt(self) -> FixedFormat:
+        return self._in_fmt
+
+    @property
+    def out_fmt(self) -> FixedFormat:
+        return self._out_fmt
+
+    # Subclasses: the polynomial, what goes in (a, tag) and how the result comes out.
+    def _poly(self) -> PolyUnit:
+        raise NotImplementedError
+
+    def _pre(self, x):
+        raise NotImplementedError
+
+    def _post(self, y, tag):
+        raise NotImplementedError
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.poly = poly = self._poly()
+        m.submodules.out = out = PipelineRegister(fmt_shape(self._out_fmt))
+        wiring.connect(m, out.o, wiring.flipped(self.o))
+
+        a, tag = self._pre(self.i.payload)
+        m.d.comb += [
+            poly.i.valid.eq(self.i.valid),
+            poly.i.payload.a.eq(a),
+            poly.i.payload.tag.eq(tag),
+            self.i.ready.eq(poly.i.ready),
+            out.i.valid.eq(poly.o.valid),
+            out.i.payload.eq(self._post(poly.o.payload.y, poly.o.payload.tag)),
+            poly.o.ready.eq(out.i.ready),
+        ]
+        return m
+
+
+class GeluUnit(_ElementwisePoly):
+    """GELU unit: :func:`vitforge.quant.nonlinear.int_gelu` on ``numerics.gelu_in/gelu_out``.
+
+    Ports: ``i``: stream of ``gelu_in`` codes; ``o``: stream of ``gelu_out`` codes (saturated).
+    Latency :attr:`latency`; one element per cycle.
+    """
+
+    def __init__(self, *, numerics: NumericsConfig = DEFAULT_NUMERICS):
+        numerics = _check_numerics(self, numerics)
+        super().__init__(numerics.gelu_in, numerics.gelu_out)
+
+    def _poly(self):
+        return PolyUnit(poly=GELU_RESIDUAL, in_frac=self.in_fmt.frac, in_width=self.in_fmt.bits,
+                        tag_shape=fmt_shape(self.in_fmt))
+
+    def _pre(self, x):
+        return abs(x), x
+
+    def _post(self, g, x):
+        relu = Mux(x < 0, 0, x) << (COEF_FRAC - self.in_fmt.frac)
+        return saturate(round_shift(relu - g, COEF_FRAC - self.out_fmt.frac), self.out_fmt)
+
+
+class SigmoidUnit(_ElementwisePoly):
+    """Sigmoid unit: :func:`vitforge.quant.nonlinear.int_sigmoid` on ``numerics.sigmoid_in/out``.
+
+    Ports: ``i``: stream of ``sigmoid_in`` codes; ``o``: stream of unsigned ``sigmoid_out``
+    codes (1.0 saturates to the largest code). Latency :attr:`latency`; one element per cycle.
+    """
+
+    def __init__(self, *, numerics: NumericsConfig = DEFAULT_NUMERICS):
+        numerics = _check_numerics(self, numerics)
+        super().__init__(numerics.sigmoid_in, numerics.sigmoid_out)
+
+    def _poly(self):
+        return PolyUnit(poly=SIGMOID_POS, in_frac=self.in_fmt.frac, in_width=self.in_fmt.bits,
+                        tag_shape=unsigned(1))
+
+    def _pre(self, x):
+        return abs(x), x < 0
+
+    def _post(self, s, negative):
+        y = Mux(negative, (1 << COEF_FRAC) - s, s)
+        return saturate(round_shift(y, COEF_FRAC - self.out_fmt.frac), self.out_fmt)
+
+
+class ExpUnit(_ElementwisePoly):
+    """exp unit for ``d <= 0``: :func:`vitforge.quant.nonlinear.int_exp`.
+
+    Args (keyword-only):
+        in_fmt: signed format of ``d`` (softmax uses ``softmax_in`` with one more bit).
+        out_fmt: unsigned output format (``numerics.exp_out``).
+
+    Ports: ``i``: stream of ``in_fmt`` codes, which must be ``<= 0`` (a positive input is outside
+    the contract; its output is unspecified); ``o``: stream of ``out_fmt`` codes.
+    Latency :attr:`latency`; one element per cycle.
+    """
+
+    def __init__(self, *, in_fmt: FixedFormat, out_fmt: FixedFormat):
+        for name, fmt in (("in_fmt", in_fmt), ("out_fmt", out_fmt)):
+            if not isinstance(fmt, FixedFormat):
+                raise reject(self, TypeError(f"{name} must be a FixedFormat, not {type(fmt).__name__}"))
+        if not in_fmt.signed or out_fmt.signed or out_fmt.frac > COEF_FRAC:
+            raise reject(self, ValueError(
+                f"exp unit needs a signed input and an unsigned output with at most {COEF_FRAC} "
+                f"fractional bits, not {in_fmt} -> {out_fmt}"))
+        super().__init__(in_fmt, out_fmt)
+
+    def _poly(self):
+        return PolyUnit(poly=EXP2_NEG, in_frac=LOG2E_FRAC, in_width=LOG2E_FRAC, tag_shape=self._z_shape())
+
+    def _z_shape(self):
+        # u = -d * LOG2E_Q, z = u >> (in_frac + LOG2E_FRAC)
+        u_max = (1 << (self.in_fmt.bits - 1)) * LOG2E_Q
+        return unsigned((u_max >> (self.in_fmt.frac + LOG2E_FRAC)).bit_length() or 1)
+
+    def _pre(self, d):
+        neg = (-d)[: self.in_fmt.bits]  # -d >= 0 fits in_fmt.bits unsigned
+        u = neg * LOG2E_Q
+        z = u >> (self.in_fmt.frac + LOG2E_FRAC)
+        f = (u >> self.in_fmt.frac)[:LOG2E_FRAC]
+        return f, z
+
+    def _post(self, p, z):
+        total = z + (COEF_FRAC - self.out_fmt.frac)
+        shift = Mux(total > EXP_MAX_SHIFT, EXP_MAX_SHIFT, total)[: EXP_MAX_SHIFT.bit_length()]
+        return saturate(round_shift(p, shift), self.out_fmt)
+
+
+class SoftmaxUnit(wiring.Component):
+    """Row-wise softmax unit: :func:`vitforge.quant.nonlinear.int_softmax`, exact.
+
+    Args (keyword-only):
+        numerics: formats ``softmax_in``, ``softmax_out``, ``exp_out``.
+        max_len: the longest row (buffer depth), ``>= 1``.
+
+    Ports:
+        length: ``In(range(max_len + 1))``, the row length ``1..max_len``; sampled when the row's
+            first element is accepted (0 or more than ``max_len`` is outside the contract).
+        i: stream of ``softmax_in`` codes, one row after another.
+        o: stream of :func:`row_layout` ``(softmax_out)``: probabilities with ``first``/``last``.
+
+    Passes per row: load (``n`` cycles, tracking the max), exp + sum (``n + ExpUnit.latency``),
+    one reciprocal ``floor(2**SOFTMAX_RECIP_BITS / sum)`` (:class:`Divider`), normalize
+    (``n`` cycles, saturating). A row is accepted only after the previous one has left; use
+    :meth:`latency` for the cycles from the last input of a row to its first output.
+    """
+
+    def __init__(self, *, numerics: NumericsConfig = DEFAULT_NUMERICS, max_len: int):
+        numerics = _check_numerics(self, numerics)
+        check_int(self, "max_len", max_len, 1)
+        self._numerics, self._max_len = numerics, max_len
+        super().__init__({
+            "length": In(range(max_len + 1)),
+            "i": In(stream.Signature(fmt_shape(numerics.softmax_in))),
+            "o": Out(stream.Signature(row_layout(numerics.softmax_out))),
+        })
+
+    @property
+    def max_len(self) -> int:
+        return self._max_len
+
+    @property
+    def numerics(self) -> NumericsConfig:
+        return self._numerics
+
+    def _d_fmt(self) -> FixedFormat:
+        fin = self._numerics.softmax_in
+        return FixedFormat(fin.bits + 1, fin.frac)
+
+    def _sum_width(self) -> int:
+        return (self._max_len * self._numerics.exp_out.qmax).bit_length()
+
+    def latency(self, n: int) -> int:
+        """Cycles from accepting a row's last input to its first output being valid (``o.ready`` high)."""
+        exp_pass = n + 1 + ExpUnit.latency  # one memory read ahead of the exp pipeline
+        divide = 1 + (SOFTMAX_RECIP_BITS + 1) + 1  # hand-off, one quotient bit per cycle, result
+        return exp_pass + divide + 1 + PipelineRegister.latency  # first read of e, output register
+
+    def elaborate(self, platform):
+        m = Module()
+        num = self._numerics
+        fin, fexp, fout = num.softmax_in, num.exp_out, num.softmax_out
+        word = max(fin.bits, fexp.bits)
+
+        m.submodules.mem = mem = Memory(shape=unsigned(word), depth=self._max_len, init=[])
+        wp, rp = mem.write_port(), mem.read_port(transparent_for=())
+        m.submodules.exp = exp = ExpUnit(in_fmt=self._d_fmt(), out_fmt=fexp)
+        m.submodules.div = div = Divider(dividend_width=SOFTMAX_RECIP_BITS + 1, divisor_width=self._sum_width())
+        m.submodules.out = out = PipelineRegister(row_layout(fout))
+        wiring.connect(m, out.o, wiring.flipped(self.o))
+
+        n = Signal(range(self._max_len + 1))
+        xmax = Signal(fmt_shape(fin))
+        rd = Signal(range(self._max_len + 1))  # exp pass: next address to read
+        rd_valid = Signal()  # exp pass: the read port holds element rd - 1
+        idx = Signal(range(self._max_len + 1))  # load / exp-result / normalize index
+        total = Signal(self._sum_width())
+        recip = Signal(SOFTMAX_RECIP_BITS + 1)
+
+        m.d.comb += [exp.o.ready.eq(1), div.o.ready.eq(1), rp.addr.eq(0)]
+        m.d.comb += [div.i.payload.dividend.eq(1 << SOFTMAX_RECIP_BITS), div.i.payload.divisor.eq(total)]
+
+        with m.FSM():
+            with m.State("LOAD"):
+                n_row = Mux(idx == 0, self.length, n)
+                m.d.comb += [self.i.ready.eq(1), wp.addr.eq(idx), wp.data.eq(self.i.payload),
+                             wp.en.eq(self.i.valid)]
+                with m.If(self.i.valid):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == 0):
+                        m.d.sync += [n.eq(self.length), xmax.eq(self.i.payload)]
+                    with m.Elif(self.i.payload > xmax):
+                        m.d.sync += xmax.eq(self.i.payload)
+                    with m.If(idx + 1 >= n_row):
+                        m.d.sync += [idx.eq(0), rd.eq(0), rd_valid.eq(0), total.eq(0)]
+                        m.next = "EXP"
+            with m.State("EXP"):
+                # Read x[rd]; one cycle later it feeds the exp unit (always ready: its output is
+                # always taken). Results come back in order and overwrite x[idx], idx < rd.
+                m.d.comb += [rp.addr.eq(rd), exp.i.valid.eq(rd_valid),
+                             exp.i.payload.eq(rp.data[: fin.bits].as_signed() - xmax)]
+                m.d.sync += rd_valid.eq(rd < n)
+                with m.If(rd < n):
+                    m.d.sync += rd.eq(rd + 1)
+                m.d.comb += [wp.addr.eq(idx), wp.data.eq(exp.o.payload), wp.en.eq(exp.o.valid)]
+                with m.If(exp.o.valid):
+                    m.d.sync += [total.eq(total + exp.o.payload), idx.eq(idx + 1)]
+                    with m.If(idx + 1 == n):
+                        m.next = "DIVIDE"
+            with m.State("DIVIDE"):
+                m.d.comb += div.i.valid.eq(1)
+                with m.If(div.i.ready):
+                    m.next = "RECIP"
+            with m.State("RECIP"):
+                with m.If(div.o.valid):
+                    m.d.sync += [recip.eq(div.o.payload.quotient), idx.eq(0)]
+                    m.next = "NORMALIZE"
+            with m.State("NORMALIZE"):
+                # The read port holds e[idx]: the address runs one step ahead on each transfer.
+                step = out.i.ready
+                m.d.comb += rp.addr.eq(Mux(step, idx + 1, idx))
+                e = rp.data[: fexp.bits]
+                m.d.comb += [
+                    out.i.valid.eq(1),
+                    out.i.payload.data.eq(
+                        saturate(round_shift(e * recip, SOFTMAX_RECIP_BITS - fout.frac), fout)),
+                    out.i.payload.first.eq(idx == 0),
+                    out.i.payload.last.eq(idx + 1 == n),
+                ]
+                with m.If(step):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx + 1 == n):
+                        m.d.sync += idx.eq(0)
+                        m.next = "LOAD"
+        return m
+
+
+#: Width of LayerNorm's beta codes (int32, like a GEMM bias).
+LN_BETA_BITS = 32
+
+
+class LayerNormUnit(wiring.Component):
+    """Row-wise LayerNorm unit: :func:`vitforge.quant.nonlinear.int_layernorm`, exact.
+
+    Args (keyword-only):
+        numerics: ``act_bits`` gives the input and output code width (int8 codes, any scale).
+        max_dim: the longest row ``D`` (buffer depth and the ``sqrt(D)`` constant ROM), ``>= 1``.
+
+    Ports:
+        length: ``In(range(max_dim + 1))``, the row length ``D`` in ``1..max_dim``; sampled with
+            the row's first element.
+        eps_q: epsilon in variance units (see ``int_layernorm_normalize``), stable during a row.
+        mult, shift: per-tensor requantization (``REQUANT_MULT_BITS``-bit multiplier, shift
+            ``0..REQUANT_MAX_SHIFT``), stable during a row. Per-channel requantization is not
+            supported by this unit.
+        i: stream of ``act_bits`` input codes, one row after another.
+        params: stream of ``{gamma: int8, beta: int32}``, one per output element, in order.
+        o: stream of :func:`row_layout` (``act_bits``-bit codes, saturated) with ``first``/``last``.
+
+    Passes per row: load with the sum (``D`` cycles), ``V = sum(c**2)`` (``D + 1``), isqrt and
+    one reciprocal (:class:`Isqrt`, :class:`Divider`), then one output per cycle while ``params``
+    is valid and ``o`` is ready. A row is accepted only after the previous one has left;
+    :meth:`latency` gives the cycles from a row's last input to its first output.
+    """
+
+    def __init__(self, *, numerics: NumericsConfig = DEFAULT_NUMERICS, max_dim: int):
+        numerics = _check_numerics(self, numerics)
+        check_int(self, "max_dim", max_dim, 1)
+        self._numerics, self._max_dim = numerics, max_dim
+        self._fmt = int_format(numerics.act_bits)
+        super().__init__({
+            "length": In(range(max_dim + 1)),
+            "eps_q": In(self.var_width),
+            "mult": In(REQUANT_MULT_BITS),
+            "shift": In(range(REQUANT_MAX_SHIFT + 1)),
+            "i": In(stream.Signature(fmt_shape(self._fmt))),
+            "params": In(stream.Signature(data.StructLayout({
+                "gamma": signed(numerics.weight_bits), "beta": signed(LN_BETA_BITS)}))),
+            "o": Out(stream.Signature(row_layout(self._fmt))),
+        })
+
+    @property
+    def max_dim(self) -> int:
+        return self._max_dim
+
+    @property
+    def c_max(self) -> int:
+        """Largest ``|D x - sum(x)|``."""
+        return self._max_dim * (self._fmt.qmax - self._fmt.qmin)
+
+    @property
+    def var_width(self) -> int:
+        """Width of ``V = sum(c**2)`` and of the ``eps_q`` port."""
+        return (self._max_dim * self.c_max**2).bit_length()
+
+    def latency(self, n: int) -> int:
+        """Cycles from accepting a row's last input to its first output being valid."""
+        sqrt = Isqrt(width=self.var_width + 1)
+        div = Divider(dividend_width=LN_RECIP_BITS + 1, divisor_width=sqrt.result_width)
+        latency = (n + 2) + (sqrt.latency + 1) + (div.latency + 1) + 1 + PipelineRegister.latency
+        for unit in (sqrt, div):
+            unit._MustUse__silence = True  # built only to read their latencies
+        return latency
+
+    def elaborate(self, platform):
+        m = Module()
+        fmt, dmax = self._fmt, self._max_dim
+        n_shape = range(dmax + 1)
+
+        m.submodules.mem = mem = Memory(shape=fmt_shape(fmt), depth=dmax, init=[])
+        wp, rp = mem.write_port(), mem.read_port(transparent_for=())
+        sqrt_d = [0] + [layernorm_sqrt_d(d) for d in range(1, dmax + 1)]
+        m.submodules.sqrt_d = sqrt_rom = Memory(shape=unsigned(max(sqrt_d).bit_length()), depth=dmax + 1,
+                                                init=sqrt_d)
+        sqrt_rp = sqrt_rom.read_port(transparent_for=())
+        m.submodules.isqrt = isqrt = Isqrt(width=self.var_width + 1)
+        m.submodules.div = div = Divider(dividend_width=LN_RECIP_BITS + 1, divisor_width=isqrt.result_width)
+        m.submodules.out = out = PipelineRegister(row_layout(fmt))
+        wiring.connect(m, out.o, wiring.flipped(self.o))
+
+        n = Signal(n_shape)
+        total = Signal(signed((dmax * -fmt.qmin).bit_length() + 1))
+        var = Signal(self.var_width)
+        rd = Signal(n_shape)
+        rd_valid = Signal()
+        idx = Signal(n_shape)
+        s = Signal(isqrt.result_width)
+        g = Signal(LN_RECIP_BITS + 1 + sqrt_rp.data.shape().width)
+
+        x = rp.data
+        c = n * x - total  # D x - sum(x), exact
+        m.d.comb += [rp.addr.eq(0), sqrt_rp.addr.eq(n), isqrt.o.ready.eq(1), div.o.ready.eq(1),
+                     isqrt.i.payload.eq(var + self.eps_q),
+                     div.i.payload.dividend.eq(1 << LN_RECIP_BITS), div.i.payload.divisor.eq(s)]
+
+        with m.FSM():
+            with m.State("LOAD"):
+                n_row = Mux(idx == 0, self.length, n)
+                m.d.comb += [self.i.ready.eq(1), wp.addr.eq(idx), wp.data.eq(self.i.payload),
+                             wp.en.eq(self.i.valid)]
+                with m.If(self.i.valid):
+                    m.d.sync += [idx.eq(idx + 1), total.eq(total + self.i.payload)]
+                    with m.If(idx == 0):
+                        m.d.sync += [n.eq(self.length), total.eq(self.i.payload)]
+                    with m.If(idx + 1 >= n_row):
+                        m.d.sync += [idx.eq(0), rd.eq(0), rd_valid.eq(0), var.eq(0)]
+                        m.next = "VARIANCE"
+            with m.State("VARIANCE"):
+                m.d.comb += rp.addr.eq(rd)
+                m.d.sync += rd_valid.eq(rd < n)
+                with m.If(rd < n):
+                    m.d.sync += rd.eq(rd + 1)
+                with m.If(rd_valid):
+                    m.d.sync += var.eq(var + c * c)
+                with m.Elif(rd == n):
+                    m.next = "SQRT"
+            with m.State("SQRT"):
+                m.d.comb += isqrt.i.valid.eq(1)
+                with m.If(isqrt.i.ready):
+                    m.next = "SQRT_WAIT"
+            with m.State("SQRT_WAIT"):
+                with m.If(isqrt.o.valid):
+                    m.d.sync += s.eq(Mux(isqrt.o.payload == 0, 1, isqrt.o.payload))
+                    m.next = "DIVIDE"
+            with m.State("DIVIDE"):
+                m.d.comb += div.i.valid.eq(1)
+                with m.If(div.i.ready):
+                    m.next = "DIVIDE_WAIT"
+            with m.State("DIVIDE_WAIT"):
+                with m.If(div.o.valid):
+                    m.d.sync += [g.eq(round_shift(div.o.payload.quotient * sqrt_rp.data, LN_SQRT_FRAC)),
+                                 idx.eq(0)]
+                    m.next = "NORMALIZE"
+            with m.State("NORMALIZE"):
+                step = out.i.ready & self.params.valid
+                m.d.comb += rp.addr.eq(Mux(step, idx + 1, idx))
+                norm = round_shift(c * g, LN_RECIP_BITS - LN_NORM_FRAC)
+                acc = norm * self.params.payload.gamma + self.params.payload.beta
+                m.d.comb += [
+                    self.params.ready.eq(out.i.ready),
+                    out.i.valid.eq(self.params.valid),
+                    out.i.payload.data.eq(saturate(round_shift(acc * self.mult, self.shift), fmt)),
+                    out.i.payload.first.eq(idx == 0),
+                    out.i.payload.last.eq(idx + 1 == n),
+                ]
+                with m.If(step):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx + 1 == n):
+                        m.d.sync += idx.eq(0)
+                        m.next = "LOAD"
+        return m
