@@ -16,6 +16,7 @@ from . import __version__
 COMMAND_MODULES = (
     "vitforge.quant.cli",
     "vitforge.hw.cli",
+    "vitforge.sw.cli",
 )
 
 

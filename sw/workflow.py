@@ -1,0 +1,181 @@
+"""End-to-end flows behind the CLI: train all stages and export, export a checkpoint, evaluate an artifact.
+
+``train_to_dir`` writes::
+
+    DIR/checkpoints/{dense,pruned,qat}.safetensors   weights + config (metadata)
+    DIR/artifact/                                     the int8 artifact (sw/export.py)
+    DIR/report.json                                   accuracies, GMACs, schedule (deterministic)
+    DIR/plots/*.png                                   accuracy vs GMACs / latency, keep heatmaps
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vitforge.quant.fake import set_mode
+
+from .data import ImageData, load_data
+from .export import extract, load_artifact, write_artifact
+from .golden import GoldenModel
+from .latency import MacLatency, model_macs, target_from_reduction, tokens_per_block
+from .train import TrainConfig, run_pipeline
+from .vit import Trace, VisionTransformer, ViTConfig, get_config
+
+#: Default pruning target of ``vitforge train`` when no latency target is given.
+DEFAULT_MAC_REDUCTION = 0.5
+
+
+@dataclass(frozen=True)
+class Target:
+    """The user's latency target: milliseconds, or a fraction of the dense model's MACs to cut."""
+
+    latency_ms: float | None = None
+    mac_reduction: float | None = None
+
+    def resolve(self, cfg: ViTConfig, latency: MacLatency) -> float:
+        if self.latency_ms is not None:
+            return self.latency_ms
+        return target_from_reduction(cfg, DEFAULT_MAC_REDUCTION if self.mac_reduction is None
+                                     else self.mac_reduction, latency)
+
+
+def save_checkpoint(model: VisionTransformer, path: Path, stage: str) -> None:
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    # One metadata key: safetensors stores metadata in a hash map, so several keys come out in
+    # varying order and the same model would not give the same bytes.
+    meta = {"vitforge": json.dumps({"config": model.cfg.to_dict(), "stage": stage,
+                                    "mode": "qat" if model.patch_embed.quantized else "float"}, sort_keys=True)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata=meta)
+
+
+def load_checkpoint(path: str | Path) -> VisionTransformer:
+    """A model from :func:`save_checkpoint` (safetensors: no code runs on load), in eval mode."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get("vitforge")
+    if raw is None:
+        raise ValueError(f"{path}: not a vitforge checkpoint (no 'vitforge' metadata)")
+    meta = json.loads(raw)
+    cfg = ViTConfig.from_dict(meta["config"])
+    model = VisionTransformer(cfg)
+    model.load_state_dict(load_file(str(path)))
+    model.set_decision("threshold")
+    if meta.get("mode") == "qat":
+        model.set_poly(cfg.poly)
+        set_mode(model, "qat")
+    else:
+        model.set_poly(False)
+    return model.eval()
+
+
+def export_model(model: VisionTransformer, out: Path, hw_preset: str, dataset: dict | None = None) -> Path:
+    sample = torch.zeros(1, model.cfg.in_chans, model.cfg.image_size, model.cfg.image_size)
+    im = extract(model, sample)
+    return write_artifact(im, out, hw_preset, extra={"dataset": dataset} if dataset else None)
+
+
+def evaluate_artifact(path: Path, data: ImageData | None = None, limit: int | None = None,
+                      progress: bool = False) -> dict:
+    """Golden-model top-1 (%) and mean GMACs of an artifact on its data set's test split.
+
+    ``data``/``limit`` default to the data set and image count recorded in the artifact.
+    """
+    im, manifest = load_artifact(path)
+    ds = (manifest.get("extra") or {}).get("dataset") or {}
+    if data is None:
+        data = load_data(ds.get("spec"), seed=ds.get("seed", 0), size=im.config.image_size)
+    if limit is None:
+        limit = ds.get("limit")
+    x, y = data.x_test, data.y_test
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    res = GoldenModel(im).evaluate(x, y, progress=progress)
+    return {"top1": res["top1"], "gmacs": res["gmacs"], "images": len(y), "tokens_per_block": res["tokens"],
+            "logits": res["logits"]}
+
+
+def train_to_dir(
+    out: Path, preset: str = "demo", seed: int = 0, target: Target = Target(), data_spec: str | None = None,
+    hw_preset: str = "demo", tc: TrainConfig | None = None, cfg: ViTConfig | None = None, plots: bool = True,
+    log=print, eval_limit: int | None = None,
+) -> dict:
+    """Train all stages, export, evaluate the artifact with the golden model, write the report.
+
+    ``eval_limit``: evaluate on the first N test images only (recorded in the artifact, so that
+    ``vitforge eval`` uses the same images); None = the whole test split.
+    """
+    cfg = cfg or get_config(preset)
+    tc = tc or TrainConfig(seed=seed)
+    data = load_data(data_spec, seed=seed, size=cfg.image_size)
+    if data.image_size != cfg.image_size:
+        raise ValueError(f"data {data_spec!r} has {data.image_size}x{data.image_size} images; "
+                         f"model preset {preset!r} takes {cfg.image_size}x{cfg.image_size}")
+    cfg = ViTConfig.from_dict({**cfg.to_dict(), "in_chans": data.channels, "num_classes": data.num_classes})
+    latency = MacLatency()
+    result = run_pipeline(cfg, data, tc, target.resolve(cfg, latency), latency, log=log)
+    out.mkdir(parents=True, exist_ok=True)
+    for stage, model in (("dense", result.dense), ("pruned", result.pruned), ("qat", result.qat)):
+        save_checkpoint(model, out / "checkpoints" / f"{stage}.safetensors", stage)
+    dataset = {"spec": data_spec or "digits", "seed": seed, "limit": eval_limit}
+    art = export_model(result.qat, out / "artifact", hw_preset, dataset)
+    ev = evaluate_artifact(art, data, limit=eval_limit, progress=tc.progress)
+    with torch.no_grad():
+        qat_logits = result.qat(data.x_test[:eval_limit])
+    codes = torch.round(qat_logits.double() / result.qat.head.out_scale).to(torch.int64)
+    dense_cfg = cfg.with_selectors((), ())
+    report = {
+        "float_dense_acc": result.metrics["dense"]["top1"],
+        "float_pruned_acc": result.metrics["pruned"]["top1"],
+        "qat_acc": result.metrics["qat"]["top1"],
+        "int8_pruned_acc": ev["top1"],
+        "golden_equals_qat": bool(torch.equal(codes, ev["logits"])),
+        "gmacs_dense": model_macs(dense_cfg, tokens_per_block(dense_cfg)) / 1e9,
+        "gmacs_pruned": ev["gmacs"],
+        "keep_rates": list(result.schedule.keep_rates),
+        "selector_blocks": list(result.schedule.selector_blocks),
+        "thresholds": list(result.qat.cfg.thresholds),
+        "tokens_per_block": ev["tokens_per_block"],
+        "latency_ms_dense_model": result.schedule.dense_latency_ms,
+        "latency_ms_pruned_model": latency.latency_ms(cfg, ev["tokens_per_block"]),
+        "latency_target_ms": target.resolve(cfg, latency),
+        "test_images": ev["images"],
+        "model": cfg.to_dict(),
+        "train": tc.to_dict(),
+        "hw_preset": hw_preset,
+    }
+    report["gmacs_reduction"] = 1 - report["gmacs_pruned"] / report["gmacs_dense"]
+    text = json.dumps(report, sort_keys=True, indent=2) + "\n"
+    (out / "report.json").write_text(text)
+    report = json.loads(text)
+    if plots:
+        _plots(out / "plots", report, result, data)
+    return report
+
+
+def _plots(folder: Path, report: dict, result, data: ImageData) -> None:
+    from .plots import plot_accuracy, plot_keep_heatmaps
+
+    folder.mkdir(parents=True, exist_ok=True)
+    gd, gp = report["gmacs_dense"], report["gmacs_pruned"]
+    points = [
+        {"label": "float dense", "top1": report["float_dense_acc"], "gmacs": gd,
+         "ms": report["latency_ms_dense_model"]},
+        {"label": "float pruned", "top1": report["float_pruned_acc"], "gmacs": gp,
+         "ms": report["latency_ms_pruned_model"]},
+        {"label": "int8 pruned (golden)", "top1": report["int8_pruned_acc"], "gmacs": gp,
+         "ms": report["latency_ms_pruned_model"]},
+    ]
+    plot_accuracy(points, folder / "acc_vs_gmacs.png", "gmacs", "GMACs per image")
+    plot_accuracy(points, folder / "acc_vs_latency.png", "ms", "modeled latency (ms, MAC proxy)")
+    tr = Trace()
+    with torch.no_grad():
+        result.qat(data.x_test[:6], trace=tr)
+    plot_keep_heatmaps(data.x_test[:6], tr.alive, result.qat.cfg.patch_size, folder / "keep_heatmap.png",
+                       result.qat.cfg.selector_blocks)
