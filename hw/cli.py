@@ -1,7 +1,6 @@
 """`vitforge rtl`: generate Verilog for a preset, and estimate its FPGA resources with Yosys.
 
-Blocks generated today: the GEMM sequencer with its engine (``gemm_sequencer``) and the residual
-adder (``residual``). The encoder-block top (hw/top.py) does not exist yet.
+Blocks: see :func:`blocks` (the stand-alone units and the whole accelerator ``encoder_top``).
 """
 
 from __future__ import annotations
@@ -14,15 +13,41 @@ from .config import PRESETS, HwConfig, get_preset
 
 
 def blocks(config: HwConfig) -> dict[str, str]:
-    """Verilog text of every generated block of ``config``, by top-module name."""
-    from .gemm import GemmSequencer
+    """Verilog text of every generated block of ``config``, by top-module name.
+
+    Stand-alone blocks first (``gemm_engine`` includes its ``requant``; ``gemm_sequencer``
+    includes the engine), then the whole accelerator ``encoder_top`` (controller, every unit and
+    the scratchpads); a unit that ``config`` disables is left out.
+    """
+    from .controller import Controller  # noqa: F401 - the top's controller (documented above)
+    from .gemm import GemmEngine, GemmSequencer, Requantizer
+    from .nonlinear import GeluUnit, LayerNormUnit, SigmoidUnit, SoftmaxUnit
     from .residual import ResidualAdder
+    from .selector import TokenSelector
+    from .top import EncoderTop
     from .verilog import generate
 
-    return {
-        "gemm_sequencer": generate(GemmSequencer(config=config), "gemm_sequencer"),
-        "residual": generate(ResidualAdder(config=config), "residual"),
+    cfg = config
+    designs = {
+        "gemm_engine": lambda: GemmEngine(config=cfg),
+        "requant": lambda: Requantizer(lanes=cfg.lanes, acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits,
+                                       shift_bits=cfg.shift_bits),
+        "gemm_sequencer": lambda: GemmSequencer(config=cfg),
+        "residual": lambda: ResidualAdder(config=cfg),
     }
+    if cfg.gelu:
+        designs["gelu"] = lambda: GeluUnit(numerics=cfg.numerics)
+    if cfg.sigmoid:
+        designs["sigmoid"] = lambda: SigmoidUnit(numerics=cfg.numerics)
+    if cfg.softmax:
+        designs["softmax"] = lambda: SoftmaxUnit(numerics=cfg.numerics, max_len=cfg.max_tokens)
+    if cfg.layernorm:
+        designs["layernorm"] = lambda: LayerNormUnit(numerics=cfg.numerics, max_dim=cfg.max_embed_dim)
+    if cfg.selector:
+        designs["selector"] = lambda: TokenSelector(heads=cfg.max_heads, max_tokens=cfg.max_tokens,
+                                                    max_dim=cfg.max_embed_dim)
+    designs["encoder_top"] = lambda: EncoderTop(config=cfg)
+    return {name: generate(make(), name) for name, make in designs.items()}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

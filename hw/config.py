@@ -114,6 +114,9 @@ class HwConfig:
             dim = getattr(self, name)
             if dim >= 1 << MAX_DIM_BITS:
                 raise ValueError(f"{name} must be below 2**{MAX_DIM_BITS} (the ISA's size fields), not {dim}")
+        if self.max_tokens >= (1 << MAX_DIM_BITS) - 1:
+            raise ValueError(f"max_tokens must be below 2**{MAX_DIM_BITS} - 1 (the ISA's TOKENS marker), "
+                             f"not {self.max_tokens}")
         if self.max_embed_dim % (self.max_heads * self.lanes):
             raise ValueError(
                 f"max_embed_dim {self.max_embed_dim} must be a multiple of max_heads x lanes = "

@@ -32,7 +32,12 @@ Semantics (``A[i, j]`` is element ``j`` of row ``i`` of the matrix at ``a_addr``
 * ``SOFTMAX``/``GELU``/``LAYERNORM``/``SIGMOID``: row-wise over ``rows`` rows of ``cols``
   elements; ``param_addr`` points at the unit's parameters (LayerNorm's gamma/beta/requant).
 * ``SELECT``: the token selector's control step: keep/prune from the scores at ``scores_addr``,
-  gather the kept token rows and the package token to ``dst_addr``.
+  gather the kept token rows and the package token to ``dst_addr``; the number of rows written
+  becomes the controller's token count.
+* Dynamic sizes: a size field (``m``, ``k``, ``n``, ``rows``, ``cols``, ``n_tokens``) holding
+  :data:`TOKENS` means the token count of the last ``SELECT``; an ``ADD``/``LOAD``/``STORE``
+  ``count`` with bit :data:`PER_TOKEN` set means ``count & (PER_TOKEN - 1)`` words per token.
+  Per-instruction data layouts of the units: :mod:`vitforge.hw.controller`.
 
 """
 
@@ -54,6 +59,10 @@ OP_BITS = 4
 INSTR_BITS = 192
 #: Bytes per instruction in :func:`to_bytes`.
 INSTR_BYTES = INSTR_BITS // 8
+#: A size field holding this value means "the token count of the last SELECT".
+TOKENS = (1 << MAX_DIM_BITS) - 1
+#: A word count with this bit set counts words per token (times the token count).
+PER_TOKEN = 1 << (MAX_ADDR_BITS - 1)
 
 
 class Op(enum.IntEnum):

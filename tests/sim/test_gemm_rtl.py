@@ -1,6 +1,8 @@
-"""GEMM engine RTL (Verilator, Icarus) vs quant.ops.gemm through cocotb."""
+"""GEMM engine RTL (Verilator, Icarus) vs quant.ops.gemm through cocotb; a zcu102 smoke test."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -16,3 +18,15 @@ def test_gemm_engine_demo(sim):
     cfg = get_preset("demo")
     run_bench(name="gemm_engine", design=lambda: GemmEngine(config=cfg), key=cfg, bench="vitforge.sim.bench_gemm",
               sim=sim, params={"config": cfg.to_json(), "tiles": env_int("VITFORGE_TILES", 24), "seed": 3})
+
+
+@pytest.mark.skipif(not os.environ.get("VITFORGE_DEEP"), reason="the zcu102 top builds for minutes: VITFORGE_DEEP=1")
+def test_gemm_sequencer_zcu102_smoke():
+    """A small ragged GEMM (and a Q K^T) through GemmSequencer inside the zcu102 top, on Verilator."""
+    from vitforge.hw.top import EncoderTop
+
+    cfg = get_preset("zcu102")
+    cases = [{"m": 37, "k": 70, "n": 65, "b_trans": False, "b_act": False, "pad": 1, "saturate": False, "seed": 1},
+             {"m": 33, "k": 64, "n": 40, "b_trans": True, "b_act": True, "pad": 0, "saturate": False, "seed": 2}]
+    run_bench(name="encoder_top", design=lambda: EncoderTop(config=cfg), key=cfg, bench="vitforge.sim.bench_block",
+              sim="verilator", testcase="gemm_programs", params={"config": cfg.to_json(), "gemm_cases": cases})

@@ -1,0 +1,481 @@
+"""Controller: fetches :mod:`vitforge.hw.isa` instructions and runs them on the datapath units.
+
+:class:`Controller` owns the GEMM sequencer (with its engine), the residual adder, the nonlinear
+units and the token selector that :class:`~vitforge.hw.config.HwConfig` enables, and drives the
+scratchpad ports that :class:`~vitforge.hw.top.EncoderTop` connects to its memories.
+
+Execution: one instruction at a time, in order (``SYNC`` is a no-op). ``END`` stops the
+controller and raises ``done``; an opcode whose unit is not built (or unknown) stops it with
+``error`` raised as well. ``cycles`` counts the cycles from ``start`` to the cycle ``done`` rises.
+
+Dynamic token count (the selector's output is data dependent):
+
+* ``tokens`` is a register, set by every ``SELECT`` to the number of rows it wrote (kept tokens
+  plus the package token, if any).
+* A size field (``m``, ``k``, ``n``, ``rows``, ``cols``, ``n_tokens``) holding
+  :data:`~vitforge.hw.isa.TOKENS` reads the register instead.
+* An ``ADD``/``LOAD``/``STORE`` ``count`` with bit :data:`~vitforge.hw.isa.PER_TOKEN` set counts
+  ``count & (PER_TOKEN - 1)`` words per token (``tokens`` times that).
+
+Unit contracts (how the row-wise instructions use the parameter scratchpad):
+
+* ``LAYERNORM``: at ``param_addr``, ``row_words(cols)`` words with, per channel lane,
+  ``bias = beta`` (int32) and ``mult`` = gamma as int8 two's complement in its low 8 bits;
+  the next word holds, in lane 0, ``bias = eps_q``, ``mult``, ``shift`` (per-tensor).
+* ``SELECT``: the row of token ``t`` at ``scores_addr + 2 t`` is two words: lane ``i`` of the
+  first holds head ``i``'s keep score (Q0.7), lane ``i`` of the second its head weight
+  (Q0.8); heads ``>= max_heads`` are not read (needs ``max_heads <= lanes``). The threshold is
+  lane 0's ``bias`` of the word at ``param_addr``. Output rows go to ``dst_addr`` with row stride
+  ``tokens_stride``.
+* ``SOFTMAX``/``GELU``/``SIGMOID``: ``param_addr`` is unused. Padding lanes of every written
+  row are 0.
+
+Throughput: row-wise instructions stream one element per cycle with two bubble cycles per
+word read; ``ADD`` takes four cycles per word; ``LOAD``/``STORE`` one word per cycle.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import MAX_ADDR_BITS, HwConfig
+from .gemm import GemmSequencer, param_lane_layout
+from .isa import INSTR_BITS, INSTR_LAYOUT, PER_TOKEN, TOKENS, Mem, Op
+from .residual import ResidualAdder
+
+#: Width of the cycle counter.
+CYCLE_BITS = 32
+
+
+def _ceil_div(x, d: int):
+    if d & (d - 1):
+        return (x + (d - 1)) // d
+    return (x + (d - 1)) >> (d.bit_length() - 1)
+
+
+class Controller(wiring.Component):
+    """Instruction fetch/decode/sequencing with every enabled datapath unit.
+
+    Ports:
+        start: pulse: run the program from instruction 0 (ignored while busy).
+        busy: high while running; done: high after ``END`` until the next ``start``;
+        error: high with ``done`` when the program hit an opcode whose unit is not built.
+        cycles: cycles of the last (or current) run; tokens: the token-count register.
+        imem_raddr / imem_rdata: instruction memory read port (synchronous, one cycle).
+        act_*, wt_*, prm_*: scratchpad read (``raddr``/``rdata``) and write
+            (``waddr``/``wdata``/``we``) ports.
+        dma_in: stream of words for ``LOAD`` (the low bits of each are the word);
+        dma_out: stream of activation words from ``STORE``.
+    """
+
+    def __init__(self, *, config: HwConfig):
+        if not isinstance(config, HwConfig):
+            raise TypeError(f"config must be a HwConfig, not {type(config).__name__}")
+        if config.selector and config.max_heads > config.lanes:
+            raise ValueError(f"the SELECT score row needs max_heads <= lanes, not {config.max_heads} > {config.lanes}")
+        self._config = cfg = config
+        self.dma_bits = max(cfg.word_bits, cfg.param_word_bits)
+        super().__init__({
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(1),
+            "cycles": Out(CYCLE_BITS),
+            "tokens": Out(range(TOKENS + 1)),
+            "imem_raddr": Out(cfg.addr_bits(cfg.imem_depth)),
+            "imem_rdata": In(INSTR_BITS),
+            "act_raddr": Out(cfg.addr_bits(cfg.act_depth)),
+            "act_rdata": In(cfg.word_bits),
+            "act_waddr": Out(cfg.addr_bits(cfg.act_depth)),
+            "act_wdata": Out(cfg.word_bits),
+            "act_we": Out(1),
+            "wt_raddr": Out(cfg.addr_bits(cfg.weight_depth)),
+            "wt_rdata": In(cfg.word_bits),
+            "wt_waddr": Out(cfg.addr_bits(cfg.weight_depth)),
+            "wt_wdata": Out(cfg.word_bits),
+            "wt_we": Out(1),
+            "prm_raddr": Out(cfg.addr_bits(cfg.param_depth)),
+            "prm_rdata": In(cfg.param_word_bits),
+            "prm_waddr": Out(cfg.addr_bits(cfg.param_depth)),
+            "prm_wdata": Out(cfg.param_word_bits),
+            "prm_we": Out(1),
+            "dma_in": In(stream.Signature(self.dma_bits)),
+            "dma_out": Out(stream.Signature(cfg.word_bits)),
+        })
+
+    @property
+    def config(self) -> HwConfig:
+        return self._config
+
+    def _units(self, m: Module) -> dict[Op, wiring.Component]:
+        """The enabled row-wise units, by the opcode they run."""
+        from .nonlinear import GeluUnit, LayerNormUnit, SigmoidUnit, SoftmaxUnit
+        from .selector import TokenSelector
+
+        cfg = self._config
+        units = {}
+        if cfg.gelu:
+            units[Op.GELU] = m.submodules.gelu = GeluUnit(numerics=cfg.numerics)
+        if cfg.sigmoid:
+            units[Op.SIGMOID] = m.submodules.sigmoid = SigmoidUnit(numerics=cfg.numerics)
+        if cfg.softmax:
+            units[Op.SOFTMAX] = m.submodules.softmax = SoftmaxUnit(numerics=cfg.numerics, max_len=cfg.max_tokens)
+        if cfg.layernorm:
+            units[Op.LAYERNORM] = m.submodules.layernorm = LayerNormUnit(numerics=cfg.numerics,
+                                                                       max_dim=cfg.max_embed_dim)
+        if cfg.selector:
+            units[Op.SELECT] = m.submodules.selector = TokenSelector(
+                heads=cfg.max_heads, max_tokens=cfg.max_tokens, max_dim=cfg.max_embed_dim)
+        return units
+
+    def elaborate(self, platform):
+        cfg = self._config
+        lanes, bits = cfg.lanes, cfg.act_bits
+        m = Module()
+        m.submodules.gemm = seq = GemmSequencer(config=cfg)
+        m.submodules.residual = add = ResidualAdder(config=cfg)
+        units = self._units(m)
+
+        # --- fetch/decode state ---------------------------------------------------------------
+        pc = Signal(cfg.addr_bits(cfg.imem_depth))
+        ins = Signal(INSTR_LAYOUT)
+        op = ins.op
+        tokens = Signal(range(TOKENS + 1))
+        m.d.comb += [self.tokens.eq(tokens), self.imem_raddr.eq(pc)]
+
+        def dim(value):
+            """A size field, with TOKENS replaced by the token register."""
+            return Mux(value == TOKENS, tokens, value)
+
+        def count(value):
+            """A word count, per token if PER_TOKEN is set."""
+            per = value & (PER_TOKEN - 1)
+            return Mux(value & PER_TOKEN, per * tokens, value)
+
+        running = Signal()
+        cycles = Signal(CYCLE_BITS)
+        m.d.comb += [self.busy.eq(running), self.cycles.eq(cycles)]
+        with m.If(running):
+            m.d.sync += cycles.eq(cycles + 1)
+
+        # --- GEMM -------------------------------------------------------------------------------
+        g = ins.args.gemm
+        gemm_instr = Signal.like(seq.instr)
+        m.d.comb += gemm_instr.eq(g)
+        m.d.comb += [gemm_instr.m.eq(dim(g.m)), gemm_instr.k.eq(dim(g.k)), gemm_instr.n.eq(dim(g.n)),
+                     seq.instr.eq(gemm_instr)]
+
+        m.d.comb += [add.mult_a.eq(ins.args.add.mult_a), add.mult_b.eq(ins.args.add.mult_b),
+                     add.shift.eq(ins.args.add.shift)]
+
+        # --- common counters for ADD / LOAD / STORE ---------------------------------------------
+        addr_shape = unsigned(MAX_ADDR_BITS + 1)
+        idx = Signal(addr_shape)
+        n_words = Signal(addr_shape)
+        a_word = Signal(cfg.word_bits)
+
+        # --- row streamer (row-wise units and SELECT) -------------------------------------------
+        rw = ins.args.layernorm  # every row-wise opcode shares this layout
+        sl = ins.args.select
+        rows, cols = Signal(range(TOKENS + 1)), Signal(range(TOKENS + 1))
+        src_addr, src_stride = Signal(addr_shape), Signal(addr_shape)
+        dst_addr, dst_stride = Signal(addr_shape), Signal(addr_shape)
+        prm_base = Signal(addr_shape)
+        is_select = Signal()
+        # reader
+        r_row, r_col = Signal(range(TOKENS + 1)), Signal(range(TOKENS + 1))
+        r_row_addr = Signal(addr_shape)
+        r_buf = Signal(cfg.word_bits)
+        r_lane = Signal(range(lanes))
+        r_word = Signal(range(TOKENS + 1))
+        e_valid, e_ready = Signal(), Signal()
+        e_data = Signal(bits)
+        scores_buf = Signal(cfg.word_bits)
+        s_valid, s_ready = Signal(), Signal()
+        # writer
+        w_row, w_col = Signal(range(TOKENS + 1)), Signal(range(TOKENS + 1))
+        w_row_addr = Signal(addr_shape)
+        w_word = Signal(addr_shape)
+        w_lane = Signal(range(lanes))
+        w_buf = Signal(cfg.word_bits)
+        o_valid, o_last, o_end = Signal(), Signal(), Signal()
+        o_data = Signal(bits)
+        w_done = Signal()
+        # LayerNorm parameter reader
+        p_col = Signal(range(TOKENS + 1))
+        p_word = Signal(addr_shape)
+        p_buf = Signal(cfg.param_word_bits)
+        p_lane = Signal(range(lanes))
+        p_valid, p_ready = Signal(), Signal()
+        ln_eps = Signal(cfg.acc_bits)
+        ln_mult = Signal(cfg.mult_bits)
+        ln_shift = Signal(cfg.shift_bits)
+        threshold = Signal(7)
+
+        m.d.comb += e_data.eq(r_buf[:bits])
+
+        # Element and scores streams into the selected unit; results out of it.
+        for code, unit in units.items():
+            active = op == code
+            if code == Op.SELECT:
+                m.d.comb += [
+                    unit.threshold.eq(threshold), unit.n_tokens.eq(rows), unit.dim.eq(cols),
+                    unit.tokens.valid.eq(e_valid & active), unit.tokens.payload.eq(e_data),
+                    unit.scores.valid.eq(s_valid & active),
+                    unit.scores.payload.first.eq(r_row == 0),
+                    unit.o.ready.eq(active),
+                ]
+                for h in range(cfg.max_heads):
+                    m.d.comb += [unit.scores.payload.scores[h].eq(scores_buf[h * bits:h * bits + 7]),
+                                 unit.scores.payload.weights[h].eq(r_buf[h * bits:(h + 1) * bits])]
+                with m.If(active):
+                    m.d.comb += [e_ready.eq(unit.tokens.ready), s_ready.eq(unit.scores.ready),
+                                 o_valid.eq(unit.o.valid), o_data.eq(unit.o.payload.data),
+                                 o_last.eq(unit.o.payload.last), o_end.eq(unit.o.payload.end)]
+                continue
+            m.d.comb += [unit.i.valid.eq(e_valid & active), unit.i.payload.eq(e_data), unit.o.ready.eq(active)]
+            if code in (Op.SOFTMAX, Op.LAYERNORM):
+                m.d.comb += unit.length.eq(cols)
+            if code == Op.LAYERNORM:
+                m.d.comb += [unit.eps_q.eq(ln_eps), unit.mult.eq(ln_mult), unit.shift.eq(ln_shift),
+                             unit.params.valid.eq(p_valid & active),
+                             unit.params.payload.beta.eq(p_buf[:cfg.acc_bits]),
+                             unit.params.payload.gamma.eq(p_buf[cfg.acc_bits:cfg.acc_bits + bits])]
+            with m.If(active):
+                m.d.comb += [e_ready.eq(unit.i.ready), o_valid.eq(unit.o.valid)]
+                if code == Op.LAYERNORM:
+                    m.d.comb += p_ready.eq(unit.params.ready)
+                if code in (Op.SOFTMAX, Op.LAYERNORM):
+                    m.d.comb += o_data.eq(unit.o.payload.data)
+                else:
+                    m.d.comb += o_data.eq(unit.o.payload)
+
+        # --- port defaults ------------------------------------------------------------------------
+        m.d.comb += [
+            self.act_raddr.eq(seq.act_raddr), self.wt_raddr.eq(seq.wt_raddr), self.prm_raddr.eq(seq.prm_raddr),
+            seq.act_rdata.eq(self.act_rdata), seq.wt_rdata.eq(self.wt_rdata), seq.prm_rdata.eq(self.prm_rdata),
+            self.act_waddr.eq(seq.act_waddr), self.act_wdata.eq(seq.act_wdata), self.act_we.eq(seq.act_we),
+            self.dma_out.payload.eq(a_word),
+        ]
+
+        lane_layout = param_lane_layout(cfg)
+        prm_lane0 = data.View(lane_layout, self.prm_rdata[:lane_layout.size])
+
+        # --- writer (row-wise results and SELECT output), runs beside the reader ------------------
+        row_end = Mux(is_select, o_last, w_col + 1 == cols)
+        merged = w_buf | (o_data.as_unsigned() << (w_lane * bits))
+        writing = Signal()
+        with m.If(writing & o_valid):
+            with m.If(row_end | (w_lane == lanes - 1)):
+                m.d.comb += [self.act_we.eq(1), self.act_waddr.eq(w_row_addr + w_word), self.act_wdata.eq(merged)]
+                m.d.sync += [w_buf.eq(0), w_lane.eq(0), w_word.eq(w_word + 1)]
+            with m.Else():
+                m.d.sync += [w_buf.eq(merged), w_lane.eq(w_lane + 1)]
+            m.d.sync += w_col.eq(w_col + 1)
+            with m.If(row_end):
+                m.d.sync += [w_col.eq(0), w_word.eq(0), w_row.eq(w_row + 1), w_row_addr.eq(w_row_addr + dst_stride),
+                             w_lane.eq(0), w_buf.eq(0)]
+                with m.If(Mux(is_select, o_end, w_row + 1 == rows)):
+                    m.d.sync += [w_done.eq(1), writing.eq(0)]
+                    with m.If(is_select):
+                        m.d.sync += tokens.eq(w_row + 1)
+
+        # --- LayerNorm parameter reader: beta/gamma per element, every row ------------------------
+        p_state = Signal(2)  # 0 idle, 1 issue, 2 latch, 3 emit
+        m.d.comb += p_valid.eq(p_state == 3)
+        with m.Switch(p_state):
+            with m.Case(1):
+                m.d.comb += self.prm_raddr.eq(prm_base + p_word)
+                m.d.sync += p_state.eq(2)
+            with m.Case(2):
+                m.d.comb += self.prm_raddr.eq(prm_base + p_word)
+                m.d.sync += [p_buf.eq(self.prm_rdata), p_state.eq(3)]
+            with m.Case(3):
+                with m.If(p_ready):
+                    m.d.sync += [p_buf.eq(p_buf >> lane_layout.size), p_lane.eq(p_lane + 1),
+                                 p_col.eq(p_col + 1)]
+                    with m.If(p_col + 1 == cols):
+                        m.d.sync += [p_col.eq(0), p_word.eq(0), p_lane.eq(0), p_state.eq(1)]
+                    with m.Elif(p_lane == lanes - 1):
+                        m.d.sync += [p_word.eq(p_word + 1), p_lane.eq(0), p_state.eq(1)]
+
+        # --- main FSM -----------------------------------------------------------------------------
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [pc.eq(0), running.eq(1), cycles.eq(0), self.done.eq(0), self.error.eq(0),
+                                 tokens.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):  # the instruction memory reads pc
+                m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.sync += [ins.eq(self.imem_rdata), pc.eq(pc + 1)]
+                m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                m.d.sync += idx.eq(0)
+                with m.Switch(op):
+                    with m.Case(Op.END):
+                        m.d.sync += [running.eq(0), self.done.eq(1)]
+                        m.next = "IDLE"
+                    with m.Case(Op.SYNC):
+                        m.next = "FETCH"
+                    with m.Case(Op.GEMM):
+                        m.d.comb += seq.start.eq(1)
+                        m.next = "GEMM"
+                    with m.Case(Op.ADD):
+                        m.d.sync += n_words.eq(count(ins.args.add.count))
+                        m.next = "ADD_A"
+                    with m.Case(Op.LOAD):
+                        m.d.sync += n_words.eq(count(ins.args.load.count))
+                        m.next = "LOAD"
+                    with m.Case(Op.STORE):
+                        m.d.sync += n_words.eq(count(ins.args.store.count))
+                        m.next = "STORE_RD"
+                    for code in units:
+                        with m.Case(code):
+                            fields = sl if code == Op.SELECT else rw
+                            m.d.sync += [
+                                is_select.eq(code == Op.SELECT),
+                                rows.eq(dim(sl.n_tokens) if code == Op.SELECT else dim(rw.rows)),
+                                cols.eq(sl.dim if code == Op.SELECT else dim(rw.cols)),
+                                src_addr.eq(sl.tokens_addr if code == Op.SELECT else rw.src_addr),
+                                src_stride.eq(sl.tokens_stride if code == Op.SELECT else rw.src_stride),
+                                dst_addr.eq(fields.dst_addr),
+                                dst_stride.eq(sl.tokens_stride if code == Op.SELECT else rw.dst_stride),
+                                prm_base.eq(fields.param_addr),
+                                r_row.eq(0), r_col.eq(0), r_lane.eq(0), r_word.eq(0),
+                                r_row_addr.eq(sl.tokens_addr if code == Op.SELECT else rw.src_addr),
+                                w_row.eq(0), w_col.eq(0), w_word.eq(0), w_lane.eq(0), w_buf.eq(0), w_done.eq(0),
+                                w_row_addr.eq(fields.dst_addr),
+                                p_col.eq(0), p_word.eq(0), p_lane.eq(0),
+                            ]
+                            m.next = "ROW_PARAMS"
+                    with m.Default():
+                        m.d.sync += [running.eq(0), self.done.eq(1), self.error.eq(1)]
+                        m.next = "IDLE"
+
+            with m.State("GEMM"):
+                with m.If(~seq.busy):
+                    m.next = "FETCH"
+
+            # ADD: read a, read b, add, write; one word at a time.
+            with m.State("ADD_A"):
+                with m.If(idx == n_words):
+                    m.next = "FETCH"
+                with m.Else():
+                    m.d.comb += self.act_raddr.eq(ins.args.add.a_addr + idx)
+                    m.next = "ADD_B"
+            with m.State("ADD_B"):
+                m.d.comb += self.act_raddr.eq(ins.args.add.b_addr + idx)
+                m.d.sync += a_word.eq(self.act_rdata)
+                m.next = "ADD_SUM"
+            with m.State("ADD_SUM"):
+                m.d.comb += [add.input.valid.eq(1), add.input.payload.a.eq(a_word),
+                             add.input.payload.b.eq(self.act_rdata)]
+                with m.If(add.input.ready):
+                    m.next = "ADD_WRITE"
+            with m.State("ADD_WRITE"):
+                m.d.comb += add.output.ready.eq(1)
+                with m.If(add.output.valid):
+                    m.d.comb += [self.act_we.eq(1), self.act_waddr.eq(ins.args.add.dst_addr + idx),
+                                 self.act_wdata.eq(add.output.payload)]
+                    m.d.sync += idx.eq(idx + 1)
+                    m.next = "ADD_A"
+
+            with m.State("LOAD"):
+                ld = ins.args.load
+                with m.If(idx == n_words):
+                    m.next = "FETCH"
+                with m.Else():
+                    m.d.comb += self.dma_in.ready.eq(1)
+                    with m.If(self.dma_in.valid):
+                        m.d.sync += idx.eq(idx + 1)
+                        with m.Switch(ld.mem):
+                            with m.Case(Mem.ACT):
+                                m.d.comb += [self.act_we.eq(1), self.act_waddr.eq(ld.addr + idx),
+                                             self.act_wdata.eq(self.dma_in.payload)]
+                            with m.Case(Mem.WEIGHT):
+                                m.d.comb += [self.wt_we.eq(1), self.wt_waddr.eq(ld.addr + idx),
+                                             self.wt_wdata.eq(self.dma_in.payload)]
+                            with m.Case(Mem.PARAM):
+                                m.d.comb += [self.prm_we.eq(1), self.prm_waddr.eq(ld.addr + idx),
+                                             self.prm_wdata.eq(self.dma_in.payload)]
+
+            with m.State("STORE_RD"):
+                with m.If(idx == n_words):
+                    m.next = "FETCH"
+                with m.Else():
+                    m.d.comb += self.act_raddr.eq(ins.args.store.addr + idx)
+                    m.next = "STORE_LATCH"
+            with m.State("STORE_LATCH"):
+                m.d.sync += a_word.eq(self.act_rdata)
+                m.next = "STORE_SEND"
+            with m.State("STORE_SEND"):
+                m.d.comb += self.dma_out.valid.eq(1)
+                with m.If(self.dma_out.ready):
+                    m.d.sync += idx.eq(idx + 1)
+                    m.next = "STORE_RD"
+
+            # Row-wise units and SELECT: read the per-instruction parameter word first.
+            with m.State("ROW_PARAMS"):
+                # LayerNorm: the trailer after the per-channel words; SELECT: the threshold word.
+                m.d.comb += self.prm_raddr.eq(Mux(is_select, prm_base, prm_base + _ceil_div(cols, lanes)))
+                m.next = "ROW_PARAMS_LATCH"
+            with m.State("ROW_PARAMS_LATCH"):
+                m.d.sync += [ln_eps.eq(prm_lane0.bias), ln_mult.eq(prm_lane0.mult), ln_shift.eq(prm_lane0.shift),
+                             threshold.eq(prm_lane0.bias[:7]), writing.eq(1)]
+                with m.If(op == Op.LAYERNORM):
+                    m.d.sync += p_state.eq(1)
+                with m.If(is_select):
+                    m.next = "SCORE_RD0"
+                with m.Else():
+                    m.next = "ROW_RD"
+            # SELECT: the token's two score words, then its elements.
+            with m.State("SCORE_RD0"):
+                m.d.comb += self.act_raddr.eq(ins.args.select.scores_addr + (r_row << 1))
+                m.next = "SCORE_RD1"
+            with m.State("SCORE_RD1"):
+                m.d.comb += self.act_raddr.eq(ins.args.select.scores_addr + (r_row << 1) + 1)
+                m.d.sync += scores_buf.eq(self.act_rdata)
+                m.next = "SCORE_LATCH"
+            with m.State("SCORE_LATCH"):
+                m.d.sync += r_buf.eq(self.act_rdata)
+                m.next = "SCORE_SEND"
+            with m.State("SCORE_SEND"):
+                m.d.comb += s_valid.eq(1)
+                with m.If(s_ready):
+                    m.next = "ROW_RD"
+            with m.State("ROW_RD"):
+                with m.If(r_row == rows):
+                    m.next = "ROW_WAIT"
+                with m.Else():
+                    m.d.comb += self.act_raddr.eq(r_row_addr + r_word)
+                    m.next = "ROW_LATCH"
+            with m.State("ROW_LATCH"):
+                m.d.sync += [r_buf.eq(self.act_rdata), r_lane.eq(0)]
+                m.next = "ROW_EMIT"
+            with m.State("ROW_EMIT"):
+                m.d.comb += e_valid.eq(1)
+                with m.If(e_ready):
+                    m.d.sync += [r_buf.eq(r_buf >> bits), r_lane.eq(r_lane + 1), r_col.eq(r_col + 1)]
+                    with m.If(r_lane == lanes - 1):
+                        m.d.sync += r_word.eq(r_word + 1)
+                    with m.If(r_col + 1 == cols):
+                        m.d.sync += [r_col.eq(0), r_word.eq(0), r_row.eq(r_row + 1),
+                                     r_row_addr.eq(r_row_addr + src_stride)]
+                        with m.If(is_select & (r_row + 1 != rows)):
+                            m.next = "SCORE_RD0"
+                        with m.Else():
+                            m.next = "ROW_RD"
+                    with m.Elif(r_lane == lanes - 1):
+                        m.next = "ROW_RD"
+            with m.State("ROW_WAIT"):
+                with m.If(w_done):
+                    m.d.sync += p_state.eq(0)
+                    m.next = "FETCH"
+        return m
+
+
+__all__ = ["CYCLE_BITS", "Controller"]

@@ -1,0 +1,56 @@
+"""The accelerator top (hw/top.py) on Verilator and Icarus through cocotb (sim/bench_block.py).
+
+* GEMM instructions from scratchpads (ragged M/N/K, strides, b_trans, b_act, K=1, saturation)
+  vs quant.ops.gemm.
+* One full demo encoder block behind a token selector vs sim/block_ref.reference, bit for bit,
+  with about half the tokens kept; the corner cases (all kept, only the class token kept) run
+  on Verilator, and on Icarus too with ``VITFORGE_DEEP=1``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from vitforge.hw.config import get_preset
+from vitforge.hw.top import EncoderTop
+from vitforge.sim.runner import env_int, run_bench, simulators
+
+pytestmark = pytest.mark.rtl
+
+DEMO = get_preset("demo")
+DEEP = bool(os.environ.get("VITFORGE_DEEP"))
+
+GEMM_CASES = [
+    {"m": 7, "k": 10, "n": 9, "b_trans": False, "b_act": False, "pad": 1, "saturate": False, "seed": 1},
+    {"m": 9, "k": 8, "n": 9, "b_trans": True, "b_act": True, "pad": 1, "saturate": False, "seed": 2},
+    {"m": 9, "k": 9, "n": 8, "b_trans": False, "b_act": True, "pad": 0, "saturate": False, "seed": 3},
+    {"m": 5, "k": 1, "n": 6, "b_trans": False, "b_act": False, "pad": 0, "saturate": False, "seed": 4},
+    {"m": 5, "k": 13, "n": 5, "b_trans": False, "b_act": False, "pad": 0, "saturate": True, "seed": 5},
+    {"m": 6, "k": 5, "n": 7, "b_trans": True, "b_act": False, "pad": 2, "saturate": False, "seed": 6},
+]
+
+
+def _run(sim: str, testcase: str, **params) -> None:
+    run_bench(name="encoder_top", design=lambda: EncoderTop(config=DEMO), key=DEMO, bench="vitforge.sim.bench_block",
+              sim=sim, testcase=testcase, params={"config": DEMO.to_json(), **params})
+
+
+@pytest.mark.parametrize("sim", simulators())
+def test_gemm_instructions(sim):
+    _run(sim, "gemm_programs", gemm_cases=GEMM_CASES)
+
+
+@pytest.mark.parametrize("sim", simulators())
+def test_encoder_block_with_selector(sim):
+    _run(sim, "encoder_block", n_tokens=env_int("VITFORGE_BLOCK_TOKENS", DEMO.max_tokens), seed=11,
+         selector=True, keep="mixed")
+
+
+@pytest.mark.parametrize("keep", ["all", "class_only"])
+@pytest.mark.parametrize("sim", simulators())
+def test_encoder_block_selector_corners(sim, keep):
+    if sim == "icarus" and not DEEP:
+        pytest.skip("Icarus corner cases run with VITFORGE_DEEP=1 (the mixed case runs on both)")
+    _run(sim, "encoder_block", n_tokens=env_int("VITFORGE_BLOCK_TOKENS", 17), seed=12, selector=True, keep=keep)
