@@ -1,4 +1,4 @@
-"""Nonlinear units' RTL (Verilator, Icarus) vs quant.nonlinear through cocotb, demo preset."""
+"""Nonlinear units' RTL vs quant.nonlinear through cocotb: demo on Verilator and Icarus, a zcu102 smoke run."""
 
 from __future__ import annotations
 
@@ -10,9 +10,18 @@ from vitforge.sim.runner import env_int, run_bench, simulators
 
 pytestmark = pytest.mark.rtl
 
+
 @pytest.mark.parametrize("sim", simulators())
 def test_nonlinear_units_demo(sim: str) -> None:
     cfg = get_preset("demo")
     run_bench(name="nonlinear_top", design=lambda: NonlinearTop(config=cfg), key=cfg,
               bench="vitforge.sim.bench_nonlinear", sim=sim,
               params={"config": cfg.to_json(), "rows": env_int("VITFORGE_ROWS", 4), "seed": 17})
+
+
+@pytest.mark.parametrize("sim", [s for s in simulators() if s == "verilator"])
+def test_nonlinear_units_zcu102_smoke(sim: str) -> None:
+    cfg = get_preset("zcu102")
+    run_bench(name="nonlinear_top", design=lambda: NonlinearTop(config=cfg), key=cfg,
+              bench="vitforge.sim.bench_nonlinear", sim=sim,
+              params={"config": cfg.to_json(), "rows": env_int("VITFORGE_ROWS", 2), "seed": 18})

@@ -30,3 +30,12 @@ def test_gemm_sequencer_zcu102_smoke():
              {"m": 33, "k": 64, "n": 40, "b_trans": True, "b_act": True, "pad": 0, "saturate": False, "seed": 2}]
     run_bench(name="encoder_top", design=lambda: EncoderTop(config=cfg), key=cfg, bench="vitforge.sim.bench_block",
               sim="verilator", testcase="gemm_programs", params={"config": cfg.to_json(), "gemm_cases": cases})
+
+
+@pytest.mark.skipif(not os.environ.get("VITFORGE_DEEP"), reason="the 32x64 array builds for ~5 min: VITFORGE_DEEP=1")
+@pytest.mark.parametrize("sim", [s for s in simulators() if s == "verilator"])
+def test_gemm_engine_zcu102_smoke(sim):
+    """The 32x64 array of the zcu102 preset on a few tiles (measured: 354 s, mostly the C++ build)."""
+    cfg = get_preset("zcu102")
+    run_bench(name="gemm_engine", design=lambda: GemmEngine(config=cfg), key=cfg, bench="vitforge.sim.bench_gemm",
+              sim=sim, params={"config": cfg.to_json(), "tiles": env_int("VITFORGE_TILES", 3), "seed": 4})
