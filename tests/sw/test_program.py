@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from vitforge.hw.config import BASE
-from vitforge.hw.isa import Op
+from vitforge.hw.isa import TOKENS, Op
 from vitforge.hw.program import INPUT_BLOB, pack_matrix, unpack_matrix
 from vitforge.quant.fixed import quantize_multiplier
 from vitforge.quant.quantize import quantize
@@ -27,6 +27,8 @@ from vitforge.sw.vit import ViTConfig, patchify
 #: 8x8 image in 4x4 patches: 4 patches + class token; D=16 in 2 heads of 8, MLP 32, 4 classes.
 MODEL = ViTConfig(image_size=8, patch_size=4, in_chans=1, num_classes=4, embed_dim=16, depth=2, num_heads=2,
                   mlp_ratio=2.0, selector_blocks=(1,), keep_rates=(0.5,))
+#: Two selectors: the second one's token means run over the dynamic token count (TOKENS).
+MODEL2 = dataclasses.replace(MODEL, depth=3, selector_blocks=(1, 2), keep_rates=(0.5, 0.5))
 HW = dataclasses.replace(BASE, act_depth=4096, weight_depth=1024, param_depth=64, imem_depth=256,
                          max_tokens=MODEL.num_tokens, max_embed_dim=16, max_mlp_dim=32, max_heads=2)
 INT8_FMT = (8, 0, True)
@@ -41,17 +43,17 @@ def _ln(ln) -> dict:
             "shift": ln.shift, "eps_q": ln.eps_q}
 
 
-def random_int_model(seed: int, threshold: int) -> IntModel:
+def random_int_model(seed: int, threshold: int, model: ViTConfig = MODEL) -> IntModel:
     """An IntModel with sim/block_ref's random blocks (requantizations that keep codes spread)."""
     gen = torch.Generator().manual_seed(seed)
-    d, heads, mlp = MODEL.embed_dim, MODEL.num_heads, int(MODEL.embed_dim * MODEL.mlp_ratio)
+    d, heads, mlp = model.embed_dim, model.num_heads, int(model.embed_dim * model.mlp_ratio)
     layers: dict[str, dict] = {}
     stem = block_ref.make_block_params(dim=d, heads=heads, mlp=mlp, selector=False, seed=seed + 100)
-    layers["patch_embed"] = _linear(block_ref._linear(gen, MODEL.in_chans * MODEL.patch_size**2, d, 2000.0))
+    layers["patch_embed"] = _linear(block_ref._linear(gen, model.in_chans * model.patch_size**2, d, 2000.0))
     add = quantize_multiplier(0.7)
     layers["pos_add"] = {"kind": "add", "out_fmt": INT8_FMT, "mult_a": add[0], "mult_b": add[0], "shift": add[1]}
-    for i in range(MODEL.depth):
-        p = block_ref.make_block_params(dim=d, heads=heads, mlp=mlp, selector=i in MODEL.selector_blocks,
+    for i in range(model.depth):
+        p = block_ref.make_block_params(dim=d, heads=heads, mlp=mlp, selector=i in model.selector_blocks,
                                         seed=seed + i)
         pre = f"blocks.{i}"
         layers.update({
@@ -72,11 +74,11 @@ def random_int_model(seed: int, threshold: int) -> IntModel:
             for j, lin in enumerate(p.sel_wmlp):
                 layers[f"{sp}.weight_mlp.linears.{j}"] = _linear(lin)
     layers["norm"] = _ln(stem.ln1)
-    layers["head"] = _linear(block_ref._linear(gen, d, MODEL.num_classes, 2000.0))
+    layers["head"] = _linear(block_ref._linear(gen, d, model.num_classes, 2000.0))
     tensors = {"cls": torch.randint(-128, 128, (d,), generator=gen),
-               "pos": torch.randint(-128, 128, (MODEL.num_tokens, d), generator=gen)}
-    thresholds = {b: threshold for b in MODEL.selector_blocks}
-    return IntModel(MODEL, HW.numerics, 1 / 64, 1.0, layers, tensors, thresholds)
+               "pos": torch.randint(-128, 128, (model.num_tokens, d), generator=gen)}
+    thresholds = {b: threshold for b in model.selector_blocks}
+    return IntModel(model, HW.numerics, 1 / 64, 1.0, layers, tensors, thresholds)
 
 
 def _image(seed: int) -> torch.Tensor:
@@ -84,31 +86,32 @@ def _image(seed: int) -> torch.Tensor:
     return torch.rand((MODEL.in_chans, MODEL.image_size, MODEL.image_size), generator=gen) * 2 - 1
 
 
-def _mixed_threshold(seed: int, image: torch.Tensor) -> int:
-    """A threshold at which the golden selector keeps some tokens and prunes others."""
+def _mixed_threshold(seed: int, image: torch.Tensor, model: ViTConfig = MODEL) -> int:
+    """A threshold at which the golden (first) selector keeps some tokens and prunes others."""
     for threshold in range(0, 128, 2):
-        _, _, tokens = GoldenModel(random_int_model(seed, threshold)).run(image)
-        if 1 < tokens[1] - 1 < MODEL.num_tokens - 1:  # kept (class token included) + the package token
+        _, _, tokens = GoldenModel(random_int_model(seed, threshold, model)).run(image)
+        if 1 < tokens[1] - 1 < model.num_tokens - 1:  # kept (class token included) + the package token
             return threshold
     raise AssertionError("no threshold keeps some tokens and prunes others")
 
 
-@pytest.mark.parametrize("seed", [3])
-def test_tiny_model_matches_golden(seed):
+@pytest.mark.parametrize(("model", "seed"), [(MODEL, 3), (MODEL2, 5)], ids=["one_selector", "two_selectors"])
+def test_tiny_model_matches_golden(model, seed):
     image = _image(seed)
-    im = random_int_model(seed, _mixed_threshold(seed, image))
+    im = random_int_model(seed, _mixed_threshold(seed, image, model), model)
     logits, _, tokens = GoldenModel(im).run(image)
     assert len(set(logits.tolist())) > 1, f"degenerate logits {logits.tolist()}"
     prog = compile_program(im, HW)
     ops = {ins.op for ins in prog.instrs}
     assert {Op.SELECT, Op.LOAD, Op.STORE, Op.SIGMOID} <= ops
-    assert any(ins.op == Op.GEMM and ins.mean for ins in prog.instrs)
-    patches = quantize(patchify(image[None], MODEL.patch_size)[0], im.input_scale)
+    means = [ins.k for ins in prog.instrs if ins.op == Op.GEMM and ins.mean]
+    assert means and (TOKENS in means) == (len(model.selector_blocks) > 1), means
+    patches = quantize(patchify(image[None], model.patch_size)[0], im.input_scale)
     out = run_encoder_top(HW, prog, {INPUT_BLOB: pack_matrix(HW, patches)})
     assert out["done"] and not out["error"], out
     assert out["dma_left"] == 0, f"{out['dma_left']} DMA words were never taken"
-    assert out["tokens"] == tokens[1], f"the selector kept {out['tokens']} rows, the golden model {tokens[1]}"
-    got = unpack_matrix(HW, out["stored"], 1, MODEL.num_classes)[0]
+    assert out["tokens"] == tokens[-1], f"the selector kept {out['tokens']} rows, the golden model {tokens[-1]}"
+    got = unpack_matrix(HW, out["stored"], 1, model.num_classes)[0]
     assert_equal(got, logits, "tiny model logits")
 
 
