@@ -30,12 +30,17 @@ What the stream computes (``x`` is the ``(tokens, D)`` int8 token matrix):
 
 Memories: every weight and parameter block is ``LOAD``\\ ed before its first use into the weight or
 parameter scratchpad, which act as caches (a block already resident is not loaded again; when
-one does not fit behind the others the cache is emptied). Activations live at fixed addresses:
-two token buffers (``SELECT`` reads one and writes the other), then per-block temporaries.
+one does not fit behind the others the cache is emptied). The weights of one encoder block (or
+one selector) that fit the weight scratchpad together are loaded by one ``LOAD`` (blob
+``<blocks.i|selectors.i>.weights``), and likewise their parameters (``.params``). Activations
+live at fixed addresses: two token buffers (``SELECT`` reads one and writes the other), then
+per-block temporaries.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -330,6 +335,7 @@ class _Compiler:
     loads: list[Load] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.recorded: list[tuple[Mem, str, list[int]]] | None = None
         self.wt = _Cache(self.cfg.weight_depth, "weight scratchpad")
         self.prm = _Cache(self.cfg.param_depth, "parameter scratchpad")
         self.act = _Bump(self.cfg.act_depth, "activation scratchpad")
@@ -347,10 +353,11 @@ class _Compiler:
         self.prog.append(Instr(Op.LOAD, mem=mem, addr=addr, count=count))
 
     def resident(self, cache: _Cache, mem: Mem, name: str, words: list[int]) -> int:
-        self.blob(name, words)
+        if self.recorded is not None:
+            self.recorded.append((mem, name, words))
         addr, fresh = cache.place(name, len(words))
         if fresh:
-            self.load(mem, addr, name, len(words))
+            self.load(mem, addr, self.blob(name, words), len(words))
         return addr
 
     def weights(self, name: str, w: torch.Tensor) -> _Mat:
@@ -393,6 +400,38 @@ class _Compiler:
     def add(self, a: _Mat, b: _Mat, dst: _Mat, words: int, p: Add) -> None:
         self.prog.append(Instr(Op.ADD, a_addr=a.addr, b_addr=b.addr, dst_addr=dst.addr, count=words,
                                mult_a=p.mult_a, mult_b=p.mult_b, shift=p.shift))
+
+    def grouped(self, group: str, emit: Callable[[], None]) -> None:
+        """Run ``emit`` with the weights (and the parameters) it uses loaded by one ``LOAD`` each.
+
+        A dry run records the blobs ``emit`` fetches; the state is rolled back; the blobs not yet
+        resident are concatenated into ``<group>.weights`` / ``<group>.params`` and loaded where the
+        cache puts them (if they fit the memory together; otherwise each is loaded at its use).
+        """
+        saved = (len(self.prog), len(self.loads), self.act.top, dict(self.blobs), copy.deepcopy(self.wt),
+                 copy.deepcopy(self.prm))
+        self.recorded = []
+        emit()
+        used, self.recorded = self.recorded, None
+        del self.prog[saved[0]:], self.loads[saved[1]:]
+        self.act.top, self.blobs, self.wt, self.prm = saved[2], saved[3], saved[4], saved[5]
+        for cache, mem, suffix in ((self.wt, Mem.WEIGHT, "weights"), (self.prm, Mem.PARAM, "params")):
+            members = {name: words for m, name, words in used if m == mem}
+            missing = {name: words for name, words in members.items() if name not in cache.resident}
+            total = sum(len(words) for words in missing.values())
+            if len(missing) < 2 or sum(len(words) for words in members.values()) > cache.depth:
+                continue
+            if cache.top + total > cache.depth:
+                cache.top, cache.resident = 0, {}
+                missing, total = members, sum(len(words) for words in members.values())
+            name = self.blob(f"{group}.{suffix}", [w for words in missing.values() for w in words])
+            addr = cache.top
+            self.load(mem, addr, name, total)
+            for member, words in missing.items():
+                cache.resident[member] = addr
+                addr += len(words)
+            cache.top = addr
+        emit()
 
     # graph ------------------------------------------------------------------------------------
 
@@ -520,10 +559,11 @@ def compile_model(model: Model, cfg: HwConfig) -> Program:
     for i, b in enumerate(model.blocks):
         c.act.top = base
         if b.selector is not None:
-            c.selector(f"selectors.{i}", b.selector, x, x_other, n, d, b.heads)
+            c.grouped(f"selectors.{i}", lambda b=b, x=x, x_other=x_other, n=n, i=i: c.selector(
+                f"selectors.{i}", b.selector, x, x_other, n, d, b.heads))
             x, x_other, n = x_other, x, TOKENS
             c.act.top = base
-        c.block(f"blocks.{i}", b, x, n)
+        c.grouped(f"blocks.{i}", lambda b=b, x=x, n=n, i=i: c.block(f"blocks.{i}", b, x, n))
     c.act.top = base
     h = c.matrix(1, d)
     c.layernorm("norm", model.norm, x, h, 1)
@@ -546,10 +586,10 @@ def compile_block(block: Block, cfg: HwConfig, n_tokens: int) -> Program:
     c.load(Mem.ACT, x.addr, INPUT_BLOB, n_tokens * x.stride)
     n = n_tokens
     if block.selector is not None:
-        c.selector("selectors.0", block.selector, x, x_other, n, d, block.heads)
+        c.grouped("selectors.0", lambda: c.selector("selectors.0", block.selector, x, x_other, n, d, block.heads))
         x, n = x_other, TOKENS
         c.act.top = base
-    c.block("blocks.0", block, x, n)
+    c.grouped("blocks.0", lambda: c.block("blocks.0", block, x, n))
     c.prog += [Instr(Op.STORE, mem=Mem.ACT, addr=x.addr, count=c.token_words(n, d)), Instr(Op.END)]
     return Program(c.prog, c.blobs, c.loads, (n_tokens, d), n, d)
 

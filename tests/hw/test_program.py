@@ -36,6 +36,9 @@ def test_block_program_loads_and_token_counts(selector):
     assert (store.count == (PER_TOKEN | TINY.row_words(16))) == selector
     assert any(i.op == Op.GEMM and i.m == TOKENS for i in prog.instrs) == selector
     assert prog.instrs[-1].op == Op.END
+    # Every image is loaded; the block's weights (and its parameters) come in one LOAD each.
+    assert {ld.blob for ld in prog.loads} - {INPUT_BLOB} == set(prog.blobs)
+    assert {"blocks.0.weights", "blocks.0.params"} <= set(prog.blobs)
 
 
 def test_refusals_quote_values():
