@@ -22,8 +22,8 @@ from vitforge.hw.isa import Instr, Op
 from vitforge.hw.program import pack_matrix, pack_params, unpack_matrix
 from vitforge.quant.fixed import REQUANT_MULT_BITS
 
-__all__ = ["Instr", "Op", "block_program", "choose_threshold", "gemm_case", "make_block_params", "pack_matrix",
-           "pack_params", "reference", "selector_reference", "unpack_matrix"]
+__all__ = ["Instr", "Op", "as_block", "block_program", "choose_threshold", "gemm_case", "make_block_params",
+           "pack_matrix", "pack_params", "reference", "selector_reference", "unpack_matrix"]
 
 #: Largest requantization multiplier.
 MMAX = (1 << REQUANT_MULT_BITS) - 1
