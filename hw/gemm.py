@@ -23,8 +23,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from vitforge.quant.fixed import INT8, REQUANT_MAX_SHIFT
+from vitforge.quant.selector import MEAN_RECIP_BITS
 
 from .config import HwConfig
+from .divider import Divider
 
 #: Width of the product ``acc * mult`` (|acc| <= 2**31, mult < 2**16: fits 48 bits signed).
 PRODUCT_BITS = 48
@@ -242,7 +244,10 @@ class GemmSequencer(wiring.Component):
     K block of ``lanes`` steps: read ``pe_rows`` A words and ``lanes`` B words (``pe_rows +
     lanes + 1`` cycles), then stream up to ``lanes`` K steps to the engine. Results are written
     while the next tile computes; rows past M are not written. Sources and destination must not
-    overlap. M, K or N of 0 finishes at once.
+    overlap. M, K or N of 0 finishes at once. With ``mean`` set, the reciprocal
+    ``floor(2**MEAN_RECIP_BITS / k)`` (a :class:`~vitforge.hw.divider.Divider`) is computed first
+    (``MEAN_RECIP_BITS + 3`` cycles) and replaces every channel's parameters (``bias = 0``,
+    ``shift = MEAN_RECIP_BITS``).
     """
 
     def __init__(self, *, config: HwConfig):
@@ -275,8 +280,16 @@ class GemmSequencer(wiring.Component):
         rows, lanes = cfg.pe_rows, cfg.lanes
         m = Module()
         m.submodules.engine = eng = GemmEngine(config=cfg)
+        m.submodules.recip_div = div = Divider(dividend_width=MEAN_RECIP_BITS + 1,
+                                               divisor_width=len(self.instr.k))
+        assert MEAN_RECIP_BITS < cfg.mult_bits, "a count of 1 needs mult = 2**MEAN_RECIP_BITS"
 
         ins = Signal.like(self.instr)
+        recip = Signal(cfg.mult_bits)
+        m.d.comb += [div.i.payload.dividend.eq(1 << MEAN_RECIP_BITS), div.i.payload.divisor.eq(ins.k),
+                     div.o.ready.eq(1)]
+        with m.If(div.o.valid):
+            m.d.sync += recip.eq(div.o.payload.quotient)
         dim = ins.m.shape()
         n_mt, n_nt, n_kb = Signal(dim), Signal(dim), Signal(dim)  # tile counts
         mt, nt, kb = Signal(dim), Signal(dim), Signal(dim)
@@ -345,6 +358,16 @@ class GemmSequencer(wiring.Component):
                     ]
                     with m.If((self.instr.m != 0) & (self.instr.n != 0) & (self.instr.k != 0)):
                         m.next = "TILE"
+                        with m.If(self.instr.mean):
+                            m.next = "RECIP"
+            with m.State("RECIP"):  # mean: floor(2**MEAN_RECIP_BITS / k) as every channel's multiplier
+                m.d.comb += [self.busy.eq(1), div.i.valid.eq(1)]
+                with m.If(div.i.ready):
+                    m.next = "RECIP_WAIT"
+            with m.State("RECIP_WAIT"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(div.o.valid):
+                    m.next = "TILE"
             with m.State("TILE"):
                 # Start of a tile: the params read port is addressed by nt; rewind K.
                 m.d.comb += self.busy.eq(1)
@@ -354,6 +377,10 @@ class GemmSequencer(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 with m.If(~prm_valid):  # the previous tile's params were taken
                     m.d.sync += [prm_word.eq(self.prm_rdata), prm_valid.eq(1)]
+                    with m.If(ins.mean):
+                        for j in range(lanes):
+                            m.d.sync += [prm_word[j].bias.eq(0), prm_word[j].mult.eq(recip),
+                                         prm_word[j].shift.eq(MEAN_RECIP_BITS)]
                     m.next = "BLOCK"
             with m.State("BLOCK"):
                 m.d.comb += self.busy.eq(1)

@@ -25,7 +25,11 @@ Semantics (``A[i, j]`` is element ``j`` of row ``i`` of the matrix at ``a_addr``
   ``m < M, n < N`` with ``bias/mult/shift`` from the parameter scratchpad at ``param_addr``
   (``lanes`` channels a word). ``B`` comes from the weight scratchpad, or from the activation
   scratchpad if ``b_act``; if ``b_trans``, ``B[k, n]`` is read as element ``k`` of row ``n``
-  (``Q K^T``). Bit-exact with :func:`vitforge.quant.ops.gemm`.
+  (``Q K^T``). Bit-exact with :func:`vitforge.quant.ops.gemm`. If ``mean``, the parameter
+  scratchpad is not read: every channel uses ``bias = 0``, ``mult = floor(2**MEAN_RECIP_BITS / k)``
+  and ``shift = MEAN_RECIP_BITS`` with ``k`` the reduction length after :data:`TOKENS` is resolved;
+  against a vector of ones this is :func:`vitforge.quant.selector.token_mean` over ``k`` rows
+  (the mean over a dynamic token count).
 * ``ADD``: ``count`` words, lane-wise :func:`vitforge.quant.ops.residual_add`.
 * ``LOAD``/``STORE``: ``count`` words between the DMA streams and scratchpad ``mem``
   (:class:`Mem`).
@@ -101,7 +105,7 @@ FIELDS: Mapping[Op, tuple[tuple[str, int], ...]] = {
     Op.STORE: (("mem", 2), ("addr", _A), ("count", _A)),
     Op.GEMM: (("a_addr", _A), ("a_stride", _D), ("b_addr", _A), ("b_stride", _D), ("dst_addr", _A),
               ("dst_stride", _D), ("param_addr", _A), ("m", _D), ("k", _D), ("n", _D),
-              ("b_act", 1), ("b_trans", 1)),
+              ("b_act", 1), ("b_trans", 1), ("mean", 1)),
     Op.ADD: (("a_addr", _A), ("b_addr", _A), ("dst_addr", _A), ("count", _A),
              ("mult_a", REQUANT_MULT_BITS), ("mult_b", REQUANT_MULT_BITS), ("shift", SHIFT_BITS)),
     Op.SOFTMAX: _ROWWISE,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from .fixed import INT8, FixedFormat, check_int_tensor, round_shift, saturate
+from .fixed import INT8, REQUANT_MULT_BITS, FixedFormat, check_int_tensor, round_shift, saturate
 
 #: Keep scores and the fused score are probabilities in Q0.7 (softmax output codes 0..127).
 SCORE_FMT = FixedFormat(8, 7)
@@ -31,8 +31,12 @@ SCORE_FMT = FixedFormat(8, 7)
 WEIGHT_FMT = FixedFormat(8, 8, signed=False)
 #: Precision of the package token's reciprocal, floor(2**PACKAGE_RECIP_BITS / sum w).
 PACKAGE_RECIP_BITS = 30
-#: Precision of the mean's reciprocal, floor(2**MEAN_RECIP_BITS / count).
-MEAN_RECIP_BITS = 24
+#: Precision of the mean's reciprocal, floor(2**MEAN_RECIP_BITS / count). One bit below the
+#: requantization multiplier's width, so that the reciprocal (at most ``2**MEAN_RECIP_BITS``, for a
+#: count of 1) is a valid GEMM multiplier: a mean is then a GEMM against ones with
+#: ``requantize(sum, floor(2**MEAN_RECIP_BITS / n), MEAN_RECIP_BITS)``, bit for bit (hw/isa.py's
+#: GEMM ``mean`` flag computes the reciprocal of a dynamic token count in hardware).
+MEAN_RECIP_BITS = REQUANT_MULT_BITS - 1
 
 
 def token_mean(x: torch.Tensor, dim: int) -> torch.Tensor:

@@ -50,3 +50,51 @@ async def get(ctx, stream):
     (payload,) = await ctx.tick().sample(stream.payload).until(stream.valid)
     ctx.set(stream.ready, 0)
     return payload
+
+
+def run_encoder_top(cfg, program, inputs: dict[str, list[int]], max_cycles: int = 2_000_000) -> dict:
+    """Run a :class:`vitforge.hw.program.Program` on :class:`vitforge.hw.top.EncoderTop`.
+
+    The instructions go in through the host port; ``dma_in`` carries
+    ``program.dma_words(inputs)`` (the LOAD table, in order) whenever the design takes it; every
+    ``dma_out`` word is collected. Returns ``{"stored", "cycles", "tokens", "error", "done",
+    "dma_left"}`` (``dma_left``: words the program never took).
+    """
+    from vitforge.hw.isa import assemble
+    from vitforge.hw.top import EncoderTop, HostMem
+
+    dut = EncoderTop(config=cfg)
+    feed = program.dma_words(inputs)
+    out: dict = {"stored": []}
+
+    async def tb(ctx):
+        for i, word in enumerate(assemble(program.instrs)):
+            ctx.set(dut.host_mem, int(HostMem.IMEM))
+            ctx.set(dut.host_addr, i)
+            ctx.set(dut.host_wdata, word)
+            ctx.set(dut.host_we, 1)
+            await ctx.tick()
+        ctx.set(dut.host_we, 0)
+        ctx.set(dut.dma_out.ready, 1)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        fed = 0
+        for _ in range(max_cycles):
+            if ctx.get(dut.done):
+                break
+            if fed < len(feed):
+                ctx.set(dut.dma_in.valid, 1)
+                ctx.set(dut.dma_in.payload, feed[fed])
+            else:
+                ctx.set(dut.dma_in.valid, 0)
+            took = fed < len(feed) and ctx.get(dut.dma_in.ready)
+            if ctx.get(dut.dma_out.valid):
+                out["stored"].append(ctx.get(dut.dma_out.payload))
+            await ctx.tick()
+            fed += bool(took)
+        out.update(cycles=ctx.get(dut.cycles), tokens=ctx.get(dut.tokens), error=ctx.get(dut.error),
+                   done=ctx.get(dut.done), dma_left=len(feed) - fed)
+
+    simulate(dut, tb, name="encoder_top")
+    return out

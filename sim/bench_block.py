@@ -7,7 +7,8 @@ per test:
   run as a one-instruction program from scratchpads, results read back through the host port
   and compared with quant.ops.gemm.
 * ``encoder_block``: ``n_tokens``, ``seed``, ``selector``, ``keep`` (``"mixed"``, ``"all"`` or
-  ``"class_only"``): one encoder block (behind a token selector) from sim/block_ref's program,
+  ``"class_only"``): one encoder block (behind a token selector) compiled by hw/program.py
+  (sim/block_ref.block_program), its LOAD table streamed into ``dma_in``,
   the output tokens taken from ``STORE`` on ``dma_out`` and compared bit for bit with
   sim/block_ref.reference; the cycle count is read from the design's ``cycles`` port.
 
@@ -23,6 +24,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 
 from vitforge.hw.config import HwConfig
 from vitforge.hw.isa import assemble
+from vitforge.hw.program import INPUT_BLOB
 from vitforge.hw.top import HostMem
 from vitforge.sim import block_ref
 from vitforge.sim.runner import assert_equal, bench_config
@@ -126,12 +128,7 @@ async def encoder_block(dut):
 
     await reset(dut)
     await host_write(dut, HostMem.IMEM, 0, assemble(prog.instrs))
-    await host_write(dut, HostMem.PARAM, 0, prog.prm)
-    for addr, words in prog.wt.items():
-        await host_write(dut, HostMem.WEIGHT, addr, words)
-    for addr, words in prog.act.items():
-        await host_write(dut, HostMem.ACT, addr, words)
-    await host_write(dut, HostMem.ACT, prog.x_addr, block_ref.pack_matrix(cfg, x))
+    feed = prog.dma_words({INPUT_BLOB: block_ref.pack_matrix(cfg, x)})
 
     rows = expected.shape[0]
     per_row = cfg.row_words(cfg.max_embed_dim)
@@ -148,8 +145,23 @@ async def encoder_block(dut):
         await FallingEdge(dut.clk)
         dut.dma_out__ready.value = 0
 
+    async def stream_in():
+        """Offer the LOAD table's words on dma_in, in order."""
+        for word in feed:
+            await FallingEdge(dut.clk)
+            dut.dma_in__valid.value = 1
+            dut.dma_in__payload.value = word
+            await ReadOnly()
+            while not dut.dma_in__ready.value:  # the transfer happens at the next rising edge
+                await FallingEdge(dut.clk)
+                await ReadOnly()
+        await FallingEdge(dut.clk)
+        dut.dma_in__valid.value = 0
+
     collector = cocotb.start_soon(collect())
+    streamer = cocotb.start_soon(stream_in())
     cycles = await run_program(dut)
+    await streamer
     tokens = int(dut.tokens.value)
     await collector
     if selector:

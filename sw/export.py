@@ -11,7 +11,11 @@ Artifact layout (everything below ``DIR``; ``manifest.json`` lists and hashes th
     hw/<layer>.param.bin|hex    (bias, mult, shift) words of the parameter scratchpad (linear
                              layers; LayerNorms as hw/controller.py's LAYERNORM contract says)
     hw/selectors.<b>.threshold.param.bin|hex   the SELECT threshold word (lane 0's bias)
-    program.bin|hex          the controller's instruction stream (hw/isa.py)
+    program.bin|hex          the controller's instruction stream (hw/isa.py), compiled by
+                             hw/program.py (see sw/program.py)
+    program/<blob>.bin|hex   the memory images the program LOADs
+    program/loads.json       the LOAD table: per LOAD instruction, in order, the blob, word
+                             offset and count the runtime streams into dma_in; input and output shapes
 
 Scratchpad words (hw/config.py): a weight word holds ``lanes`` int8 elements, element ``j`` in
 bits ``[8j, 8j+8)``; a ``(in, out)`` matrix is row-major with ``ceil(out/lanes)`` words per row,
@@ -39,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vitforge.hw import program as hwp
 from vitforge.hw.config import HwConfig, get_preset
 from vitforge.quant.config import NumericsConfig
 from vitforge.quant.fake import QuantAdd, QuantLayerNorm, QuantLinear, QuantMatMul
@@ -161,9 +166,6 @@ def extract(model: VisionTransformer, sample: torch.Tensor) -> IntModel:
 
 # --- hardware memory images -----------------------------------------------------------------------
 
-PARAM_LANE_BITS = (32, 16, 6)
-
-
 def _words_to_files(words: list[int], word_bits: int) -> tuple[bytes, bytes]:
     nbytes = -(-word_bits // 8)
     digits = -(-word_bits // 4)
@@ -173,45 +175,21 @@ def _words_to_files(words: list[int], word_bits: int) -> tuple[bytes, bytes]:
 
 
 def weight_words(w: torch.Tensor, hw: HwConfig) -> list[int]:
-    """``(in, out)`` int8 weights as scratchpad words (see the module docstring)."""
-    lanes = hw.lanes
-    rows, cols = w.shape
-    stride = hw.row_words(cols)
-    padded = torch.zeros(rows, stride * lanes, dtype=torch.int64)
-    padded[:, :cols] = w
-    u8 = (padded & 0xFF).reshape(rows * stride, lanes)
-    words = []
-    for row in u8.tolist():
-        words.append(sum(v << (8 * j) for j, v in enumerate(row)))
-    return words
+    """``(in, out)`` int8 weights as scratchpad words (hw/program.py's layout; see the module docstring)."""
+    return hwp.pack_matrix(hw, w)
 
 
 def param_words(b: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor, hw: HwConfig) -> list[int]:
-    """Per-channel (bias, mult, shift) as parameter-scratchpad words (see the module docstring)."""
-    lanes, n = hw.lanes, b.shape[0]
-    bias_bits, mult_bits, shift_bits = PARAM_LANE_BITS
-    lane_bits = bias_bits + mult_bits + shift_bits
-    words = []
-    for start in range(0, n, lanes):
-        word = 0
-        for j in range(lanes):
-            c = start + j
-            if c >= n:
-                break
-            lane = (int(b[c]) & 0xFFFFFFFF) | (int(mult[c]) << bias_bits) | (int(shift[c]) << (bias_bits + mult_bits))
-            word |= lane << (j * lane_bits)
-        words.append(word)
-    return words
+    """Per-channel (bias, mult, shift) as parameter-scratchpad words (hw/program.py's layout)."""
+    return hwp.pack_params(hw, b, mult, shift)
 
 
 def layernorm_param_words(entry: dict, hw: HwConfig) -> list[int]:
     """A LayerNorm's parameter words (hw/controller.py's LAYERNORM contract): per channel lane
     ``bias = beta`` and ``mult`` = gamma as int8 two's complement in its low 8 bits; then one word
     with ``eps_q``, ``mult``, ``shift`` in lane 0."""
-    dim = entry["gamma"].shape[0]
-    words = param_words(entry["beta"], entry["gamma"] & 0xFF, torch.zeros(dim, dtype=torch.int64), hw)
-    return words + param_words(torch.tensor([entry["eps_q"]]), torch.tensor([entry["mult"]]),
-                               torch.tensor([entry["shift"]]), hw)
+    return hwp.layernorm_words(hw, hwp.LayerNorm(entry["gamma"], entry["beta"], entry["mult"], entry["shift"],
+                                                 entry["eps_q"]))
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -286,7 +264,7 @@ def _manifest(im: IntModel, preset: str, hw: HwConfig, w: _Writer, program: dict
                                 w.put(f"hw/{name}.param.hex", hexd, words=len(pw), word_bits=hw.param_word_bits)]
         layers.append(item)
     for b, thr in sorted(im.thresholds.items()):
-        pw = param_words(torch.tensor([thr]), torch.tensor([0]), torch.tensor([0]), hw)
+        pw = hwp.threshold_words(hw, thr)
         raw, hexd = _words_to_files(pw, hw.param_word_bits)
         w.put(f"hw/selectors.{b}.threshold.param.bin", raw, words=1, word_bits=hw.param_word_bits)
         w.put(f"hw/selectors.{b}.threshold.param.hex", hexd, words=1, word_bits=hw.param_word_bits)

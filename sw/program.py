@@ -1,147 +1,117 @@
-"""The controller program of an exported model: one instruction stream (hw/isa.py) per image.
+"""The controller program of an exported model, compiled by :mod:`vitforge.hw.program`.
 
-The stream follows the golden model's order: load each layer's weights and parameters, run it,
-and keep activations in the activation scratchpad at addresses from a bump allocator that is
-reset per encoder block (the input of a block lives at address 0). Matrices use the row-major
-word layout of hw/config.py. Buffers are sized for ``num_tokens`` rows (a selector that adds a
-package token has pruned at least one token); before the first ``SELECT`` the token count is
-``num_tokens``, after it size fields hold :data:`~vitforge.hw.isa.TOKENS` and word counts
-:data:`~vitforge.hw.isa.PER_TOKEN` (hw/controller.py's token-count register). The selector's own
-MLPs (GEMMs and nonlinear units before each ``SELECT``) and the token means they need are not in
-the stream yet; the attention products' (mult, shift) parameter words are not loaded yet.
+:func:`hw_model` gives the compiler its hardware-neutral description of an
+:class:`~.export.IntModel` (the layer names of :mod:`.golden`); :func:`build_program` compiles it
+for a preset and writes, through the artifact writer:
 
-This module only lays out the stream; it does not claim cycle accuracy.
+* ``program.bin`` / ``program.hex``: the instruction stream (:mod:`vitforge.hw.isa`);
+* ``program/<blob>.bin`` / ``.hex``: every memory image the program ``LOAD``\\ s (weight and
+  activation words of ``word_bits``, parameter words of ``param_word_bits``);
+* ``program/loads.json``: the LOAD table, one row per ``LOAD`` instruction in program order
+  (``blob``, word ``offset``, ``count``, ``mem``, ``addr``), the ``input`` blob's shape (the
+  quantized patches, ``quantize(patchify(image), input_scale)``, packed row-major) and the
+  ``STORE``\\ d output's shape (the logits row).
 """
 
 from __future__ import annotations
 
+import json
+
 from vitforge.hw import isa
+from vitforge.hw import program as hwp
 from vitforge.hw.config import HwConfig
-from vitforge.hw.isa import Instr, Mem, Op
+from vitforge.hw.isa import Mem
+
+#: Number of linear layers of a selector's MLP2 and head-weight MLP (sw/selector.py).
+_MLP2_LAYERS, _WEIGHT_MLP_LAYERS = 3, 2
 
 
-class _Alloc:
-    def __init__(self, hw: HwConfig) -> None:
-        self.hw = hw
-        self.top = 0
-
-    def reset(self, keep: int = 0) -> None:
-        self.top = keep
-
-    def matrix(self, rows: int, cols: int) -> tuple[int, int]:
-        """(address, row stride in words) of a new ``rows x cols`` matrix."""
-        stride = self.hw.row_words(cols)
-        addr = self.top
-        self.top += rows * stride
-        if self.top > self.hw.act_depth:
-            raise ValueError(f"activation scratchpad overflow: {self.top} > act_depth {self.hw.act_depth} words")
-        return addr, stride
+def _check_int8(name: str, entry: dict) -> None:
+    bits, _, signed = entry["out_fmt"]
+    if bits != 8 or not signed:
+        raise ValueError(f"layer {name} outputs {'' if signed else 'un'}signed {bits}-bit codes; "
+                         "the hardware writes int8")
 
 
-def _linear_instrs(im, name: str, hw: HwConfig, a: tuple[int, int], dst: tuple[int, int], m: int) -> list[Instr]:
-    w = im.layers[name]["w"]
-    k, n = w.shape
-    wwords = hw.matrix_words(k, n)
-    pwords = hw.row_words(n)
-    return [
-        Instr(Op.LOAD, mem=Mem.WEIGHT, addr=0, count=wwords),
-        Instr(Op.LOAD, mem=Mem.PARAM, addr=0, count=pwords),
-        Instr(Op.GEMM, a_addr=a[0], a_stride=a[1], b_addr=0, b_stride=hw.row_words(n), dst_addr=dst[0],
-              dst_stride=dst[1], param_addr=0, m=m, k=k, n=n),
-    ]
+def hw_model(im) -> hwp.Model:
+    """``im`` (an :class:`~.export.IntModel`) as :class:`vitforge.hw.program.Model`."""
+    cfg, layers = im.config, im.layers
 
+    def linear(name: str) -> hwp.Linear:
+        p = layers[name]
+        _check_int8(name, p)
+        return hwp.Linear(p["w"], p["b"], p["mult"], p["shift"])
 
-def program_instrs(im, hw: HwConfig) -> list[Instr]:
-    """The instruction list for one image (see the module docstring)."""
-    cfg = im.config
-    d, hd, t = cfg.embed_dim, cfg.head_dim, cfg.num_tokens
-    al = _Alloc(hw)
-    prog: list[Instr] = []
-    x = al.matrix(t, d)  # kept + package <= t: one pruned token frees the package's row
-    patches = al.matrix(cfg.num_patches, cfg.in_chans * cfg.patch_size**2)
-    prog.append(Instr(Op.LOAD, mem=Mem.ACT, addr=patches[0], count=hw.matrix_words(*_shape(cfg))))
-    prog += _linear_instrs(im, "patch_embed", hw, patches, (x[0] + x[1], x[1]), cfg.num_patches)
-    pos = al.matrix(t, d)
-    prog.append(Instr(Op.LOAD, mem=Mem.ACT, addr=pos[0], count=hw.matrix_words(t, d)))
-    p = im.layers["pos_add"]
-    prog.append(Instr(Op.ADD, a_addr=x[0], b_addr=pos[0], dst_addr=x[0], count=hw.matrix_words(t, d),
-                      mult_a=p["mult_a"], mult_b=p["mult_b"], shift=p["shift"]))
-    dynamic = False  # after the first SELECT, token counts come from the controller's register
+    def layernorm(name: str) -> hwp.LayerNorm:
+        p = layers[name]
+        _check_int8(name, p)
+        return hwp.LayerNorm(p["gamma"], p["beta"], p["mult"], p["shift"], p["eps_q"])
+
+    def add(name: str) -> hwp.Add:
+        p = layers[name]
+        _check_int8(name, p)
+        return hwp.Add(p["mult_a"], p["mult_b"], p["shift"])
+
+    def requant(name: str) -> hwp.Requant:
+        p = layers[name]
+        _check_int8(name, p)
+        return hwp.Requant(p["mult"], p["shift"])
+
+    blocks = []
     for i in range(cfg.depth):
-        tokens = isa.TOKENS if dynamic else t
-        x_words = (isa.PER_TOKEN | hw.row_words(d)) if dynamic else hw.matrix_words(t, d)
-        al.reset(x[0] + hw.matrix_words(t, d))
-        if i in im.thresholds:
-            scores = al.matrix(t, 2 * hw.lanes)  # two words per token: keep scores, head weights
-            prog.append(Instr(Op.LOAD, mem=Mem.PARAM, addr=0, count=1))  # the threshold word
-            prog.append(Instr(Op.SELECT, scores_addr=scores[0], tokens_addr=x[0], tokens_stride=x[1],
-                              dst_addr=x[0], n_tokens=tokens, dim=d, param_addr=0))
-            dynamic, tokens = True, isa.TOKENS
-            x_words = isa.PER_TOKEN | hw.row_words(d)
         pre = f"blocks.{i}"
-        h = al.matrix(t, d)
-        prog.append(Instr(Op.LOAD, mem=Mem.PARAM, addr=0, count=hw.row_words(d) + 1))
-        prog.append(Instr(Op.LAYERNORM, src_addr=x[0], src_stride=x[1], dst_addr=h[0], dst_stride=h[1],
-                          rows=tokens, cols=d, param_addr=0))
-        qkv = al.matrix(t, 3 * d)
-        prog += _linear_instrs(im, f"{pre}.attn.qkv", hw, h, qkv, tokens)
-        s = al.matrix(t, t)
-        pr = al.matrix(t, t)
-        o = al.matrix(t, d)
-        for hh in range(cfg.num_heads):
-            q_addr = qkv[0] + hh * hd // hw.lanes
-            k_addr = qkv[0] + (d + hh * hd) // hw.lanes
-            v_addr = qkv[0] + (2 * d + hh * hd) // hw.lanes
-            prog.append(Instr(Op.GEMM, a_addr=q_addr, a_stride=qkv[1], b_addr=k_addr, b_stride=qkv[1],
-                              dst_addr=s[0], dst_stride=s[1], param_addr=0, m=tokens, k=hd, n=tokens,
-                              b_act=1, b_trans=1))
-            prog.append(Instr(Op.SOFTMAX, src_addr=s[0], src_stride=s[1], dst_addr=pr[0], dst_stride=pr[1],
-                              rows=tokens, cols=tokens, param_addr=0))
-            prog.append(Instr(Op.GEMM, a_addr=pr[0], a_stride=pr[1], b_addr=v_addr, b_stride=qkv[1],
-                              dst_addr=o[0] + hh * hd // hw.lanes, dst_stride=o[1], param_addr=0,
-                              m=tokens, k=tokens, n=hd, b_act=1))
-        a = al.matrix(t, d)
-        prog += _linear_instrs(im, f"{pre}.attn.proj", hw, o, a, tokens)
-        p = im.layers[f"{pre}.add1"]
-        prog.append(Instr(Op.ADD, a_addr=x[0], b_addr=a[0], dst_addr=x[0], count=x_words,
-                          mult_a=p["mult_a"], mult_b=p["mult_b"], shift=p["shift"]))
-        prog.append(Instr(Op.LOAD, mem=Mem.PARAM, addr=0, count=hw.row_words(d) + 1))
-        prog.append(Instr(Op.LAYERNORM, src_addr=x[0], src_stride=x[1], dst_addr=h[0], dst_stride=h[1],
-                          rows=tokens, cols=d, param_addr=0))
-        f1 = al.matrix(t, cfg.mlp_dim)
-        prog += _linear_instrs(im, f"{pre}.fc1", hw, h, f1, tokens)
-        g = al.matrix(t, cfg.mlp_dim)
-        prog.append(Instr(Op.GELU, src_addr=f1[0], src_stride=f1[1], dst_addr=g[0], dst_stride=g[1],
-                          rows=tokens, cols=cfg.mlp_dim, param_addr=0))
-        prog += _linear_instrs(im, f"{pre}.fc2", hw, g, a, tokens)
-        p = im.layers[f"{pre}.add2"]
-        prog.append(Instr(Op.ADD, a_addr=x[0], b_addr=a[0], dst_addr=x[0], count=x_words,
-                          mult_a=p["mult_a"], mult_b=p["mult_b"], shift=p["shift"]))
-    h = al.matrix(1, d)
-    prog.append(Instr(Op.LOAD, mem=Mem.PARAM, addr=0, count=hw.row_words(d) + 1))
-    prog.append(Instr(Op.LAYERNORM, src_addr=x[0], src_stride=x[1], dst_addr=h[0], dst_stride=h[1],
-                      rows=1, cols=d, param_addr=0))
-    out = al.matrix(1, cfg.num_classes)
-    prog += _linear_instrs(im, "head", hw, h, out, 1)
-    prog.append(Instr(Op.STORE, mem=Mem.ACT, addr=out[0], count=hw.matrix_words(1, cfg.num_classes)))
-    prog.append(Instr(Op.END))
-    return prog
+        selector = None
+        if i in im.thresholds:
+            sp = f"selectors.{i}"
+            heads = range(cfg.num_heads)
+            selector = hwp.Selector(
+                norms=[layernorm(f"{sp}.scorers.{h}.norm") for h in heads],
+                mlp1=[linear(f"{sp}.scorers.{h}.mlp1") for h in heads],
+                mlp2=[[linear(f"{sp}.scorers.{h}.mlp2.linears.{j}") for j in range(_MLP2_LAYERS)] for h in heads],
+                weight_mlp=[linear(f"{sp}.weight_mlp.linears.{j}") for j in range(_WEIGHT_MLP_LAYERS)],
+                threshold=im.thresholds[i],
+            )
+        blocks.append(hwp.Block(
+            heads=cfg.num_heads, ln1=layernorm(f"{pre}.norm1"), qkv=linear(f"{pre}.attn.qkv"),
+            qk=requant(f"{pre}.attn.qk"), av=requant(f"{pre}.attn.av"), proj=linear(f"{pre}.attn.proj"),
+            add1=add(f"{pre}.add1"), ln2=layernorm(f"{pre}.norm2"), fc1=linear(f"{pre}.fc1"),
+            fc2=linear(f"{pre}.fc2"), add2=add(f"{pre}.add2"), selector=selector,
+        ))
+    return hwp.Model(patch_embed=linear("patch_embed"), cls=im.tensors["cls"], pos=im.tensors["pos"],
+                     pos_add=add("pos_add"), blocks=blocks, norm=layernorm("norm"), head=linear("head"))
 
 
-def _shape(cfg) -> tuple[int, int]:
-    return cfg.num_patches, cfg.in_chans * cfg.patch_size**2
+def compile_program(im, hw: HwConfig) -> hwp.Program:
+    """The compiled program of ``im`` for ``hw``."""
+    return hwp.compile_model(hw_model(im), hw)
 
 
 def build_program(im, hw: HwConfig, writer) -> dict:
-    """Assemble the program and write ``program.bin``/``program.hex`` through ``writer``."""
-    prog = program_instrs(im, hw)
-    words = isa.assemble(prog)
-    raw = isa.to_bytes(words)
+    """Compile ``im`` and write the program, its memory images and LOAD table through ``writer``."""
+    from .export import _words_to_files
+
+    prog = compile_program(im, hw)
+    words = isa.assemble(prog.instrs)
     digits = isa.INSTR_BITS // 4
     hexd = "".join(f"{w:0{digits}x}\n" for w in words).encode()
+    mems = {ld.blob: ld.mem for ld in prog.loads}
+    images = {}
+    for name in sorted(prog.blobs):
+        bits = hw.param_word_bits if mems[name] == Mem.PARAM else hw.word_bits
+        raw, hx = _words_to_files(prog.blobs[name], bits)
+        n = len(prog.blobs[name])
+        images[name] = [writer.put(f"program/{name}.bin", raw, words=n, word_bits=bits),
+                        writer.put(f"program/{name}.hex", hx, words=n, word_bits=bits)]
+    table = {
+        "input": {"blob": hwp.INPUT_BLOB, "shape": list(prog.input_shape), "word_bits": hw.word_bits},
+        "output": {"rows": prog.output_rows, "cols": prog.output_cols, "word_bits": hw.word_bits},
+        "loads": prog.load_table(),
+    }
     return {
-        "bin": writer.put("program.bin", raw, words=len(words), word_bits=isa.INSTR_BITS),
+        "bin": writer.put("program.bin", isa.to_bytes(words), words=len(words), word_bits=isa.INSTR_BITS),
         "hex": writer.put("program.hex", hexd, words=len(words), word_bits=isa.INSTR_BITS),
+        "loads": writer.put("program/loads.json", (json.dumps(table, sort_keys=True, indent=1) + "\n").encode()),
+        "images": images,
         "instructions": len(words),
         "fits_imem": len(words) <= hw.imem_depth,
     }

@@ -1,7 +1,8 @@
 # amaranth: UnusedElaboratable=no
 # (refused components are created and never elaborated; Amaranth would warn about them at exit)
 """Controller + top in the Amaranth simulator: a tiny encoder block (behind a token selector)
-from sim/block_ref's program vs the pure-quant reference, bit for bit; error stop; bad configs."""
+compiled by hw/program.py (inputs through the LOAD table) vs the pure-quant reference, bit for
+bit; error stop; bad configs."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import torch
 
 from vitforge.hw.config import BASE, HwConfig
 from vitforge.hw.controller import Controller
-from vitforge.hw.isa import Instr, Op, assemble
-from vitforge.hw.top import EncoderTop, HostMem
+from vitforge.hw.isa import Instr, Op
+from vitforge.hw.program import INPUT_BLOB, Program
 from vitforge.sim import block_ref
-from vitforge.sim.amsim import simulate
+from vitforge.sim.amsim import run_encoder_top
 from vitforge.sim.runner import assert_equal
 
 #: Tiny block: D=16, 2 heads of 8, MLP 32, up to 6 tokens.
@@ -23,42 +24,9 @@ TINY = dataclasses.replace(BASE, act_depth=4096, weight_depth=1024, param_depth=
                            max_tokens=6, max_embed_dim=16, max_mlp_dim=32, max_heads=2)
 
 
-def run_top(cfg: HwConfig, prog: block_ref.BlockProgram, x: torch.Tensor, max_cycles: int = 400_000):
-    """Preload, run, collect STORE words; returns (stored words, cycles, tokens, error)."""
-    dut = EncoderTop(config=cfg)
-    out = {"stored": []}
-
-    async def write(ctx, mem, base, words):
-        for i, word in enumerate(words):
-            ctx.set(dut.host_mem, int(mem))
-            ctx.set(dut.host_addr, base + i)
-            ctx.set(dut.host_wdata, int(word))
-            ctx.set(dut.host_we, 1)
-            await ctx.tick()
-        ctx.set(dut.host_we, 0)
-
-    async def tb(ctx):
-        await write(ctx, HostMem.IMEM, 0, assemble(prog.instrs))
-        await write(ctx, HostMem.PARAM, 0, prog.prm)
-        for addr, words in prog.wt.items():
-            await write(ctx, HostMem.WEIGHT, addr, words)
-        for addr, words in prog.act.items():
-            await write(ctx, HostMem.ACT, addr, words)
-        await write(ctx, HostMem.ACT, prog.x_addr, block_ref.pack_matrix(cfg, x))
-        ctx.set(dut.dma_out.ready, 1)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        for _ in range(max_cycles):
-            if ctx.get(dut.dma_out.valid):
-                out["stored"].append(ctx.get(dut.dma_out.payload))
-            if ctx.get(dut.done):
-                break
-            await ctx.tick()
-        out.update(cycles=ctx.get(dut.cycles), tokens=ctx.get(dut.tokens), error=ctx.get(dut.error),
-                   done=ctx.get(dut.done))
-
-    simulate(dut, tb, name="encoder_top")
+def run_top(cfg: HwConfig, prog, x: torch.Tensor, max_cycles: int = 400_000) -> dict:
+    """Run ``prog`` with ``x`` as its input blob; fails unless it finished and took every DMA word."""
+    out = run_encoder_top(cfg, prog, {INPUT_BLOB: block_ref.pack_matrix(cfg, x)}, max_cycles)
     assert out["done"], f"the program did not finish in {max_cycles} cycles"
     return out
 
@@ -80,6 +48,7 @@ def test_tiny_block_matches_reference(keep):
     prog = block_ref.block_program(cfg, p, n)
     out = run_top(cfg, prog, x)
     assert not out["error"]
+    assert out["dma_left"] == 0
     rows = expected.shape[0]
     if selector:
         assert out["tokens"] == rows
@@ -90,7 +59,7 @@ def test_tiny_block_matches_reference(keep):
 
 def test_unbuilt_unit_stops_with_error():
     cfg = dataclasses.replace(TINY, gelu=False)
-    prog = block_ref.BlockProgram([Instr(Op.GELU, rows=1, cols=4), Instr(Op.END)], {}, {}, [0], 0, 0, 1)
+    prog = Program([Instr(Op.GELU, rows=1, cols=4), Instr(Op.END)], {}, [], (1, 16), 1, 16)
     out = run_top(cfg, prog, torch.zeros((1, 16), dtype=torch.int64), max_cycles=100)
     assert out["error"] == 1
 

@@ -9,6 +9,7 @@ import shutil
 import pytest
 import torch
 
+from vitforge.hw.isa import Mem, Op, disassemble
 from vitforge.sw.data import digits_canvas
 from vitforge.sw.export import ArtifactError, load_artifact, weight_words
 from vitforge.sw.golden import GoldenModel
@@ -39,6 +40,14 @@ def test_report_and_artifact(tiny_run):
     manifest = json.loads((out / "artifact" / "manifest.json").read_text())
     assert manifest["hardware"]["preset"] == "demo"
     assert manifest["program"]["instructions"] > 10
+    assert manifest["program"]["fits_imem"] is True
+    # The LOAD table has one row per LOAD instruction, each naming a hashed image or the input.
+    instrs = disassemble((out / "artifact" / "program.bin").read_bytes())
+    table = json.loads((out / "artifact" / manifest["program"]["loads"]).read_text())
+    assert [(r["mem"], r["addr"], r["count"]) for r in table["loads"]] == \
+        [(Mem(i.mem).name.lower(), i.addr, i.count) for i in instrs if i.op == Op.LOAD]
+    images = {f"program/{r['blob']}.bin" for r in table["loads"] if r["blob"] != table["input"]["blob"]}
+    assert images <= set(manifest["blobs"])
     assert set(manifest["selectors"]) == {str(b) for b in report["selector_blocks"]}
     # No temporary directories are left beside the artifact.
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []

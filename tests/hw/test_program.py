@@ -1,0 +1,50 @@
+"""hw/program.py without simulation: word layouts round-trip, the LOAD table matches the LOAD
+instructions, refusals quote the offending value. (Programs run on EncoderTop in
+tests/hw/test_controller.py and, for a whole model, tests/sw/test_program.py.)"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from vitforge.hw.config import BASE
+from vitforge.hw.isa import PER_TOKEN, TOKENS, Op
+from vitforge.hw.program import INPUT_BLOB, compile_block, pack_matrix, unpack_matrix
+from vitforge.sim import block_ref
+
+TINY = dataclasses.replace(BASE, act_depth=4096, weight_depth=1024, param_depth=64, imem_depth=128,
+                           max_tokens=6, max_embed_dim=16, max_mlp_dim=32, max_heads=2)
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(1, 1), (3, 4), (5, 9)])
+def test_pack_unpack_roundtrip(rows, cols):
+    x = torch.randint(-128, 128, (rows, cols), generator=torch.Generator().manual_seed(rows * cols))
+    assert torch.equal(unpack_matrix(TINY, pack_matrix(TINY, x), rows, cols), x)
+
+
+@pytest.mark.parametrize("selector", [False, True])
+def test_block_program_loads_and_token_counts(selector):
+    p = block_ref.make_block_params(dim=16, heads=2, mlp=32, selector=selector, seed=1)
+    prog = compile_block(block_ref.as_block(p), TINY, 5)
+    loads = [i for i in prog.instrs if i.op == Op.LOAD]
+    assert [(ld.mem, ld.addr, ld.count) for ld in prog.loads] == [(i.mem, i.addr, i.count) for i in loads]
+    assert prog.loads[0].blob == INPUT_BLOB and prog.loads[0].count == 5 * TINY.row_words(16)
+    store = next(i for i in prog.instrs if i.op == Op.STORE)
+    # After SELECT the token count is dynamic: TOKENS sizes, PER_TOKEN word counts.
+    assert (store.count == (PER_TOKEN | TINY.row_words(16))) == selector
+    assert any(i.op == Op.GEMM and i.m == TOKENS for i in prog.instrs) == selector
+    assert prog.instrs[-1].op == Op.END
+    # Every image is loaded; the block's weights (and its parameters) come in one LOAD each.
+    assert {ld.blob for ld in prog.loads} - {INPUT_BLOB} == set(prog.blobs)
+    assert {"blocks.0.weights", "blocks.0.params"} <= set(prog.blobs)
+
+
+def test_refusals_quote_values():
+    p = block_ref.make_block_params(dim=16, heads=2, mlp=32, selector=True, seed=1)
+    with pytest.raises(ValueError, match=r"n_tokens must be in 1\.\.max_tokens=6, not 7"):
+        compile_block(block_ref.as_block(p), TINY, 7)
+    wide = dataclasses.replace(TINY, pe_cols=8)
+    with pytest.raises(ValueError, match="not heads=2, head_dim=8, lanes=8"):
+        compile_block(block_ref.as_block(p), wide, 5)

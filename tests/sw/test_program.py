@@ -1,0 +1,124 @@
+# amaranth: UnusedElaboratable=no
+"""The compiled program of a whole (tiny, random) ViT on hw/top.py EncoderTop in the Amaranth
+simulator, fed through the LOAD table, vs sw/golden.py's logits, bit for bit: patch embedding,
+class token and position embedding, a dense block, a token selector (some tokens kept, some
+pruned) in front of the second block, final LayerNorm and classifier head."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from vitforge.hw.config import BASE
+from vitforge.hw.isa import TOKENS, Op
+from vitforge.hw.program import INPUT_BLOB, pack_matrix, unpack_matrix
+from vitforge.quant.fixed import quantize_multiplier
+from vitforge.quant.quantize import quantize
+from vitforge.sim import block_ref
+from vitforge.sim.amsim import run_encoder_top
+from vitforge.sim.runner import assert_equal
+from vitforge.sw.export import IntModel
+from vitforge.sw.golden import GoldenModel
+from vitforge.sw.program import compile_program
+from vitforge.sw.vit import ViTConfig, patchify
+
+#: 8x8 image in 4x4 patches: 4 patches + class token; D=16 in 2 heads of 8, MLP 32, 4 classes.
+MODEL = ViTConfig(image_size=8, patch_size=4, in_chans=1, num_classes=4, embed_dim=16, depth=2, num_heads=2,
+                  mlp_ratio=2.0, selector_blocks=(1,), keep_rates=(0.5,))
+#: Two selectors: the second one's token means run over the dynamic token count (TOKENS).
+MODEL2 = dataclasses.replace(MODEL, depth=3, selector_blocks=(1, 2), keep_rates=(0.5, 0.5))
+HW = dataclasses.replace(BASE, act_depth=4096, weight_depth=1024, param_depth=64, imem_depth=256,
+                         max_tokens=MODEL.num_tokens, max_embed_dim=16, max_mlp_dim=32, max_heads=2)
+INT8_FMT = (8, 0, True)
+
+
+def _linear(lin) -> dict:
+    return {"kind": "linear", "out_fmt": INT8_FMT, "w": lin.w, "b": lin.bias, "mult": lin.mult, "shift": lin.shift}
+
+
+def _ln(ln) -> dict:
+    return {"kind": "layernorm", "out_fmt": INT8_FMT, "gamma": ln.gamma, "beta": ln.beta, "mult": ln.mult,
+            "shift": ln.shift, "eps_q": ln.eps_q}
+
+
+def random_int_model(seed: int, threshold: int, model: ViTConfig = MODEL) -> IntModel:
+    """An IntModel with sim/block_ref's random blocks (requantizations that keep codes spread)."""
+    gen = torch.Generator().manual_seed(seed)
+    d, heads, mlp = model.embed_dim, model.num_heads, int(model.embed_dim * model.mlp_ratio)
+    layers: dict[str, dict] = {}
+    stem = block_ref.make_block_params(dim=d, heads=heads, mlp=mlp, selector=False, seed=seed + 100)
+    layers["patch_embed"] = _linear(block_ref._linear(gen, model.in_chans * model.patch_size**2, d, 2000.0))
+    add = quantize_multiplier(0.7)
+    layers["pos_add"] = {"kind": "add", "out_fmt": INT8_FMT, "mult_a": add[0], "mult_b": add[0], "shift": add[1]}
+    for i in range(model.depth):
+        p = block_ref.make_block_params(dim=d, heads=heads, mlp=mlp, selector=i in model.selector_blocks,
+                                        seed=seed + i)
+        pre = f"blocks.{i}"
+        layers.update({
+            f"{pre}.norm1": _ln(p.ln1), f"{pre}.attn.qkv": _linear(p.qkv), f"{pre}.attn.proj": _linear(p.proj),
+            f"{pre}.norm2": _ln(p.ln2), f"{pre}.fc1": _linear(p.fc1), f"{pre}.fc2": _linear(p.fc2),
+        })
+        for name, (mult, shift) in (("attn.qk", p.qk), ("attn.av", p.av)):
+            layers[f"{pre}.{name}"] = {"kind": "matmul", "out_fmt": INT8_FMT, "mult": mult, "shift": shift}
+        for name, (ma, mb, shift) in (("add1", p.add1), ("add2", p.add2)):
+            layers[f"{pre}.{name}"] = {"kind": "add", "out_fmt": INT8_FMT, "mult_a": ma, "mult_b": mb, "shift": shift}
+        if p.sel_mlp1 is not None:
+            sp = f"selectors.{i}"
+            for h in range(heads):
+                layers[f"{sp}.scorers.{h}.norm"] = _ln(p.sel_ln)
+                layers[f"{sp}.scorers.{h}.mlp1"] = _linear(p.sel_mlp1[h])
+                for j, lin in enumerate(p.sel_mlp2[h]):
+                    layers[f"{sp}.scorers.{h}.mlp2.linears.{j}"] = _linear(lin)
+            for j, lin in enumerate(p.sel_wmlp):
+                layers[f"{sp}.weight_mlp.linears.{j}"] = _linear(lin)
+    layers["norm"] = _ln(stem.ln1)
+    layers["head"] = _linear(block_ref._linear(gen, d, model.num_classes, 2000.0))
+    tensors = {"cls": torch.randint(-128, 128, (d,), generator=gen),
+               "pos": torch.randint(-128, 128, (model.num_tokens, d), generator=gen)}
+    thresholds = {b: threshold for b in model.selector_blocks}
+    return IntModel(model, HW.numerics, 1 / 64, 1.0, layers, tensors, thresholds)
+
+
+def _image(seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand((MODEL.in_chans, MODEL.image_size, MODEL.image_size), generator=gen) * 2 - 1
+
+
+def _mixed_threshold(seed: int, image: torch.Tensor, model: ViTConfig = MODEL) -> int:
+    """A threshold at which the golden (first) selector keeps some tokens and prunes others."""
+    for threshold in range(0, 128, 2):
+        _, _, tokens = GoldenModel(random_int_model(seed, threshold, model)).run(image)
+        if 1 < tokens[1] - 1 < model.num_tokens - 1:  # kept (class token included) + the package token
+            return threshold
+    raise AssertionError("no threshold keeps some tokens and prunes others")
+
+
+@pytest.mark.parametrize(("model", "seed"), [(MODEL, 3), (MODEL2, 5)], ids=["one_selector", "two_selectors"])
+def test_tiny_model_matches_golden(model, seed):
+    image = _image(seed)
+    im = random_int_model(seed, _mixed_threshold(seed, image, model), model)
+    logits, _, tokens = GoldenModel(im).run(image)
+    assert len(set(logits.tolist())) > 1, f"degenerate logits {logits.tolist()}"
+    prog = compile_program(im, HW)
+    ops = {ins.op for ins in prog.instrs}
+    assert {Op.SELECT, Op.LOAD, Op.STORE, Op.SIGMOID} <= ops
+    means = [ins.k for ins in prog.instrs if ins.op == Op.GEMM and ins.mean]
+    assert means and (TOKENS in means) == (len(model.selector_blocks) > 1), means
+    patches = quantize(patchify(image[None], model.patch_size)[0], im.input_scale)
+    out = run_encoder_top(HW, prog, {INPUT_BLOB: pack_matrix(HW, patches)})
+    assert out["done"] and not out["error"], out
+    assert out["dma_left"] == 0, f"{out['dma_left']} DMA words were never taken"
+    assert out["tokens"] == tokens[-1], f"the selector kept {out['tokens']} rows, the golden model {tokens[-1]}"
+    got = unpack_matrix(HW, out["stored"], 1, model.num_classes)[0]
+    assert_equal(got, logits, "tiny model logits")
+
+
+def test_program_load_table_matches_loads():
+    im = random_int_model(1, 64)
+    prog = compile_program(im, HW)
+    loads = [ins for ins in prog.instrs if ins.op == Op.LOAD]
+    assert [(ld.mem, ld.addr, ld.count) for ld in prog.loads] == [(ins.mem, ins.addr, ins.count) for ins in loads]
+    words = prog.dma_words({INPUT_BLOB: [0] * (prog.input_shape[0] * HW.row_words(prog.input_shape[1]))})
+    assert len(words) == sum(ins.count for ins in loads)
