@@ -7,13 +7,11 @@ Artifact layout (everything below ``DIR``; ``manifest.json`` lists and hashes th
     tensors/<layer>.<t>.bin  canonical integer tensors, little-endian, row-major (the golden model
                              reads these): weights (in, out) int8, biases int32, multipliers
                              uint16, shifts uint8, LayerNorm gamma int8 / beta int32
-    hw/<layer>.weight.bin|hex   weights in the weight-scratchpad layout of the preset
-    hw/<layer>.param.bin|hex    (bias, mult, shift) words of the parameter scratchpad (linear
-                             layers; LayerNorms as hw/controller.py's LAYERNORM contract says)
-    hw/selectors.<b>.threshold.param.bin|hex   the SELECT threshold word (lane 0's bias)
     program.bin|hex          the controller's instruction stream (hw/isa.py), compiled by
                              hw/program.py (see sw/program.py)
-    program/<blob>.bin|hex   the memory images the program LOADs
+    program/<blob>.bin|hex   the memory images the program LOADs: weights in the weight-scratchpad
+                             layout, (bias, mult, shift) parameter words, LayerNorm and SELECT
+                             parameter words (hw/controller.py's contracts), constants
     program/loads.json       the LOAD table: per LOAD instruction, in order, the blob, word
                              offset and count the runtime streams into dma_in; input and output shapes
 
@@ -248,26 +246,7 @@ def _manifest(im: IntModel, preset: str, hw: HwConfig, w: _Writer, program: dict
                 item[key] = w.tensor(f"tensors/{name}.{key}.bin", value, key)
             else:
                 item[key] = int(value)
-        if entry["kind"] == "linear":
-            ww = weight_words(entry["w"], hw)
-            raw, hexd = _words_to_files(ww, hw.word_bits)
-            item["hw_weight"] = [w.put(f"hw/{name}.weight.bin", raw, words=len(ww), word_bits=hw.word_bits),
-                                 w.put(f"hw/{name}.weight.hex", hexd, words=len(ww), word_bits=hw.word_bits)]
-            pw = param_words(entry["b"], entry["mult"], entry["shift"], hw)
-            raw, hexd = _words_to_files(pw, hw.param_word_bits)
-            item["hw_param"] = [w.put(f"hw/{name}.param.bin", raw, words=len(pw), word_bits=hw.param_word_bits),
-                                w.put(f"hw/{name}.param.hex", hexd, words=len(pw), word_bits=hw.param_word_bits)]
-        if entry["kind"] == "layernorm":
-            pw = layernorm_param_words(entry, hw)
-            raw, hexd = _words_to_files(pw, hw.param_word_bits)
-            item["hw_param"] = [w.put(f"hw/{name}.param.bin", raw, words=len(pw), word_bits=hw.param_word_bits),
-                                w.put(f"hw/{name}.param.hex", hexd, words=len(pw), word_bits=hw.param_word_bits)]
         layers.append(item)
-    for b, thr in sorted(im.thresholds.items()):
-        pw = hwp.threshold_words(hw, thr)
-        raw, hexd = _words_to_files(pw, hw.param_word_bits)
-        w.put(f"hw/selectors.{b}.threshold.param.bin", raw, words=1, word_bits=hw.param_word_bits)
-        w.put(f"hw/selectors.{b}.threshold.param.hex", hexd, words=1, word_bits=hw.param_word_bits)
     tensors = {k: w.tensor(f"tensors/{k}.bin", v, k) for k, v in im.tensors.items()}
     return {
         "format": FORMAT,
