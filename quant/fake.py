@@ -262,40 +262,68 @@ def _check_fixed_input(in_scale: float | None, fmt: FixedFormat, unit: str) -> N
         )
 
 
-class QuantGELU(QuantModule):
+class _ElementwiseUnit(QuantModule):
+    """An elementwise unit with fixed input/output formats (``numerics.<unit>_in/_out``).
+
+    Subclasses name the unit and give its integer function, its float twin (``poly=True``) and
+    the exact float function (``poly=False``).
+    """
+
+    unit: str
+
+    def __init__(self, numerics: NumericsConfig = DEFAULT_NUMERICS, *, poly: bool = True) -> None:
+        super().__init__()
+        self.numerics = numerics
+        self.poly = poly
+
+    def int_fn(self, q: torch.Tensor, in_fmt: FixedFormat, out_fmt: FixedFormat) -> torch.Tensor:
+        raise NotImplementedError
+
+    def twin_fn(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def exact_fn(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, in_scale: float | None) -> tuple[torch.Tensor, float | None]:
+        twin = self.twin_fn(x) if self.poly else self.exact_fn(x)
+        if not self.quantized:
+            return twin, None
+        in_fmt = getattr(self.numerics, f"{self.unit}_in")
+        out_fmt = getattr(self.numerics, f"{self.unit}_out")
+        _check_fixed_input(in_scale, in_fmt, self.unit)
+        q = self.int_fn(codes_of(x, in_fmt.scale), in_fmt, out_fmt)
+        return ste(q.to(x.dtype) * out_fmt.scale, twin), out_fmt.scale
+
+
+class QuantGELU(_ElementwiseUnit):
     """GELU unit: input in ``numerics.gelu_in``, output in ``numerics.gelu_out``."""
 
-    def __init__(self, numerics: NumericsConfig = DEFAULT_NUMERICS, *, poly: bool = True) -> None:
-        super().__init__()
-        self.numerics = numerics
-        self.poly = poly
+    unit = "gelu"
 
-    def forward(self, x: torch.Tensor, in_scale: float | None) -> tuple[torch.Tensor, float | None]:
-        twin = nl.float_gelu(x) if self.poly else nn.functional.gelu(x)
-        if not self.quantized:
-            return twin, None
-        n = self.numerics
-        _check_fixed_input(in_scale, n.gelu_in, "GELU")
-        q = nl.int_gelu(codes_of(x, n.gelu_in.scale), n.gelu_in, n.gelu_out)
-        return ste(q.to(x.dtype) * n.gelu_out.scale, twin), n.gelu_out.scale
+    def int_fn(self, q, in_fmt, out_fmt):
+        return nl.int_gelu(q, in_fmt, out_fmt)
+
+    def twin_fn(self, x):
+        return nl.float_gelu(x)
+
+    def exact_fn(self, x):
+        return nn.functional.gelu(x)
 
 
-class QuantSigmoid(QuantModule):
+class QuantSigmoid(_ElementwiseUnit):
     """Sigmoid unit: input in ``numerics.sigmoid_in``, output in ``numerics.sigmoid_out``."""
 
-    def __init__(self, numerics: NumericsConfig = DEFAULT_NUMERICS, *, poly: bool = True) -> None:
-        super().__init__()
-        self.numerics = numerics
-        self.poly = poly
+    unit = "sigmoid"
 
-    def forward(self, x: torch.Tensor, in_scale: float | None) -> tuple[torch.Tensor, float | None]:
-        twin = nl.float_sigmoid(x) if self.poly else torch.sigmoid(x)
-        if not self.quantized:
-            return twin, None
-        n = self.numerics
-        _check_fixed_input(in_scale, n.sigmoid_in, "sigmoid")
-        q = nl.int_sigmoid(codes_of(x, n.sigmoid_in.scale), n.sigmoid_in, n.sigmoid_out)
-        return ste(q.to(x.dtype) * n.sigmoid_out.scale, twin), n.sigmoid_out.scale
+    def int_fn(self, q, in_fmt, out_fmt):
+        return nl.int_sigmoid(q, in_fmt, out_fmt)
+
+    def twin_fn(self, x):
+        return nl.float_sigmoid(x)
+
+    def exact_fn(self, x):
+        return torch.sigmoid(x)
 
 
 class QuantSoftmax(QuantModule):

@@ -118,7 +118,7 @@ def test_misuse_is_refused():
         lin(torch.zeros(1, 4), 0.1)
     gelu = fake.QuantGELU(N)
     fake.set_mode(gelu, "qat")
-    with pytest.raises(ValueError, match=r"fixed format s8\.4"):
+    with pytest.raises(ValueError, match=r"gelu in .qat. mode takes inputs in its fixed format s8\.4"):
         gelu(torch.zeros(3), 0.3)
     with pytest.raises(ValueError, match="mode must be one of"):
         fake.set_mode(gelu, "int4")
