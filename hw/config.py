@@ -44,6 +44,8 @@ SHIFT_BITS = REQUANT_MAX_SHIFT.bit_length()
 MAX_ADDR_BITS = 20
 #: Largest matrix dimension (tokens, features) the ISA's size fields hold.
 MAX_DIM_BITS = 12
+#: AXI4 data widths the memory port may have.
+BUS_BITS = (32, 64, 128, 256, 512, 1024)
 
 
 def _check_positive(value: object, name: str) -> None:
@@ -70,6 +72,8 @@ class HwConfig:
         max_heads: most attention heads (head width ``D / heads`` must be a multiple of ``lanes``).
         softmax, gelu, layernorm, sigmoid, selector: which units are built.
         clock_mhz: target clock frequency in MHz.
+        bus_bits: data width of the AXI4 memory port (:mod:`vitforge.hw.axi`): 32..1024, a power of
+            two. A scratchpad word travels as ``beats(bits)`` beats.
     """
 
     numerics: NumericsConfig = field(default_factory=lambda: DEFAULT_NUMERICS)
@@ -89,6 +93,7 @@ class HwConfig:
     sigmoid: bool = True
     selector: bool = True
     clock_mhz: float = 100.0
+    bus_bits: int = 64
 
     def __post_init__(self) -> None:
         if not isinstance(self.numerics, NumericsConfig):
@@ -106,6 +111,9 @@ class HwConfig:
         if isinstance(self.clock_mhz, bool) or not isinstance(self.clock_mhz, (int, float)) \
                 or not 0 < self.clock_mhz <= 1000:
             raise ValueError(f"clock_mhz must be in (0, 1000], not {self.clock_mhz!r}")
+        if self.bus_bits not in BUS_BITS:
+            raise ValueError(f"bus_bits must be one of {', '.join(map(str, BUS_BITS))} (AXI4 data widths), "
+                             f"not {self.bus_bits!r}")
         for name in ("act_depth", "weight_depth", "param_depth", "imem_depth"):
             depth = getattr(self, name)
             if depth > 1 << MAX_ADDR_BITS:
@@ -185,6 +193,10 @@ class HwConfig:
     def param_word_bits(self) -> int:
         """Width of a parameter word: ``lanes`` x (bias, mult, shift)."""
         return self.lanes * (self.acc_bits + self.mult_bits + self.shift_bits)
+
+    def beats(self, bits: int) -> int:
+        """AXI beats that carry one ``bits``-wide word on the memory port (zero-padded to whole beats)."""
+        return -(-bits // self.bus_bits)
 
     def addr_bits(self, depth: int) -> int:
         """Address width of a memory of ``depth`` words."""
@@ -292,6 +304,7 @@ PRESETS: dict[str, HwConfig] = {
         max_mlp_dim=1536,
         max_heads=6,
         clock_mhz=300.0,
+        bus_bits=128,  # the PS's HP ports are 128 bits wide
     ),
 }
 

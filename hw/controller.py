@@ -63,6 +63,11 @@ class Controller(wiring.Component):
         busy: high while running; done: high after ``END`` until the next ``start``;
         error: high with ``done`` when the program hit an opcode whose unit is not built.
         cycles: cycles of the last (or current) run; tokens: the token-count register.
+        instr: index of the instruction being executed (the last one after ``END``);
+        issue: high for the one cycle in which instruction ``instr`` is dispatched (its ``cycles``
+            value then is the instruction's start time: a profiler latches it).
+        load_param: the current ``LOAD`` targets the parameter scratchpad (its words are
+            ``param_word_bits`` wide; others ``word_bits``): the memory port sizes its beats by it.
         imem_raddr / imem_rdata: instruction memory read port (synchronous, one cycle).
         act_*, wt_*, prm_*: scratchpad read (``raddr``/``rdata``) and write
             (``waddr``/``wdata``/``we``) ports.
@@ -103,6 +108,9 @@ class Controller(wiring.Component):
             "prm_we": Out(1),
             "dma_in": In(stream.Signature(self.dma_bits)),
             "dma_out": Out(stream.Signature(cfg.word_bits)),
+            "instr": Out(cfg.addr_bits(cfg.imem_depth)),
+            "issue": Out(1),
+            "load_param": Out(1),
         })
 
     @property
@@ -143,7 +151,7 @@ class Controller(wiring.Component):
         ins = Signal(INSTR_LAYOUT)
         op = ins.op
         tokens = Signal(range(TOKENS + 1))
-        m.d.comb += [self.tokens.eq(tokens), self.imem_raddr.eq(pc)]
+        m.d.comb += [self.tokens.eq(tokens), self.imem_raddr.eq(pc), self.load_param.eq(ins.args.load.mem == Mem.PARAM)]
 
         def dim(value):
             """A size field, with TOKENS replaced by the token register."""
@@ -311,10 +319,11 @@ class Controller(wiring.Component):
             with m.State("FETCH"):  # the instruction memory reads pc
                 m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.sync += [ins.eq(self.imem_rdata), pc.eq(pc + 1)]
+                m.d.sync += [ins.eq(self.imem_rdata), pc.eq(pc + 1), self.instr.eq(pc)]
                 m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 m.d.sync += idx.eq(0)
+                m.d.comb += self.issue.eq(1)
                 with m.Switch(op):
                     with m.Case(Op.END):
                         m.d.sync += [running.eq(0), self.done.eq(1)]

@@ -40,6 +40,7 @@ class EncoderTop(wiring.Component):
             (the low bits of ``host_wdata`` are the word) while not busy;
         host_rdata: the activation word at ``host_addr``, one cycle after it is presented.
         dma_in / dma_out: the ``LOAD`` / ``STORE`` streams.
+        instr, issue, load_param: the controller's (profiling and the memory port's beat sizing).
 
     Host writes while busy are ignored.
     """
@@ -64,6 +65,9 @@ class EncoderTop(wiring.Component):
             "host_rdata": Out(cfg.word_bits),
             "dma_in": In(stream.Signature(self._ctrl.dma_bits)),
             "dma_out": Out(stream.Signature(cfg.word_bits)),
+            "instr": Out(cfg.addr_bits(cfg.imem_depth)),
+            "issue": Out(1),
+            "load_param": Out(1),
         })
 
     @property
@@ -82,6 +86,7 @@ class EncoderTop(wiring.Component):
         wiring.connect(m, ctrl.dma_out, wiring.flipped(self.dma_out))
         m.d.comb += [
             ctrl.start.eq(self.start), self.busy.eq(ctrl.busy), self.done.eq(ctrl.done),
+            self.instr.eq(ctrl.instr), self.issue.eq(ctrl.issue), self.load_param.eq(ctrl.load_param),
             self.error.eq(ctrl.error), self.cycles.eq(ctrl.cycles), self.tokens.eq(ctrl.tokens),
         ]
         host = ~ctrl.busy
