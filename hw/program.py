@@ -178,6 +178,8 @@ class Program:
         input_shape: ``(rows, cols)`` of the input matrix (packed with :func:`pack_matrix`).
         output_rows, output_cols: the matrix the program sends on ``dma_out`` (``STORE``), rows
             counted in tokens if ``output_rows`` is :data:`~vitforge.hw.isa.TOKENS`.
+        layers: per instruction, the layer it belongs to (``embed``, ``selectors.<i>``,
+            ``blocks.<i>``, ``head``): what runtimes and the latency model report cycles by.
     """
 
     instrs: list[Instr]
@@ -186,6 +188,15 @@ class Program:
     input_shape: tuple[int, int]
     output_rows: int
     output_cols: int
+    layers: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.layers and len(self.layers) != len(self.instrs):
+            raise ValueError(f"{len(self.layers)} layer names for {len(self.instrs)} instructions")
+
+    def layer_names(self) -> list[str]:
+        """The layers in program order, each once."""
+        return list(dict.fromkeys(self.layers))
 
     def dma_words(self, inputs: dict[str, list[int]]) -> list[int]:
         """Every word ``dma_in`` must carry, in order; ``inputs`` holds the runtime blobs."""
@@ -335,10 +346,15 @@ class _Compiler:
     loads: list[Load] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.layers: list[str] = []
         self.recorded: list[tuple[Mem, str, list[int]]] | None = None
         self.wt = _Cache(self.cfg.weight_depth, "weight scratchpad")
         self.prm = _Cache(self.cfg.param_depth, "parameter scratchpad")
         self.act = _Bump(self.cfg.act_depth, "activation scratchpad")
+
+    def tag(self, layer: str) -> None:
+        """Name the instructions emitted since the last call as ``layer``."""
+        self.layers += [layer] * (len(self.prog) - len(self.layers))
 
     # memory -----------------------------------------------------------------------------------
 
@@ -555,15 +571,18 @@ def compile_model(model: Model, cfg: HwConfig) -> Program:
     c.linear("patch_embed", model.patch_embed, patches, x.row(1), patches_shape[0])
     pos = c.const_act("pos", model.pos)
     c.add(x, pos, x, c.token_words(n0, d), model.pos_add)
+    c.tag("embed")
     n = n0
     for i, b in enumerate(model.blocks):
         c.act.top = base
         if b.selector is not None:
             c.grouped(f"selectors.{i}", lambda b=b, x=x, x_other=x_other, n=n, i=i: c.selector(
                 f"selectors.{i}", b.selector, x, x_other, n, d, b.heads))
+            c.tag(f"selectors.{i}")
             x, x_other, n = x_other, x, TOKENS
             c.act.top = base
         c.grouped(f"blocks.{i}", lambda b=b, x=x, n=n, i=i: c.block(f"blocks.{i}", b, x, n))
+        c.tag(f"blocks.{i}")
     c.act.top = base
     h = c.matrix(1, d)
     c.layernorm("norm", model.norm, x, h, 1)
@@ -571,7 +590,8 @@ def compile_model(model: Model, cfg: HwConfig) -> Program:
     out = c.matrix(1, classes)
     c.linear("head", model.head, h, out, 1)
     c.prog += [Instr(Op.STORE, mem=Mem.ACT, addr=out.addr, count=out.stride), Instr(Op.END)]
-    return Program(c.prog, c.blobs, c.loads, patches_shape, 1, classes)
+    c.tag("head")
+    return Program(c.prog, c.blobs, c.loads, patches_shape, 1, classes, c.layers)
 
 
 def compile_block(block: Block, cfg: HwConfig, n_tokens: int) -> Program:
@@ -584,14 +604,18 @@ def compile_block(block: Block, cfg: HwConfig, n_tokens: int) -> Program:
     x, x_other = c.matrix(cfg.max_tokens, d), c.matrix(cfg.max_tokens, d)
     base = c.act.top
     c.load(Mem.ACT, x.addr, INPUT_BLOB, n_tokens * x.stride)
+    c.tag("input")
     n = n_tokens
     if block.selector is not None:
         c.grouped("selectors.0", lambda: c.selector("selectors.0", block.selector, x, x_other, n, d, block.heads))
+        c.tag("selectors.0")
         x, n = x_other, TOKENS
         c.act.top = base
     c.grouped("blocks.0", lambda: c.block("blocks.0", block, x, n))
+    c.tag("blocks.0")
     c.prog += [Instr(Op.STORE, mem=Mem.ACT, addr=x.addr, count=c.token_words(n, d)), Instr(Op.END)]
-    return Program(c.prog, c.blobs, c.loads, (n_tokens, d), n, d)
+    c.tag("output")
+    return Program(c.prog, c.blobs, c.loads, (n_tokens, d), n, d, c.layers)
 
 
 __all__ = ["INPUT_BLOB", "Add", "Block", "LayerNorm", "Linear", "Load", "Model", "Program", "Requant", "Selector",

@@ -39,6 +39,15 @@ def test_block_program_loads_and_token_counts(selector):
     # Every image is loaded; the block's weights (and its parameters) come in one LOAD each.
     assert {ld.blob for ld in prog.loads} - {INPUT_BLOB} == set(prog.blobs)
     assert {"blocks.0.weights", "blocks.0.params"} <= set(prog.blobs)
+    # Every instruction is named by its layer, in program order, each layer one contiguous run.
+    expected = ["input", *(["selectors.0"] if selector else []), "blocks.0", "output"]
+    assert len(prog.layers) == len(prog.instrs) and prog.layer_names() == expected
+    runs = [name for k, name in enumerate(prog.layers) if k == 0 or prog.layers[k - 1] != name]
+    assert runs == expected
+    assert prog.layers[prog.instrs.index(store)] == "output"
+    if selector:
+        select = next(k for k, i in enumerate(prog.instrs) if i.op == Op.SELECT)
+        assert prog.layers[select] == "selectors.0"
 
 
 def test_refusals_quote_values():

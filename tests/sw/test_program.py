@@ -122,3 +122,8 @@ def test_program_load_table_matches_loads():
     assert [(ld.mem, ld.addr, ld.count) for ld in prog.loads] == [(ins.mem, ins.addr, ins.count) for ins in loads]
     words = prog.dma_words({INPUT_BLOB: [0] * (prog.input_shape[0] * HW.row_words(prog.input_shape[1]))})
     assert len(words) == sum(ins.count for ins in loads)
+    blocks = [f"blocks.{i}" for i in range(im.config.depth)]
+    for b in sorted(im.thresholds, reverse=True):
+        blocks.insert(b, f"selectors.{b}")
+    assert prog.layer_names() == ["embed", *blocks, "head"]
+    assert prog.layers[0] == "embed" and prog.layers[-1] == "head" and len(prog.layers) == len(prog.instrs)
