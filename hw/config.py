@@ -82,7 +82,7 @@ class HwConfig:
     act_depth: int = 32768
     weight_depth: int = 16384
     param_depth: int = 256
-    imem_depth: int = 256
+    imem_depth: int = 512
     max_tokens: int = 65
     max_embed_dim: int = 64
     max_mlp_dim: int = 256

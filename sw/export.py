@@ -13,7 +13,8 @@ Artifact layout (everything below ``DIR``; ``manifest.json`` lists and hashes th
                              layout, (bias, mult, shift) parameter words, LayerNorm and SELECT
                              parameter words (hw/controller.py's contracts), constants
     program/loads.json       the LOAD table: per LOAD instruction, in order, the blob, word
-                             offset and count the runtime streams into dma_in; input and output shapes
+                             offset and count the runtime streams into dma_in; input and output
+                             shapes; per instruction, its layer (for per-layer cycle counts)
 
 Scratchpad words (hw/config.py): a weight word holds ``lanes`` int8 elements, element ``j`` in
 bits ``[8j, 8j+8)``; a ``(in, out)`` matrix is row-major with ``ceil(out/lanes)`` words per row,
@@ -51,7 +52,8 @@ from vitforge.quant.quantize import calibrate_scale, quantize
 from .vit import VisionTransformer, ViTConfig
 
 FORMAT = "vitforge-vit-int8"
-FORMAT_VERSION = 1
+#: 2: program/loads.json gained the per-instruction ``layers``.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 #: Canonical dtypes of the integer tensors (numpy, little-endian).
 DTYPES = {"w": "<i1", "b": "<i4", "mult": "<u2", "shift": "u1", "gamma": "<i1", "beta": "<i4",

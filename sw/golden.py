@@ -117,11 +117,20 @@ class GoldenModel:
         tokens, _, _ = qsel.select_tokens(x, torch.stack(scores, dim=1), a, self.m.thresholds[b])
         return tokens
 
+    def input_codes(self, image: torch.Tensor) -> torch.Tensor:
+        """One image ``(C, H, W)`` -> its quantized patches ``(num_patches, in_features)`` (int8 codes):
+        what every backend of :mod:`vitforge.sw.runtime` receives."""
+        patches = patchify(image[None].to(torch.float32), self.cfg.patch_size)[0]
+        return quantize(patches, self.m.input_scale)
+
     def run(self, image: torch.Tensor) -> tuple[torch.Tensor, int, list[int]]:
         """One image ``(C, H, W)`` -> (int8 logits ``(classes,)``, GEMM MACs, tokens per block)."""
+        return self.run_codes(self.input_codes(image))
+
+    def run_codes(self, codes: torch.Tensor) -> tuple[torch.Tensor, int, list[int]]:
+        """:meth:`run` from the quantized patches (:meth:`input_codes`)."""
         self._macs = 0
-        patches = patchify(image[None].to(torch.float32), self.cfg.patch_size)[0]
-        x = self._linear(quantize(patches, self.m.input_scale), "patch_embed")
+        x = self._linear(codes, "patch_embed")
         x = torch.cat([self.m.tensors["cls"][None, :], x], dim=0)
         x = self._add(x, self.m.tensors["pos"], "pos_add")
         tokens = []

@@ -106,6 +106,7 @@ def build_program(im, hw: HwConfig, writer) -> dict:
         "input": {"blob": hwp.INPUT_BLOB, "shape": list(prog.input_shape), "word_bits": hw.word_bits},
         "output": {"rows": prog.output_rows, "cols": prog.output_cols, "word_bits": hw.word_bits},
         "loads": prog.load_table(),
+        "layers": prog.layers,
     }
     return {
         "bin": writer.put("program.bin", isa.to_bytes(words), words=len(words), word_bits=isa.INSTR_BITS),

@@ -14,12 +14,10 @@ import torch
 from vitforge.hw.config import BASE
 from vitforge.hw.isa import TOKENS, Op
 from vitforge.hw.program import INPUT_BLOB, pack_matrix, unpack_matrix
-from vitforge.quant.fixed import quantize_multiplier
 from vitforge.quant.quantize import quantize
-from vitforge.sim import block_ref
+from vitforge.sim import model_ref
 from vitforge.sim.amsim import run_encoder_top
 from vitforge.sim.runner import assert_equal
-from vitforge.sw.export import IntModel
 from vitforge.sw.golden import GoldenModel
 from vitforge.sw.program import compile_program
 from vitforge.sw.vit import ViTConfig, patchify
@@ -31,68 +29,7 @@ MODEL = ViTConfig(image_size=8, patch_size=4, in_chans=1, num_classes=4, embed_d
 MODEL2 = dataclasses.replace(MODEL, depth=3, selector_blocks=(1, 2), keep_rates=(0.5, 0.5))
 HW = dataclasses.replace(BASE, act_depth=4096, weight_depth=1024, param_depth=64, imem_depth=256,
                          max_tokens=MODEL.num_tokens, max_embed_dim=16, max_mlp_dim=32, max_heads=2)
-INT8_FMT = (8, 0, True)
 
-
-def _linear(lin) -> dict:
-    return {"kind": "linear", "out_fmt": INT8_FMT, "w": lin.w, "b": lin.bias, "mult": lin.mult, "shift": lin.shift}
-
-
-def _ln(ln) -> dict:
-    return {"kind": "layernorm", "out_fmt": INT8_FMT, "gamma": ln.gamma, "beta": ln.beta, "mult": ln.mult,
-            "shift": ln.shift, "eps_q": ln.eps_q}
-
-
-def random_int_model(seed: int, threshold: int, model: ViTConfig = MODEL) -> IntModel:
-    """An IntModel with sim/block_ref's random blocks (requantizations that keep codes spread)."""
-    gen = torch.Generator().manual_seed(seed)
-    d, heads, mlp = model.embed_dim, model.num_heads, int(model.embed_dim * model.mlp_ratio)
-    layers: dict[str, dict] = {}
-    stem = block_ref.make_block_params(dim=d, heads=heads, mlp=mlp, selector=False, seed=seed + 100)
-    layers["patch_embed"] = _linear(block_ref._linear(gen, model.in_chans * model.patch_size**2, d, 2000.0))
-    add = quantize_multiplier(0.7)
-    layers["pos_add"] = {"kind": "add", "out_fmt": INT8_FMT, "mult_a": add[0], "mult_b": add[0], "shift": add[1]}
-    for i in range(model.depth):
-        p = block_ref.make_block_params(dim=d, heads=heads, mlp=mlp, selector=i in model.selector_blocks,
-                                        seed=seed + i)
-        pre = f"blocks.{i}"
-        layers.update({
-            f"{pre}.norm1": _ln(p.ln1), f"{pre}.attn.qkv": _linear(p.qkv), f"{pre}.attn.proj": _linear(p.proj),
-            f"{pre}.norm2": _ln(p.ln2), f"{pre}.fc1": _linear(p.fc1), f"{pre}.fc2": _linear(p.fc2),
-        })
-        for name, (mult, shift) in (("attn.qk", p.qk), ("attn.av", p.av)):
-            layers[f"{pre}.{name}"] = {"kind": "matmul", "out_fmt": INT8_FMT, "mult": mult, "shift": shift}
-        for name, (ma, mb, shift) in (("add1", p.add1), ("add2", p.add2)):
-            layers[f"{pre}.{name}"] = {"kind": "add", "out_fmt": INT8_FMT, "mult_a": ma, "mult_b": mb, "shift": shift}
-        if p.sel_mlp1 is not None:
-            sp = f"selectors.{i}"
-            for h in range(heads):
-                layers[f"{sp}.scorers.{h}.norm"] = _ln(p.sel_ln)
-                layers[f"{sp}.scorers.{h}.mlp1"] = _linear(p.sel_mlp1[h])
-                for j, lin in enumerate(p.sel_mlp2[h]):
-                    layers[f"{sp}.scorers.{h}.mlp2.linears.{j}"] = _linear(lin)
-            for j, lin in enumerate(p.sel_wmlp):
-                layers[f"{sp}.weight_mlp.linears.{j}"] = _linear(lin)
-    layers["norm"] = _ln(stem.ln1)
-    layers["head"] = _linear(block_ref._linear(gen, d, model.num_classes, 2000.0))
-    tensors = {"cls": torch.randint(-128, 128, (d,), generator=gen),
-               "pos": torch.randint(-128, 128, (model.num_tokens, d), generator=gen)}
-    thresholds = {b: threshold for b in model.selector_blocks}
-    return IntModel(model, HW.numerics, 1 / 64, 1.0, layers, tensors, thresholds)
-
-
-def _image(seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand((MODEL.in_chans, MODEL.image_size, MODEL.image_size), generator=gen) * 2 - 1
-
-
-def _mixed_threshold(seed: int, image: torch.Tensor, model: ViTConfig = MODEL) -> int:
-    """A threshold at which the golden (first) selector keeps some tokens and prunes others."""
-    for threshold in range(0, 128, 2):
-        _, _, tokens = GoldenModel(random_int_model(seed, threshold, model)).run(image)
-        if 1 < tokens[1] - 1 < model.num_tokens - 1:  # kept (class token included) + the package token
-            return threshold
-    raise AssertionError("no threshold keeps some tokens and prunes others")
 
 
 @pytest.mark.parametrize(("model", "seed"), [(MODEL, 3), (MODEL2, 5)], ids=["one_selector", "two_selectors"])
@@ -127,3 +64,15 @@ def test_program_load_table_matches_loads():
         blocks.insert(b, f"selectors.{b}")
     assert prog.layer_names() == ["embed", *blocks, "head"]
     assert prog.layers[0] == "embed" and prog.layers[-1] == "head" and len(prog.layers) == len(prog.instrs)
+
+
+def random_int_model(seed: int, threshold: int, model: ViTConfig = MODEL):
+    return model_ref.random_int_model(seed, threshold, model, HW.numerics)
+
+
+def _image(seed: int) -> torch.Tensor:
+    return model_ref.random_image(seed, MODEL)
+
+
+def _mixed_threshold(seed: int, image: torch.Tensor, model: ViTConfig = MODEL) -> int:
+    return model_ref.mixed_threshold(seed, image, model)

@@ -1,0 +1,403 @@
+"""The runtime: one API to run an exported artifact on interchangeable backends, and
+`vitforge run`.
+
+Backends (all take an image's quantized patches and return an :class:`Inference`):
+
+* ``golden``: :class:`~.golden.GoldenModel`, quant/'s integer model.
+* ``rtl``: the generated accelerator (:class:`~vitforge.hw.axi.AxiTop`) compiled by Verilator and
+  driven through pyverilator, with the board's DDR emulated (:class:`vitforge.sim.rtl.RtlDevice`).
+* ``board``: the same :class:`AcceleratorBackend` on a ZCU102; its device (register access
+  over ``/dev/mem`` or UIO, and a DMA-able buffer) implements :class:`Device`, the protocol the
+  simulator's device implements. It is not part of this module yet (see the README).
+
+:class:`AcceleratorBackend` is the driver both hardware backends share: it checks that the
+hardware was built for the artifact's config (the ``CONFIG`` register), lays out the program,
+the input stream and the output buffer in memory (hw/axi.py's layout), starts the run, waits
+for the interrupt with a cycle budget, and reads back the logits, the token count, the cycle
+count and the per-instruction profile (summed into per-layer cycles by the program's layer
+names). A run that does not finish in time raises :class:`AcceleratorTimeout` naming the
+instruction and layer it was stuck in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from vitforge.hw import axi
+from vitforge.hw import program as hwp
+from vitforge.hw.config import HwConfig, get_preset
+from vitforge.hw.isa import INSTR_BYTES, PER_TOKEN, TOKENS, Mem, Op, decode
+
+from .export import ArtifactError, IntModel, _read_blob, load_artifact
+from .golden import GoldenModel
+
+#: Backends ``vitforge run`` knows.
+BACKENDS = ("golden", "rtl")
+
+
+@dataclass
+class Inference:
+    """One image's result.
+
+    Attributes:
+        logits: int8 codes ``(num_classes,)`` (scale: the artifact's ``output_scale``).
+        tokens: tokens the last encoder block ran on (after the last selector).
+        cycles: accelerator cycles (controller start to ``END``); None for the golden model.
+        layer_cycles: cycles per layer (program order); empty for the golden model.
+    """
+
+    logits: torch.Tensor
+    tokens: int
+    cycles: int | None = None
+    layer_cycles: dict[str, int] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """What :class:`Runtime` needs from a backend."""
+
+    name: str
+
+    def infer(self, codes: torch.Tensor) -> Inference:
+        """Run one image given as quantized patches ``(num_patches, in_features)``."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class Device(Protocol):
+    """A built accelerator (:class:`~vitforge.hw.axi.AxiTop`) with memory beside it: the RTL
+    simulator or the board."""
+
+    config: HwConfig
+
+    def write_reg(self, addr: int, value: int) -> None: ...
+
+    def read_reg(self, addr: int) -> int: ...
+
+    def write_mem(self, addr: int, data: bytes) -> None: ...
+
+    def read_mem(self, addr: int, n: int) -> bytes: ...
+
+    def wait_irq(self, max_cycles: int) -> int:
+        """Wait until the interrupt rises or ``max_cycles`` pass; returns the cycles waited."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class AcceleratorError(RuntimeError):
+    """The accelerator reported an error or gave an inconsistent result."""
+
+
+class AcceleratorTimeout(AcceleratorError, TimeoutError):
+    """The accelerator did not finish within its cycle budget."""
+
+
+class GoldenBackend:
+    """quant/'s integer model (the reference every other backend must equal)."""
+
+    name = "golden"
+
+    def __init__(self, model: IntModel) -> None:
+        self.model = GoldenModel(model)
+
+    def infer(self, codes: torch.Tensor) -> Inference:
+        logits, _, tokens = self.model.run_codes(codes)
+        return Inference(logits, tokens[-1])
+
+    def close(self) -> None:
+        pass
+
+
+# --- the artifact's program ---------------------------------------------------------------------
+
+
+@dataclass
+class ArtifactProgram:
+    """The compiled program an artifact carries: instruction words, memory images, LOAD table,
+    layer names, input and output shapes."""
+
+    words: list[int]
+    program: hwp.Program
+
+    @classmethod
+    def load(cls, root: Path, manifest: dict) -> ArtifactProgram:
+        prog = manifest.get("program")
+        if not prog:
+            raise ArtifactError(f"{root}: the artifact has no program")
+        blobs = manifest["blobs"]
+        raw = _read_blob(root, prog["bin"], blobs)
+        if len(raw) % INSTR_BYTES:
+            raise ArtifactError(f"{root / prog['bin']}: {len(raw)} bytes is not a whole number of instructions")
+        words = [int.from_bytes(raw[i:i + INSTR_BYTES], "little") for i in range(0, len(raw), INSTR_BYTES)]
+        table = json.loads(_read_blob(root, prog["loads"], blobs))
+        images = {}
+        for name, (rel, _hex) in prog["images"].items():
+            meta = blobs[rel]
+            nbytes = -(-meta["word_bits"] // 8)
+            data = _read_blob(root, rel, blobs)
+            images[name] = [int.from_bytes(data[i:i + nbytes], "little") for i in range(0, len(data), nbytes)]
+        loads = [hwp.Load(ld["blob"], ld["offset"], ld["count"], Mem[ld["mem"].upper()], ld["addr"])
+                 for ld in table["loads"]]
+        instrs = [decode(w) for w in words]
+        layers = table.get("layers") or []
+        if len(layers) != len(words):
+            raise ArtifactError(f"{root / prog['loads']}: {len(layers)} layer names for {len(words)} instructions")
+        program = hwp.Program(instrs, images, loads, tuple(table["input"]["shape"]), table["output"]["rows"],
+                              table["output"]["cols"], layers)
+        return cls(words, program)
+
+
+def _ceil(x: int, align: int) -> int:
+    return -(-x // align) * align
+
+
+def cycle_budget(cfg: HwConfig, program: hwp.Program) -> int:
+    """A generous bound on one run's cycles: 8x a simple count of the work at the token maximum."""
+    work = 0
+    for ins in program.instrs:
+        def dim(v: int) -> int:
+            return cfg.max_tokens if v == TOKENS else v
+
+        if ins.op == Op.GEMM:
+            work += -(-dim(ins.m) // cfg.pe_rows) * -(-dim(ins.n) // cfg.lanes) * (dim(ins.k) + 64)
+        elif ins.op in (Op.SOFTMAX, Op.GELU, Op.LAYERNORM, Op.SIGMOID):
+            work += 3 * dim(ins.rows) * (dim(ins.cols) + 8)
+        elif ins.op == Op.SELECT:
+            work += 3 * dim(ins.n_tokens) * (dim(ins.dim) + 8)
+        elif ins.op in (Op.LOAD, Op.STORE, Op.ADD):
+            count = ins.count
+            if count & PER_TOKEN:
+                count = (count & (PER_TOKEN - 1)) * cfg.max_tokens
+            work += 4 * count * cfg.beats(cfg.param_word_bits)
+        work += 8
+    return 8 * work + 100_000
+
+
+class AcceleratorBackend:
+    """The driver of an :class:`~vitforge.hw.axi.AxiTop` behind a :class:`Device` (see the module docstring).
+
+    Args:
+        device: the simulator's or the board's device.
+        hw: the artifact's hardware config (the device must have been built for it).
+        program: the artifact's program.
+        name: the backend name to report.
+        budget: cycles one image may take before :class:`AcceleratorTimeout` (default: :func:`cycle_budget`).
+        base: byte address of the first buffer in the device's memory (4 KiB aligned).
+    """
+
+    def __init__(self, device: Device, hw: HwConfig, program: ArtifactProgram, name: str,
+                 budget: int | None = None, base: int = 0) -> None:
+        cfg = hw
+        if base % axi.ALIGN:
+            raise ValueError(f"base must be {axi.ALIGN}-byte aligned, not {base:#x}")
+        self.name, self.device, self.cfg, self.prog = name, device, cfg, program
+        if len(program.words) > cfg.imem_depth:
+            raise ArtifactError(f"the program has {len(program.words)} instructions; imem_depth is {cfg.imem_depth}")
+        magic = device.read_reg(axi.Reg.ID)
+        if magic != axi.MAGIC:
+            raise AcceleratorError(f"the device's ID register reads {magic:#010x}, not {axi.MAGIC:#010x}")
+        built = device.read_reg(axi.Reg.CONFIG)
+        if built != axi.config_id(cfg):
+            raise AcceleratorError(f"the hardware was built for config {built:#010x}; the artifact's is "
+                                   f"{axi.config_id(cfg):#010x} (rebuild it for this preset)")
+        self.budget = budget or cycle_budget(cfg, program.program)
+        p = program.program
+        self.out_words = (p.output_rows if p.output_rows != TOKENS else cfg.max_tokens) * cfg.row_words(p.output_cols)
+        prog_bytes = axi.program_image(cfg, program.words)
+        probe = axi.stream_image(cfg, p, {hwp.INPUT_BLOB: [0] * (p.input_shape[0] * cfg.row_words(p.input_shape[1]))})
+        self.prog_addr = base
+        self.out_addr = _ceil(base + len(prog_bytes), axi.ALIGN)
+        self.in_addr = _ceil(self.out_addr + axi.output_bytes(cfg, self.out_words), axi.ALIGN)
+        self.in_beats = len(probe) * 8 // cfg.bus_bits
+        device.write_mem(self.prog_addr, prog_bytes)
+        for reg, value in ((axi.Reg.PROG_ADDR_LO, self.prog_addr), (axi.Reg.PROG_ADDR_HI, self.prog_addr >> 32),
+                           (axi.Reg.PROG_COUNT, len(program.words)),
+                           (axi.Reg.IN_ADDR_LO, self.in_addr), (axi.Reg.IN_ADDR_HI, self.in_addr >> 32),
+                           (axi.Reg.IN_BEATS, self.in_beats),
+                           (axi.Reg.OUT_ADDR_LO, self.out_addr), (axi.Reg.OUT_ADDR_HI, self.out_addr >> 32)):
+            device.write_reg(reg, value & 0xFFFFFFFF)
+
+    def infer(self, codes: torch.Tensor) -> Inference:
+        cfg, p = self.cfg, self.prog.program
+        if tuple(codes.shape) != tuple(p.input_shape):
+            raise ValueError(f"input codes must have shape {tuple(p.input_shape)}, not {tuple(codes.shape)}")
+        stream = axi.stream_image(cfg, p, {hwp.INPUT_BLOB: hwp.pack_matrix(cfg, codes)})
+        self.device.write_mem(self.in_addr, stream)
+        self.device.write_reg(axi.Reg.CTRL, 1)
+        self.device.wait_irq(self.budget)
+        status = axi.Status(self.device.read_reg(axi.Reg.STATUS))
+        if not status & axi.Status.DONE:
+            k = self.device.read_reg(axi.Reg.INSTR)
+            where = f"instruction {k} ({p.instrs[k].op.name}) of layer {p.layers[k]!r}" if k < len(p.instrs) \
+                else f"instruction {k}"
+            raise AcceleratorTimeout(f"{self.name}: the accelerator did not finish within {self.budget} cycles; "
+                                     f"it is at {where} (STATUS {status!r})")
+        bad = status & (axi.Status.ERROR | axi.Status.BUS_ERROR | axi.Status.ADDR_ERROR | axi.Status.IN_LEFT)
+        if bad:
+            k = self.device.read_reg(axi.Reg.INSTR)
+            raise AcceleratorError(f"{self.name}: the accelerator stopped with {bad!r} at instruction {k} "
+                                   f"(layer {p.layers[k] if k < len(p.layers) else '?'!r})")
+        out = axi.unpack_beats(cfg, self.device.read_mem(self.out_addr, axi.output_bytes(cfg, self.out_words)),
+                               cfg.word_bits)
+        rows = 1 if p.output_rows == TOKENS else p.output_rows
+        logits = hwp.unpack_matrix(cfg, out, rows, p.output_cols)[0]
+        cycles = self.device.read_reg(axi.Reg.CYCLES)
+        starts = [self.device.read_reg(axi.PROFILE_BASE + 4 * i) for i in range(len(self.prog.words))]
+        ends = [*starts[1:], cycles]
+        layer_cycles: dict[str, int] = {}
+        for name, s, e in zip(p.layers, starts, ends, strict=True):
+            layer_cycles[name] = layer_cycles.get(name, 0) + e - s
+        # The cycles before the first dispatch (fetch and decode) count to the first layer.
+        layer_cycles[p.layers[0]] += starts[0]
+        return Inference(logits, self.device.read_reg(axi.Reg.TOKENS), cycles, layer_cycles)
+
+    def close(self) -> None:
+        self.device.close()
+
+
+class Runtime:
+    """An artifact on a backend: ``Runtime(path, "rtl").infer(image)``.
+
+    Args:
+        artifact: the artifact directory (every blob is checked on load).
+        backend: one of :data:`BACKENDS`.
+        budget: cycles per image before a hardware backend times out (default: derived from the program).
+        read_latency: the rtl backend's DDR read latency in cycles.
+    """
+
+    def __init__(self, artifact: str | Path, backend: str = "golden", budget: int | None = None,
+                 read_latency: int | None = None) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)} "
+                             "(board: see the README's ZCU102 section)")
+        root = Path(artifact)
+        self.model, self.manifest = load_artifact(root)
+        self.golden = GoldenModel(self.model)
+        self.preset = self.manifest["hardware"]["preset"]
+        self.hw = get_preset(self.preset)
+        if backend == "golden":
+            self.backend: Backend = GoldenBackend(self.model)
+        else:
+            from vitforge.sim.rtl import READ_LATENCY, RtlDevice
+
+            program = ArtifactProgram.load(root, self.manifest)
+            device = RtlDevice(self.hw, read_latency=READ_LATENCY if read_latency is None else read_latency)
+            self.backend = AcceleratorBackend(device, self.hw, program, "rtl", budget)
+
+    def input_codes(self, image: torch.Tensor) -> torch.Tensor:
+        return self.golden.input_codes(image)
+
+    def infer(self, image: torch.Tensor) -> Inference:
+        """One image ``(C, H, W)``."""
+        return self.backend.infer(self.input_codes(image))
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def run_images(rt: Runtime, images: torch.Tensor, labels: torch.Tensor | None = None,
+               progress: bool = False) -> dict:
+    """Every image on ``rt``'s backend and on the golden model; the figures ``vitforge run`` prints."""
+    from tqdm import tqdm
+
+    exact, correct, cycles, wall = 0, 0, [], 0.0
+    per_layer: dict[str, list[int]] = {}
+    mismatches = []
+    for i, img in enumerate(tqdm(images, desc=rt.backend.name, disable=not progress, leave=False)):
+        codes = rt.input_codes(img)
+        want, _, _ = rt.golden.run_codes(codes)
+        t0 = time.perf_counter()
+        got = rt.backend.infer(codes)
+        wall += time.perf_counter() - t0
+        if torch.equal(got.logits, want):
+            exact += 1
+        elif len(mismatches) < 5:
+            j = int((got.logits != want).nonzero()[0])
+            mismatches.append({"image": i, "index": j, "got": int(got.logits[j]), "expected": int(want[j])})
+        if labels is not None:
+            correct += int(int(got.logits.argmax()) == int(labels[i]))
+        if got.cycles is not None:
+            cycles.append(got.cycles)
+            for name, c in got.layer_cycles.items():
+                per_layer.setdefault(name, []).append(c)
+    n = len(images)
+    out = {
+        "backend": rt.backend.name,
+        "preset": rt.preset,
+        "images": n,
+        "exact": exact,
+        "top1": 100.0 * correct / n if labels is not None and n else None,
+        "cycles_per_image": float(np.mean(cycles)) if cycles else None,
+        "per_layer_cycles": {k: float(np.mean(v)) for k, v in per_layer.items()},
+        "wall_s_per_image": wall / n if n else None,
+        "mismatches": mismatches,
+    }
+    if cycles:
+        out["clock_mhz"] = rt.hw.clock_mhz
+        out["ms_per_image_at_clock"] = out["cycles_per_image"] / (rt.hw.clock_mhz * 1e3)
+    return out
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="run an artifact's test images on a backend and compare every logit with the golden model",
+        description="Streams the artifact's test images through a backend (golden: quant/'s integer model; rtl: "
+                    "the generated accelerator on Verilator with emulated DDR), compares every logit with the "
+                    "golden model's and reports cycles per image and per layer. Exit code 1 if any image differs.")
+    p.add_argument("--artifact", type=Path, required=True, metavar="DIR")
+    p.add_argument("--backend", choices=BACKENDS, default="rtl", help="default rtl")
+    p.add_argument("--images", type=int, default=None, metavar="N", help="the first N test images (default all)")
+    p.add_argument("--data", default=None, help="data spec (default: the one recorded in the artifact)")
+    p.add_argument("--budget-cycles", type=int, default=None,
+                   help="cycles per image before the run counts as hung (default: derived from the program)")
+    p.add_argument("--read-latency", type=int, default=None, help="rtl: DDR read latency in cycles (default 16)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_cli)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from .data import load_data
+
+    if args.images is not None and args.images < 1:
+        raise ValueError(f"--images must be at least 1, not {args.images}")
+    rt = Runtime(args.artifact, args.backend, args.budget_cycles, args.read_latency)
+    try:
+        ds = (rt.manifest.get("extra") or {}).get("dataset") or {}
+        data = load_data(args.data if args.data is not None else ds.get("spec"), seed=ds.get("seed", 0),
+                         size=rt.model.config.image_size)
+        limit = args.images if args.images is not None else ds.get("limit")
+        x, y = data.x_test, data.y_test
+        if limit is not None:
+            x, y = x[:limit], y[:limit]
+        res = run_images(rt, x, y, progress=not args.no_progress and not args.json)
+    finally:
+        rt.close()
+    if args.json:
+        print(json.dumps(res, sort_keys=True))
+    else:
+        print(f"{res['backend']}: {res['exact']}/{res['images']} images bit-exact with the golden model, "
+              f"top-1 {res['top1']:.2f}%")
+        if res["cycles_per_image"] is not None:
+            print(f"{res['cycles_per_image']:.0f} cycles per image ({res['ms_per_image_at_clock']:.3f} ms at "
+                  f"{res['clock_mhz']:g} MHz); {res['wall_s_per_image']:.2f} s wall per image")
+            for name, c in res["per_layer_cycles"].items():
+                print(f"  {name:<14} {c:12.0f}")
+    return 0 if res["exact"] == res["images"] else 1
+
+
+__all__ = ["BACKENDS", "AcceleratorBackend", "AcceleratorError", "AcceleratorTimeout", "ArtifactProgram", "Backend",
+           "Device", "GoldenBackend", "Inference", "Runtime", "cycle_budget", "run_images"]
