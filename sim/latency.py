@@ -196,16 +196,12 @@ class CycleModel:
         last_in = head + (rows - 1) * period + self._row_span(cols)
         return last_in + latency + out_pass - 1 + ROW_TAIL_CYCLES
 
-    def select_cycles(self, n_tokens: int, dim: int, kept_rows: int) -> int:
-        """Cycles of a ``SELECT`` over ``n_tokens`` tokens of ``dim`` that writes ``kept_rows`` rows.
-
-        ``kept_rows < n_tokens`` means a package token was written; ``kept_rows == n_tokens`` is
-        taken as nothing pruned (a single pruned token also gives ``n_tokens`` rows: then this
-        undercounts by the package pass, ``dim`` + the divider).
-        """
+    def select_cycles(self, n_tokens: int, dim: int, pruned: bool) -> int:
+        """Cycles of a ``SELECT`` over ``n_tokens`` tokens of ``dim``; ``pruned``: whether any token
+        was pruned (then the package token is computed and written)."""
         per_token = SELECT_SCORE_CYCLES + self._fuse_latency + 1 + self._row_span(dim)
         last_in = 2 + per_token + (n_tokens - 1) * per_token  # dispatch, ROW_PARAMS, LATCH
-        if kept_rows < n_tokens:
+        if pruned:
             return last_in + self._package_divide + dim + ROW_TAIL_CYCLES
         return last_in + SELECT_TAIL_CYCLES
 
@@ -217,10 +213,10 @@ class CycleModel:
     def store_cycles(self, words: int) -> int:
         return words * self.timing.store_word_cycles + self.timing.store_overhead
 
-    def instr_cycles(self, instr: Instr, tokens: int, kept_rows: int | None = None) -> int:
+    def instr_cycles(self, instr: Instr, tokens: int, pruned: bool = False) -> int:
         """Cycles of ``instr`` with the token-count register at ``tokens`` (dispatch to next dispatch).
 
-        ``kept_rows``: for ``SELECT``, the rows it writes (its new token count); default: none pruned.
+        ``pruned``: for ``SELECT``, whether it pruned any token (and so wrote a package token).
         """
         op, dim = instr.op, (lambda v: self.dim(v, tokens))
         if op == Op.GEMM:
@@ -234,8 +230,7 @@ class CycleModel:
         if op in (Op.GELU, Op.SIGMOID, Op.SOFTMAX, Op.LAYERNORM):
             return self.rowwise_cycles(op, dim(instr.rows), dim(instr.cols))
         if op == Op.SELECT:
-            n = dim(instr.n_tokens)
-            return self.select_cycles(n, instr.dim, n if kept_rows is None else kept_rows)
+            return self.select_cycles(dim(instr.n_tokens), instr.dim, pruned)
         if op == Op.SYNC:
             return SYNC_CYCLES
         if op == Op.END:
@@ -244,12 +239,16 @@ class CycleModel:
 
     # --- per program ---------------------------------------------------------------------------
 
-    def program_cycles(self, program, select_tokens: Sequence[int] = ()) -> dict:
+    def program_cycles(self, program, select_tokens: Sequence[int] = (),
+                       pruned: Sequence[bool] | None = None) -> dict:
         """Cycles of ``program`` (a :class:`~vitforge.hw.program.Program`).
 
         Args:
             select_tokens: the token count each ``SELECT`` leaves (kept tokens plus the package
                 token), one per ``SELECT`` in program order.
+            pruned: per ``SELECT``, whether it pruned any token. Default: fewer rows out than in
+                (exact except when exactly one token is pruned: the package token then keeps the
+                count, and the default misses the package pass, ``dim`` + a divider's latency).
 
         Returns:
             ``{"total": int, "per_instr": [int], "per_layer": {layer: int}}``; ``per_layer`` follows
@@ -260,6 +259,8 @@ class CycleModel:
         if len(select_tokens) != selects:
             raise ValueError(f"the program has {selects} SELECT instruction(s); select_tokens has "
                              f"{len(select_tokens)} entries: {select_tokens}")
+        if pruned is not None and len(pruned) != selects:
+            raise ValueError(f"the program has {selects} SELECT instruction(s); pruned has {len(pruned)} entries")
         tokens, s = 0, 0
         per_instr = []
         for ins in program.instrs:
@@ -268,7 +269,7 @@ class CycleModel:
                 kept = select_tokens[s]
                 if not 1 <= kept <= n:
                     raise ValueError(f"SELECT {s} sees {n} tokens; it cannot leave {kept} (valid: 1..{n})")
-                per_instr.append(self.instr_cycles(ins, tokens, kept))
+                per_instr.append(self.instr_cycles(ins, tokens, kept < n if pruned is None else bool(pruned[s])))
                 tokens, s = kept, s + 1
             else:
                 per_instr.append(self.instr_cycles(ins, tokens))
