@@ -10,6 +10,7 @@ issue). ``dma_in`` offers a word every cycle (the ideal stream), ``dma_out`` is 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
@@ -22,7 +23,7 @@ from vitforge.sim.runner import bench_config
 @cocotb.test()
 async def profile(dut):
     params = bench_config()
-    job = json.loads(open(params["job"]).read())
+    job = json.loads(Path(params["job"]).read_text())
     await reset(dut)
     await host_write(dut, HostMem.IMEM, 0, job["words"])
     dut.dma_out__ready.value = 1
@@ -58,5 +59,4 @@ async def profile(dut):
     total = int(dut.cycles.value)
     watcher.cancel()
     await streamer
-    with open(params["out"], "w") as f:
-        json.dump({"total": total, "issues": issues}, f)
+    Path(params["out"]).write_text(json.dumps({"total": total, "issues": issues}))

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "vitforge.quant.cli",
     "vitforge.hw.cli",
     "vitforge.sw.cli",
+    "vitforge.sim.cli",
 )
 
 
