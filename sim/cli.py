@@ -81,8 +81,9 @@ def project(model: str, preset: str, keep=None, selector_blocks=None, port: str 
         lat = CycleLatency(grown_preset(hw, cfg), port)
         try:  # does it compile with room enough? Otherwise the shape itself is what the compiler refuses.
             lat.program(cfg)
-        except ValueError:
-            raise ValueError(f"{model} cannot be compiled for {preset}: {err}") from None
+        except ValueError as shape_err:
+            raise ValueError(f"{model} cannot be compiled for {preset} (even with the scratchpads grown): "
+                             f"{shape_err}") from None
         out.update(fits=False, note=f"{model} does not fit {preset} ({err}); projected on the same "
                    f"{hw.pe_rows}x{hw.pe_cols} array at {hw.clock_mhz:g} MHz with scratchpads grown to hold it "
                    f"(weight_depth {lat.hw.weight_depth}, param_depth {lat.hw.param_depth})")

@@ -96,4 +96,27 @@ def test_latency_command_refuses_shapes_the_compiler_cannot_build(capsys):
     from vitforge.cli import main
 
     assert main(["latency", "--model", "demo", "--preset", "zcu102"]) == 2
-    assert "demo cannot be compiled for zcu102: column 16 does not start a word" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "demo cannot be compiled for zcu102 (even with the scratchpads grown): column 16 does not start" in err
+
+
+def test_train_with_a_ms_target_schedules_under_the_cycle_model(monkeypatch, tmp_path):
+    from vitforge.sw import workflow
+
+    from .conftest import TINY
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_pipeline(cfg, data, tc, target_ms, latency, log):
+        seen.update(target_ms=target_ms, latency=latency)
+        raise Stop
+
+    monkeypatch.setattr(workflow, "run_pipeline", fake_pipeline)
+    with pytest.raises(Stop):
+        workflow.train_to_dir(tmp_path, target=workflow.Target(latency_ms=1.5), hw_preset="demo", cfg=TINY,
+                              plots=False, log=lambda _: None)
+    assert seen["target_ms"] == 1.5
+    assert isinstance(seen["latency"], CycleLatency) and seen["latency"].label == "cycle model, demo @ 100 MHz"
