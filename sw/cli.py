@@ -20,9 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     p.add_argument("--seed", type=int, default=0, help="seed of data placement, init and training (default 0)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--latency-target-ms", type=float, help="latency target under the MAC-proxy latency model")
+    g.add_argument("--latency-target-ms", type=float,
+                   help="latency target in ms under the RTL-calibrated cycle model of --hw-preset at its clock "
+                   "(see `vitforge latency`)")
     g.add_argument("--mac-reduction", type=float,
-                   help="target fraction of the dense model's MACs to remove (default 0.5)")
+                   help="target fraction of the dense model's MACs to remove, under the MAC proxy (default 0.5)")
     p.add_argument("--data", default=None,
                    help="data: digits (default, embedded), npz:PATH, folder:PATH, cifar10:DIR")
     p.add_argument("--hw-preset", default="demo", help="hardware preset the artifact targets (default demo)")

@@ -1,16 +1,23 @@
 """Compute and latency models of a ViT with token selectors, and the selector schedule search.
 
-A :class:`LatencyModel` maps a model config and per-block token counts to a latency. The
-:class:`MacLatency` proxy counts multiply-accumulates and divides by a throughput (MACs per
-second); a calibrated cycle model from the hardware side can replace it through the same
-protocol. :func:`choose_schedule` picks selector positions and keep rates that meet a target.
+A :class:`LatencyModel` maps a model config and per-block token counts to a latency.
+
+* :class:`CycleLatency` (what ``vitforge train --latency-target-ms`` uses): the accelerator's
+  cycles at a hardware preset's clock, from sim/latency.py's RTL-calibrated cycle model run over
+  the program hw/program.py compiles for the config's shapes (compiled once per shape and selector
+  placement, with shape-only memory images; cycles memoized per token count).
+* :class:`MacLatency`: a proxy that counts multiply-accumulates and divides by a throughput (MACs
+  per second); ``--mac-reduction`` targets are stated in it.
+
+:func:`choose_schedule` picks selector positions and keep rates that meet a target.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from .vit import ViTConfig
@@ -85,8 +92,157 @@ class MacLatency:
         if not self.macs_per_s > 0:
             raise ValueError(f"macs_per_s must be positive, not {self.macs_per_s!r}")
 
+    @property
+    def label(self) -> str:
+        return "MAC proxy"
+
     def latency_ms(self, cfg: ViTConfig, tokens: Sequence[float]) -> float:
         return model_macs(cfg, tokens) / self.macs_per_s * 1e3
+
+
+@contextlib.contextmanager
+def _shape_only_images() -> Iterator[None]:
+    """Inside: hw/program.py packs every memory image as zero words of the right count.
+
+    The compiler's instruction stream depends only on tensor shapes, never on values; packing real
+    words (a Python loop per element) would make a DeiT program take tens of seconds to compile.
+    """
+    from unittest import mock
+
+    from vitforge.hw import program as hwp
+
+    def matrix(cfg, x, stride=None):
+        rows, cols = x.shape
+        return [0] * (rows * (cfg.row_words(cols) if stride is None else stride))
+
+    def params(cfg, bias, *_):
+        return [0] * cfg.row_words(len(bias))
+
+    with mock.patch.object(hwp, "pack_matrix", matrix), mock.patch.object(hwp, "pack_params", params):
+        yield
+
+
+def shape_model(cfg: ViTConfig):
+    """A :class:`vitforge.hw.program.Model` with ``cfg``'s shapes and zero values (selectors where
+    ``cfg.selector_blocks`` puts them): what the compiler needs to emit ``cfg``'s program."""
+    import torch
+
+    from vitforge.hw import program as hwp
+
+    def linear(k: int, n: int) -> hwp.Linear:
+        z = torch.zeros(n, dtype=torch.int64)
+        return hwp.Linear(torch.zeros((k, n), dtype=torch.int8), z, z, z)
+
+    def norm(d: int) -> hwp.LayerNorm:
+        return hwp.LayerNorm(torch.zeros(d, dtype=torch.int64), torch.zeros(d, dtype=torch.int64), 0, 0, 0)
+
+    d, h, hd, mlp = cfg.embed_dim, cfg.num_heads, cfg.head_dim, cfg.mlp_dim
+    hidden = max(1, h // 2)  # sw/selector.py's head-weight MLP
+    blocks = []
+    for b in range(cfg.depth):
+        selector = None
+        if b in cfg.selector_blocks:
+            selector = hwp.Selector(norms=[norm(hd)] * h, mlp1=[linear(hd, hd)] * h,
+                                    mlp2=[[linear(hd, hd // 2), linear(hd // 2, hd // 4), linear(hd // 4, 2)]] * h,
+                                    weight_mlp=[linear(h, hidden), linear(hidden, h)], threshold=0)
+        blocks.append(hwp.Block(heads=h, ln1=norm(d), qkv=linear(d, 3 * d), qk=hwp.Requant(0, 0),
+                                av=hwp.Requant(0, 0), proj=linear(d, d), add1=hwp.Add(0, 0, 0), ln2=norm(d),
+                                fc1=linear(d, mlp), fc2=linear(mlp, d), add2=hwp.Add(0, 0, 0), selector=selector))
+    return hwp.Model(patch_embed=linear(cfg.in_chans * cfg.patch_size**2, d),
+                     cls=torch.zeros(d, dtype=torch.int64), pos=torch.zeros((cfg.num_tokens, d), dtype=torch.int64),
+                     pos_add=hwp.Add(0, 0, 0), blocks=blocks, norm=norm(d), head=linear(d, cfg.num_classes))
+
+
+def shape_program(cfg: ViTConfig, hw):
+    """The program hw/program.py compiles for ``cfg`` on ``hw`` (a HwConfig), with zero memory images."""
+    from vitforge.hw.program import compile_model
+
+    with _shape_only_images():
+        return compile_model(shape_model(cfg), hw)
+
+
+def _shape_key(cfg: ViTConfig) -> tuple:
+    return (cfg.image_size, cfg.patch_size, cfg.in_chans, cfg.num_classes, cfg.embed_dim, cfg.depth, cfg.num_heads,
+            cfg.mlp_dim, cfg.selector_blocks)
+
+
+@dataclass
+class CycleLatency:
+    """Latency from the RTL-calibrated cycle model (sim/latency.py) at a hardware preset's clock.
+
+    ``latency_ms(cfg, tokens)``: the program of ``cfg`` (compiled once per shape and selector
+    placement) with the token count each selector leaves set to ``round(tokens[b])`` for the block
+    ``b`` it precedes. Memory port: ``port`` (``"stream"``: the simulated top's; ``"axi"``: the board's).
+
+    Args:
+        preset: hardware preset name (hw/config.py), or a HwConfig.
+    """
+
+    preset: object = "zcu102"
+    port: str = "stream"
+    _programs: dict = field(default_factory=dict, repr=False)
+    _segments: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        from vitforge.hw.config import HwConfig, get_preset
+        from vitforge.sim.latency import CycleModel
+
+        self.hw = self.preset if isinstance(self.preset, HwConfig) else get_preset(self.preset)
+        self.model = CycleModel(self.hw, self.port)
+
+    @property
+    def clock_mhz(self) -> float:
+        return float(self.hw.clock_mhz)
+
+    @property
+    def label(self) -> str:
+        name = self.preset if isinstance(self.preset, str) else "custom"
+        return f"cycle model, {name} @ {self.clock_mhz:g} MHz"
+
+    def program(self, cfg: ViTConfig):
+        """The compiled (shape-only) program of ``cfg`` (cached)."""
+        key = _shape_key(cfg)
+        if key not in self._programs:
+            self._programs[key] = shape_program(cfg, self.hw)
+        return self._programs[key]
+
+    def select_tokens(self, cfg: ViTConfig, tokens: Sequence[float]) -> list[int]:
+        """The token count each selector leaves: ``round(tokens[b])`` for each selector block ``b``."""
+        counts = list(tokens)
+        if len(counts) != cfg.depth:
+            raise ValueError(f"need {cfg.depth} per-block token counts, got {len(counts)}")
+        return [max(1, round(counts[b])) for b in cfg.selector_blocks]
+
+    def cycles(self, cfg: ViTConfig, tokens: Sequence[float]) -> dict:
+        """:meth:`vitforge.sim.latency.CycleModel.program_cycles` of ``cfg``'s program (per instruction and layer)."""
+        return self.model.program_cycles(self.program(cfg), self.select_tokens(cfg, tokens))
+
+    def total_cycles(self, cfg: ViTConfig, tokens: Sequence[float]) -> int:
+        """Total cycles; memoized per program segment (between SELECTs) and token count."""
+        from vitforge.hw.isa import Op
+        from vitforge.sim.latency import START_CYCLES
+
+        prog, kept = self.program(cfg), self.select_tokens(cfg, tokens)
+        key = _shape_key(cfg)
+        if key not in self._segments:
+            cuts = [i for i, ins in enumerate(prog.instrs) if ins.op == Op.SELECT]
+            bounds = [0, *[c for i in cuts for c in (i, i + 1)], len(prog.instrs)]
+            self._segments[key] = ([prog.instrs[a:b] for a, b in zip(bounds[::2], bounds[1::2], strict=True)],
+                                   [prog.instrs[i] for i in cuts], {})
+        segments, selects, memo = self._segments[key]
+        total, live = START_CYCLES, 0
+        for s, seg in enumerate(segments):
+            if (s, live) not in memo:
+                memo[s, live] = sum(self.model.instr_cycles(ins, live) for ins in seg)
+            total += memo[s, live]
+            if s < len(selects):
+                n = self.model.dim(selects[s].n_tokens, live)
+                total += self.model.instr_cycles(selects[s], live, pruned=kept[s] < n)
+                live = kept[s]
+        return total
+
+    def latency_ms(self, cfg: ViTConfig, tokens: Sequence[float]) -> float:
+        return self.total_cycles(cfg, tokens) / (self.clock_mhz * 1e3)
 
 
 @dataclass(frozen=True)

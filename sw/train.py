@@ -280,6 +280,9 @@ def run_pipeline(
 ) -> PipelineResult:
     """All three stages for the latency target ``target_ms`` (see the module docstring).
 
+    ``latency``: the model ``target_ms`` is stated in (sw/latency.py: ``CycleLatency`` for a hardware
+    preset, as ``vitforge train --latency-target-ms`` uses; default the ``MacLatency`` proxy).
+
     Seeds torch, uses ``tc.threads`` threads and deterministic algorithms while it runs, and
     restores the previous thread count and determinism setting afterwards.
     """

@@ -6,6 +6,9 @@
     DIR/artifact/                                     the int8 artifact (sw/export.py)
     DIR/report.json                                   accuracies, GMACs, schedule (deterministic)
     DIR/plots/*.png                                   accuracy vs GMACs / latency, keep heatmaps
+
+The latency target in milliseconds is stated in sw/latency.py's :class:`CycleLatency` (the
+RTL-calibrated cycle model at the hardware preset's clock); a MAC-reduction target in the MAC proxy.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from vitforge.quant.fake import set_mode
 from .data import ImageData, load_data
 from .export import extract, load_artifact, write_artifact
 from .golden import GoldenModel
-from .latency import MacLatency, model_macs, target_from_reduction, tokens_per_block
+from .latency import CycleLatency, LatencyModel, MacLatency, model_macs, target_from_reduction, tokens_per_block
 from .train import TrainConfig, run_pipeline
 from .vit import Trace, VisionTransformer, ViTConfig, get_config
 
@@ -32,12 +35,18 @@ DEFAULT_MAC_REDUCTION = 0.5
 
 @dataclass(frozen=True)
 class Target:
-    """The user's latency target: milliseconds, or a fraction of the dense model's MACs to cut."""
+    """The user's latency target: milliseconds (under the cycle model of the hardware preset), or a
+    fraction of the dense model's MACs to cut (under the MAC proxy)."""
 
     latency_ms: float | None = None
     mac_reduction: float | None = None
 
-    def resolve(self, cfg: ViTConfig, latency: MacLatency) -> float:
+    def latency_model(self, hw_preset: str) -> LatencyModel:
+        """The model the target is stated in: :class:`CycleLatency` on ``hw_preset`` for milliseconds,
+        :class:`MacLatency` for a MAC reduction."""
+        return CycleLatency(hw_preset) if self.latency_ms is not None else MacLatency()
+
+    def resolve(self, cfg: ViTConfig, latency: LatencyModel) -> float:
         if self.latency_ms is not None:
             return self.latency_ms
         return target_from_reduction(cfg, DEFAULT_MAC_REDUCTION if self.mac_reduction is None
@@ -118,7 +127,7 @@ def train_to_dir(
         raise ValueError(f"data {data_spec!r} has {data.image_size}x{data.image_size} images; "
                          f"model preset {preset!r} takes {cfg.image_size}x{cfg.image_size}")
     cfg = ViTConfig.from_dict({**cfg.to_dict(), "in_chans": data.channels, "num_classes": data.num_classes})
-    latency = MacLatency()
+    latency = target.latency_model(hw_preset)
     result = run_pipeline(cfg, data, tc, target.resolve(cfg, latency), latency, log=log)
     out.mkdir(parents=True, exist_ok=True)
     for stage, model in (("dense", result.dense), ("pruned", result.pruned), ("qat", result.qat)):
@@ -142,6 +151,7 @@ def train_to_dir(
         "selector_blocks": list(result.schedule.selector_blocks),
         "thresholds": list(result.qat.cfg.thresholds),
         "tokens_per_block": ev["tokens_per_block"],
+        "latency_model": latency.label,
         "latency_ms_dense_model": result.schedule.dense_latency_ms,
         "latency_ms_pruned_model": latency.latency_ms(cfg, ev["tokens_per_block"]),
         "latency_target_ms": target.resolve(cfg, latency),
@@ -173,7 +183,7 @@ def _plots(folder: Path, report: dict, result, data: ImageData) -> None:
          "ms": report["latency_ms_pruned_model"]},
     ]
     plot_accuracy(points, folder / "acc_vs_gmacs.png", "gmacs", "GMACs per image")
-    plot_accuracy(points, folder / "acc_vs_latency.png", "ms", "modeled latency (ms, MAC proxy)")
+    plot_accuracy(points, folder / "acc_vs_latency.png", "ms", f"modeled latency (ms, {report['latency_model']})")
     tr = Trace()
     with torch.no_grad():
         result.qat(data.x_test[:6], trace=tr)

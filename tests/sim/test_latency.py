@@ -1,0 +1,77 @@
+# amaranth: UnusedElaboratable=no
+"""sim/latency.py's cycle model against the RTL's own cycle count, per instruction.
+
+The default tier runs small shapes (sim/latency_calib.SMALL_CASES: blocks with and without a
+selector, 2x8 and 8x4 PE arrays, a whole two-block model) in the Amaranth simulator and asserts
+exact per-instruction agreement (and so per-layer error 0, well inside the 5% budget). With
+``VITFORGE_DEEP=1`` the demo model's shapes (DEMO_CASES: full 65-token blocks and the whole demo
+model) run on Verilator.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from vitforge.hw.config import get_preset
+from vitforge.hw.isa import PER_TOKEN, TOKENS, Instr, Mem, Op
+from vitforge.sim.latency import CycleModel, port_timing
+from vitforge.sim.latency_calib import DEMO_CASES, SMALL_CASES, calibrate
+
+DEEP = bool(os.environ.get("VITFORGE_DEEP"))
+#: The task's budget for a layer's modeled cycles against the RTL's.
+LAYER_TOLERANCE = 0.05
+
+
+def _check(result: dict) -> None:
+    assert not result["mismatches"], f"{result['case']}: model != RTL for {result['mismatches'][:5]}"
+    for layer, row in result["per_layer"].items():
+        assert abs(row["error"]) <= LAYER_TOLERANCE, f"{result['case']} {layer}: {row}"
+    model, rtl = result["total"]
+    assert model == rtl
+
+
+@pytest.mark.parametrize("case", SMALL_CASES, ids=[c.name for c in SMALL_CASES])
+def test_model_equals_amaranth_rtl(case):
+    _check(calibrate(case, "amaranth"))
+
+
+@pytest.mark.slow
+@pytest.mark.rtl
+@pytest.mark.parametrize("case", DEMO_CASES, ids=[c.name for c in DEMO_CASES])
+def test_model_equals_verilator_on_demo_shapes(case):
+    if not DEEP:
+        pytest.skip("the demo model's full-size shapes run with VITFORGE_DEEP=1 (Verilator)")
+    _check(calibrate(case, "verilator"))
+
+
+def test_dynamic_sizes_resolve_to_the_token_count():
+    model = CycleModel(get_preset("demo"))
+    gemm = dict(a_addr=0, b_addr=0, dst_addr=0, a_stride=1, b_stride=1, dst_stride=1, param_addr=0, k=16, n=16)
+    assert model.instr_cycles(Instr(Op.GEMM, m=TOKENS, **gemm), 9) == model.instr_cycles(Instr(Op.GEMM, m=9, **gemm), 0)
+    add = Instr(Op.ADD, count=PER_TOKEN | 4)
+    assert model.instr_cycles(add, 10) == model.instr_cycles(Instr(Op.ADD, count=40), 0)
+    assert model.gemm_cycles(9, 16, 16, mean=True) > model.gemm_cycles(9, 16, 16)
+
+
+def test_axi_port_counts_beats():
+    cfg = get_preset("zcu102")
+    stream, axi = CycleModel(cfg, "stream"), CycleModel(cfg, "axi")
+    load = Instr(Op.LOAD, mem=Mem.PARAM, count=10)
+    beats = cfg.beats(cfg.param_word_bits)
+    assert beats > 1
+    assert axi.instr_cycles(load, 0) - port_timing("axi").load_overhead == 10 * beats
+    assert stream.instr_cycles(load, 0) == 10 + port_timing("stream").load_overhead
+    with pytest.raises(ValueError, match="port must be one of stream, axi, not 'pcie'"):
+        CycleModel(cfg, "pcie")
+
+
+def test_select_counts_must_match_the_program():
+    case = SMALL_CASES[0]
+    cfg, prog, _, _ = case.build()
+    model = CycleModel(cfg)
+    with pytest.raises(ValueError, match="1 SELECT instruction"):
+        model.program_cycles(prog, [])
+    with pytest.raises(ValueError, match="cannot leave 99"):
+        model.program_cycles(prog, [99])
