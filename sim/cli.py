@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="cumulative keep rates, one per token selector (default: dense)")
     p.add_argument("--selector-blocks", type=int, nargs="+", default=None, metavar="B",
                    help="blocks the selectors precede (default: evenly spaced, e.g. 3 6 9 for 3 of 12 blocks)")
-    p.add_argument("--port", choices=PORT_CHOICES, default="stream",
-                   help="memory port: stream (the simulated top, calibrated) or axi (the board's; estimates)")
+    p.add_argument("--port", choices=PORT_CHOICES, default="axi",
+                   help="memory port: axi (hw/axi.py AxiTop: the rtl backend's and the board's; default) or "
+                        "stream (EncoderTop's ideal streams)")
     p.add_argument("--json", action="store_true", help="print the projection as JSON")
     p.set_defaults(func=run_latency)
 
@@ -58,7 +59,7 @@ def grown_preset(hw, cfg):
                                param_depth=max(hw.param_depth, roomy.layer_param_words))
 
 
-def project(model: str, preset: str, keep=None, selector_blocks=None, port: str = "stream") -> dict:
+def project(model: str, preset: str, keep=None, selector_blocks=None, port: str = "axi") -> dict:
     """The projection ``vitforge latency`` prints (see :func:`register`)."""
     from vitforge.hw.config import get_preset
     from vitforge.sw.latency import CycleLatency, model_macs, tokens_per_block

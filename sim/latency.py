@@ -80,11 +80,17 @@ SELECT_TAIL_CYCLES = 5
 
 # --- memory-port costs (the part that depends on how LOAD/STORE words reach the controller) -------
 
-#: AXI port (hw/axi.py, not calibrated yet): cycles of a LOAD besides its beats (address phase and
-#: read latency of the first burst). An estimate until the AXI top can be simulated.
-AXI_LOAD_OVERHEAD = 16
-#: AXI port: cycles per STORE word (one write burst per word: address, data, response). An estimate.
-AXI_STORE_WORD_CYCLES = 8
+#: AXI port (hw/axi.py AxiTop with sim/rtl.py's DDR): the read engine prefetches the input stream
+#: (up to hw/axi.py's MAX_INFLIGHT beats, one beat per cycle), so a LOAD costs its beats and no
+#: more, except the run's first LOAD, which also waits for the DDR's first data: the read latency
+#: minus the two cycles the controller spends fetching and decoding it (calibrated on the demo
+#: model with `python scripts/bench_rtl.py`; exact on every LOAD).
+AXI_FIRST_LOAD_SKEW = -2
+#: AXI port: cycles per STORE word of one beat (the controller's read and latch, then one
+#: single-beat write whose response comes the next cycle); each further beat of a word adds
+#: AXI_STORE_BEAT_CYCLES (address/data, response). Calibrated on the demo model (one beat per word).
+AXI_STORE_WORD_CYCLES = 3
+AXI_STORE_BEAT_CYCLES = 2
 #: Memory ports the model knows.
 PORTS = ("stream", "axi")
 
@@ -105,8 +111,8 @@ def port_timing(port: str) -> PortTiming:
     """The :class:`PortTiming` of ``port`` (one of :data:`PORTS`)."""
     if port == "stream":  # EncoderTop's dma_in/dma_out, one word per cycle: calibrated (exact)
         return PortTiming(1, WORD_LOOP_CYCLES, STORE_WORD_CYCLES, WORD_LOOP_CYCLES)
-    if port == "axi":  # hw/axi.py: estimates until it lands
-        return PortTiming(1, WORD_LOOP_CYCLES + AXI_LOAD_OVERHEAD, AXI_STORE_WORD_CYCLES, WORD_LOOP_CYCLES)
+    if port == "axi":  # hw/axi.py AxiTop: calibrated against sim/rtl.py (see AXI_FIRST_LOAD_SKEW)
+        return PortTiming(1, WORD_LOOP_CYCLES, AXI_STORE_WORD_CYCLES, WORD_LOOP_CYCLES)
     raise ValueError(f"port must be one of {', '.join(PORTS)}, not {port!r}")
 
 
@@ -122,10 +128,12 @@ class CycleModel:
     Args:
         cfg: the hardware configuration.
         port: ``"stream"`` (hw/top.py EncoderTop's ``dma_in``/``dma_out``, one word per cycle) or
-            ``"axi"`` (the board's AXI4 port: a LOAD word is ``cfg.beats(bits)`` beats).
+            ``"axi"`` (hw/axi.py AxiTop, what the rtl backend and the board run: a LOAD word is
+            ``cfg.beats(bits)`` beats).
+        read_latency: ``"axi"``: the memory's read latency in cycles (sim/rtl.py's default).
     """
 
-    def __init__(self, cfg: HwConfig, port: str = "stream"):
+    def __init__(self, cfg: HwConfig, port: str = "stream", read_latency: int | None = None):
         from vitforge.hw.divider import Divider
         from vitforge.hw.gemm import GemmEngine
         from vitforge.hw.nonlinear import GeluUnit, LayerNormUnit, SigmoidUnit, SoftmaxUnit
@@ -137,6 +145,9 @@ class CycleModel:
         self.cfg = cfg
         self.port = port
         self.timing = port_timing(port)
+        if read_latency is None:
+            from vitforge.sim.rtl import READ_LATENCY as read_latency
+        self.first_load_extra = max(0, read_latency + AXI_FIRST_LOAD_SKEW) if port == "axi" else 0
         self._engine_latency = _silenced(GemmEngine(config=cfg)).latency
         # The sequencer's RECIP state hands the count to the divider, RECIP_WAIT waits for its result.
         self._mean_cycles = 1 + _silenced(Divider(dividend_width=MEAN_RECIP_BITS + 1, divisor_width=1)).latency
@@ -211,7 +222,10 @@ class CycleModel:
         return words * beats * self.timing.load_beat_cycles + self.timing.load_overhead
 
     def store_cycles(self, words: int) -> int:
-        return words * self.timing.store_word_cycles + self.timing.store_overhead
+        per_word = self.timing.store_word_cycles
+        if self.port == "axi":
+            per_word += AXI_STORE_BEAT_CYCLES * (self.cfg.beats(self.cfg.word_bits) - 1)
+        return words * per_word + self.timing.store_overhead
 
     def instr_cycles(self, instr: Instr, tokens: int, pruned: bool = False) -> int:
         """Cycles of ``instr`` with the token-count register at ``tokens`` (dispatch to next dispatch).
@@ -273,6 +287,9 @@ class CycleModel:
                 tokens, s = kept, s + 1
             else:
                 per_instr.append(self.instr_cycles(ins, tokens))
+        loads = [k for k, ins in enumerate(program.instrs) if ins.op == Op.LOAD]
+        if loads:
+            per_instr[loads[0]] += self.first_load_extra
         layers = program.layers or ["program"] * len(per_instr)
         per_layer: dict[str, int] = {}
         for i, (name, c) in enumerate(zip(layers, per_instr, strict=True)):

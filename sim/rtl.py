@@ -250,8 +250,12 @@ class RtlDevice:
         self.ddr_bytes = ddr_bytes
         self.read_latency = read_latency
         _patch_version()
-        # The shared object must be built; PyVerilator loads it, constructs the model, reads its ports.
-        self._sim = pyverilator.PyVerilator(str(build_model(cfg)))
+        so = str(build_model(cfg))
+        # Verilator refuses to add a model to a context whose time is not zero; pyverilator's
+        # wrapper reports ``main_time`` as the time, which a previous model in this process advanced.
+        ctypes.c_double.in_dll(ctypes.CDLL(so), "main_time").value = 0.0
+        # PyVerilator loads the shared object, constructs the model and reads its ports.
+        self._sim = pyverilator.PyVerilator(so)
         lib = self._lib = self._sim.lib
         vp, u32, u64 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64
         for name, args, res in (("vf_new", [vp, u64, u32], vp), ("vf_free", [vp], None), ("vf_cycle", [vp], u64),

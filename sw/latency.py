@@ -172,14 +172,15 @@ class CycleLatency:
 
     ``latency_ms(cfg, tokens)``: the program of ``cfg`` (compiled once per shape and selector
     placement) with the token count each selector leaves set to ``round(tokens[b])`` for the block
-    ``b`` it precedes. Memory port: ``port`` (``"stream"``: the simulated top's; ``"axi"``: the board's).
+    ``b`` it precedes. Memory port: ``port`` (``"axi"``: hw/axi.py AxiTop, what the rtl backend and the
+    board run; ``"stream"``: EncoderTop's ideal streams).
 
     Args:
         preset: hardware preset name (hw/config.py), or a HwConfig.
     """
 
     preset: object = "zcu102"
-    port: str = "stream"
+    port: str = "axi"
     _programs: dict = field(default_factory=dict, repr=False)
     _segments: dict = field(default_factory=dict, repr=False)
 
@@ -230,7 +231,9 @@ class CycleLatency:
             self._segments[key] = ([prog.instrs[a:b] for a, b in zip(bounds[::2], bounds[1::2], strict=True)],
                                    [prog.instrs[i] for i in cuts], {})
         segments, selects, memo = self._segments[key]
-        total, live = START_CYCLES, 0
+        # The run's first LOAD also waits for the memory's read latency (axi port).
+        first_load = self.model.first_load_extra if any(ins.op == Op.LOAD for ins in prog.instrs) else 0
+        total, live = START_CYCLES + first_load, 0
         for s, seg in enumerate(segments):
             if (s, live) not in memo:
                 memo[s, live] = sum(self.model.instr_cycles(ins, live) for ins in seg)

@@ -52,12 +52,15 @@ class Inference:
         tokens: tokens the last encoder block ran on (after the last selector).
         cycles: accelerator cycles (controller start to ``END``); None for the golden model.
         layer_cycles: cycles per layer (program order); empty for the golden model.
+        instr_cycles: cycles per instruction, dispatch to next dispatch (the last: to ``END``'s
+            completion); empty for the golden model.
     """
 
     logits: torch.Tensor
     tokens: int
     cycles: int | None = None
     layer_cycles: dict[str, int] = field(default_factory=dict)
+    instr_cycles: list[int] = field(default_factory=list)
 
 
 class Backend(Protocol):
@@ -254,12 +257,13 @@ class AcceleratorBackend:
         cycles = self.device.read_reg(axi.Reg.CYCLES)
         starts = [self.device.read_reg(axi.PROFILE_BASE + 4 * i) for i in range(len(self.prog.words))]
         ends = [*starts[1:], cycles]
+        spans = [e - s for s, e in zip(starts, ends, strict=True)]
         layer_cycles: dict[str, int] = {}
-        for name, s, e in zip(p.layers, starts, ends, strict=True):
-            layer_cycles[name] = layer_cycles.get(name, 0) + e - s
+        for name, span in zip(p.layers, spans, strict=True):
+            layer_cycles[name] = layer_cycles.get(name, 0) + span
         # The cycles before the first dispatch (fetch and decode) count to the first layer.
         layer_cycles[p.layers[0]] += starts[0]
-        return Inference(logits, self.device.read_reg(axi.Reg.TOKENS), cycles, layer_cycles)
+        return Inference(logits, self.device.read_reg(axi.Reg.TOKENS), cycles, layer_cycles, spans)
 
     def close(self) -> None:
         self.device.close()

@@ -42,7 +42,7 @@ def test_cycle_latency_is_the_cycle_model_at_the_clock():
     assert isinstance(lat, LatencyModel)
     cfg = PRESETS["demo"].with_selectors((1, 3), (0.5, 0.25))
     tokens = tokens_per_block(cfg)
-    full = CycleModel(get_preset("demo")).program_cycles(lat.program(cfg), [34, 18])
+    full = CycleModel(get_preset("demo"), lat.port).program_cycles(lat.program(cfg), [34, 18])
     assert lat.total_cycles(cfg, tokens) == full["total"] == lat.cycles(cfg, tokens)["total"]
     assert lat.latency_ms(cfg, tokens) == pytest.approx(full["total"] / 100e3)
     dense = PRESETS["demo"]

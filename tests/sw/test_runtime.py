@@ -1,0 +1,154 @@
+"""sw/runtime.py: the golden and rtl backends behind one API, the driver's checks and timeouts.
+
+The rtl tests build ``AxiTop(demo)`` with Verilator once (about two minutes; cached under
+build/rtl/) and run a small random integer ViT (17 tokens, D=64, a selector before block 1)
+exported as an artifact for the demo preset.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vitforge.cli import main
+from vitforge.hw import axi
+from vitforge.hw.config import get_preset
+from vitforge.hw.isa import Op
+from vitforge.sim import model_ref
+from vitforge.sim.latency import CycleModel
+from vitforge.sw.export import write_artifact
+from vitforge.sw.golden import GoldenModel
+from vitforge.sw.runtime import (
+    AcceleratorBackend,
+    AcceleratorError,
+    AcceleratorTimeout,
+    ArtifactProgram,
+    Runtime,
+    run_images,
+)
+from vitforge.sw.vit import ViTConfig
+
+DEMO = get_preset("demo")
+#: 16x16 images in 4x4 patches: 16 patches + class token; the demo preset's D and heads.
+MODEL = ViTConfig(image_size=16, patch_size=4, in_chans=1, num_classes=4, embed_dim=64, depth=2, num_heads=4,
+                  mlp_ratio=2.0, selector_blocks=(1,), keep_rates=(0.5,))
+SEED = 7
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    image = model_ref.random_image(SEED, MODEL)
+    threshold = model_ref.mixed_threshold(SEED, image, MODEL)
+    im = model_ref.random_int_model(SEED, threshold, MODEL, DEMO.numerics)
+    return write_artifact(im, tmp_path_factory.mktemp("rt") / "artifact", "demo")
+
+
+def _images(n: int) -> torch.Tensor:
+    return torch.stack([model_ref.random_image(SEED + i, MODEL) for i in range(n)])
+
+
+def test_golden_backend_is_the_golden_model(artifact):
+    rt = Runtime(artifact, "golden")
+    for img in _images(2):
+        got = rt.infer(img)
+        logits, _, tokens = GoldenModel(rt.model).run(img)
+        assert torch.equal(got.logits, logits) and got.tokens == tokens[-1] and got.cycles is None
+
+
+def test_unknown_backend_is_refused(artifact):
+    with pytest.raises(ValueError, match="unknown backend 'fpga'; valid: golden, rtl"):
+        Runtime(artifact, "fpga")
+
+
+class FakeDevice:
+    """Registers only: enough for the driver's identity checks."""
+
+    def __init__(self, regs: dict[int, int]):
+        self.config, self.regs, self.mem = DEMO, regs, {}
+
+    def read_reg(self, addr):
+        return self.regs.get(int(addr), 0)
+
+    def write_reg(self, addr, value):
+        self.regs[int(addr)] = value
+
+    def write_mem(self, addr, data):
+        self.mem[addr] = data
+
+    def close(self):
+        pass
+
+
+def test_driver_refuses_hardware_built_for_another_config(artifact):
+    rt = Runtime(artifact, "golden")
+    prog = ArtifactProgram.load(artifact, rt.manifest)
+    other = axi.config_id(DEMO) ^ 1
+    with pytest.raises(AcceleratorError, match=f"built for config {other:#010x}; the artifact's is"):
+        AcceleratorBackend(FakeDevice({axi.Reg.ID: axi.MAGIC, axi.Reg.CONFIG: other}), DEMO, prog, "fake")
+    with pytest.raises(AcceleratorError, match="ID register reads 0x00000000"):
+        AcceleratorBackend(FakeDevice({}), DEMO, prog, "fake")
+
+
+@pytest.mark.rtl
+def test_rtl_logits_equal_golden(artifact):
+    rt = Runtime(artifact, "rtl")
+    try:
+        images = _images(3)
+        res = run_images(rt, images, torch.tensor([0, 1, 2]))
+        assert res["exact"] == 3, res["mismatches"]
+        got = rt.infer(images[0])
+        prog = rt.backend.prog.program
+        assert list(got.layer_cycles) == prog.layer_names() == ["embed", "blocks.0", "selectors.1", "blocks.1",
+                                                                "head"]
+        assert sum(got.layer_cycles.values()) == got.cycles > 0
+        _, _, tokens = rt.golden.run(images[0])
+        assert got.tokens == tokens[-1] < MODEL.num_tokens
+        assert res["per_layer_cycles"].keys() == got.layer_cycles.keys()
+        # The latency model (AXI port) against the RTL's per-layer profile: within 5% on every layer.
+        model = CycleModel(DEMO, "axi").program_cycles(prog, [tokens[1]])
+        for name, cycles in got.layer_cycles.items():
+            assert abs(model["per_layer"][name] - cycles) <= 0.05 * cycles, (name, model["per_layer"][name], cycles)
+    finally:
+        rt.close()
+
+
+@pytest.mark.rtl
+def test_rtl_timeout_names_the_layer(artifact):
+    rt = Runtime(artifact, "rtl", budget=3000)
+    try:
+        with pytest.raises(AcceleratorTimeout, match=r"within 3000 cycles; it is at instruction \d+ \(\w+\) of "
+                                                     r"layer 'embed'"):
+            rt.infer(_images(1)[0])
+    finally:
+        rt.close()
+
+
+@pytest.mark.rtl
+def test_rtl_starved_stream_hangs_and_is_caught(artifact):
+    """A mis-programmed run (the input stream is shorter than the program's LOADs) stops in the last
+    LOAD: the driver times out and names its layer."""
+    rt = Runtime(artifact, "rtl", budget=400_000)
+    try:
+        be = rt.backend
+        be.device.write_reg(axi.Reg.IN_BEATS, be.in_beats - 3)
+        prog = be.prog.program
+        last_load = max(k for k, ins in enumerate(prog.instrs) if ins.op == Op.LOAD)
+        with pytest.raises(AcceleratorTimeout, match=f"instruction {last_load} \\(LOAD\\) of layer "
+                                                     f"'{prog.layers[last_load]}'"):
+            rt.infer(_images(1)[0])
+    finally:
+        rt.close()
+
+
+@pytest.mark.rtl
+def test_cli_run_rtl_json(artifact, capsys, tmp_path):
+    data = tmp_path / "tiny.npz"
+    np.savez(data, x=_images(20).numpy(), y=np.arange(20) % MODEL.num_classes)
+    assert main(["run", "--artifact", str(artifact), "--backend", "rtl", "--images", "1", "--json",
+                 "--data", f"npz:{data}"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"images", "exact", "top1", "cycles_per_image", "per_layer_cycles"} <= set(out)
+    assert out["images"] == 1 and out["exact"] == 1 and out["cycles_per_image"] > 0
