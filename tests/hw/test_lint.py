@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from vitforge.hw.axi import AxiTop
 from vitforge.hw.config import get_preset
 from vitforge.hw.controller import Controller
 from vitforge.hw.gemm import GemmEngine, GemmSequencer
@@ -22,6 +23,7 @@ DESIGNS = {
     "residual": lambda cfg: ResidualAdder(config=cfg),
     "controller": lambda cfg: Controller(config=cfg),
     "encoder_top": lambda cfg: EncoderTop(config=cfg),
+    "axi_top": lambda cfg: AxiTop(config=cfg),
     "gelu_unit": lambda cfg: GeluUnit(numerics=cfg.numerics),
     "sigmoid_unit": lambda cfg: SigmoidUnit(numerics=cfg.numerics),
     "softmax_unit": lambda cfg: SoftmaxUnit(numerics=cfg.numerics, max_len=cfg.max_tokens),

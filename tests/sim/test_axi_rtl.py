@@ -1,8 +1,11 @@
 """The board-level top (hw/axi.py AxiTop) through cocotb with cocotbext-axi's AXI4-Lite master and
 AXI4 RAM (sim/bench_axi.py): the register file, and an encoder block with a selector run from a
-program and an input stream in the RAM, bit for bit against sim/block_ref."""
+program and an input stream in the RAM, bit for bit against sim/block_ref (Icarus runs the block
+with VITFORGE_DEEP=1). Whole models through the same top: tests/sw/test_runtime.py."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -13,6 +16,7 @@ from vitforge.sim.runner import run_bench, simulators
 pytestmark = pytest.mark.rtl
 
 DEMO = get_preset("demo")
+DEEP = bool(os.environ.get("VITFORGE_DEEP"))
 
 
 def _run(sim: str, testcase: str, **params) -> None:
@@ -27,6 +31,8 @@ def test_registers(sim):
 
 @pytest.mark.parametrize("sim", simulators())
 def test_block_through_axi(sim):
+    if sim == "icarus" and not DEEP:
+        pytest.skip("the block through AXI runs on Icarus with VITFORGE_DEEP=1 (minutes); its registers test runs")
     _run(sim, "block", n_tokens=17, seed=21, extra_beats=0)
 
 
