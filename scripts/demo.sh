@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # The README's main job: set-up, then the end-to-end flow on the embedded default data:
-#   numerics -> train (dense, selectors, int8 QAT) -> export -> golden eval -> RTL generation.
-# Outputs go to ${VITFORGE_OUT:-out/demo}. Takes about 10 minutes on 2 cores.
+#   numerics -> train (dense, selectors, int8 QAT) -> export -> golden eval -> RTL generation
+#   -> whole-model inference on the RTL (Verilator), checked against the golden model.
+# Outputs go to ${VITFORGE_OUT:-out/demo}. Takes about 15 minutes on 2 cores.
+# VITFORGE_RTL_IMAGES: test images run on the RTL (default 16; about 7 s each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
 out="${VITFORGE_OUT:-out/demo}"
+rtl_images="${VITFORGE_RTL_IMAGES:-16}"
 mkdir -p "$out"
 
-echo "== 1/4 numerics: integer nonlinear units vs float and I-BERT/PLAN"
+echo "== 1/5 numerics: integer nonlinear units vs float and I-BERT/PLAN"
 vitforge approx --plot "$out/approx.png"
 
-echo "== 2/4 train the demo ViT with HeatViT selectors, quantize to int8, export, evaluate (golden model)"
+echo "== 2/5 train the demo ViT with HeatViT selectors, quantize to int8, export, evaluate (golden model)"
 vitforge train --preset demo --out "$out/train"
 
-echo "== 3/4 re-evaluate the exported artifact: must reproduce int8_pruned_acc exactly"
+echo "== 3/5 re-evaluate the exported artifact: must reproduce int8_pruned_acc exactly"
 vitforge eval --artifact "$out/train/artifact" --backend golden --json | tee "$out/eval.json"
 python - "$out/train/report.json" "$out/eval.json" <<'PY'
 import json, sys
@@ -25,7 +28,19 @@ print(f"float dense {report['float_dense_acc']:.2f}% -> int8 pruned {ev['top1']:
       f"(selectors before blocks {report['selector_blocks']}, keep rates {report['keep_rates']})")
 PY
 
-echo "== 4/4 generate the accelerator's Verilog (demo preset)"
+echo "== 4/5 generate the accelerator's Verilog (demo preset)"
 vitforge rtl generate --preset demo --out "$out/rtl"
 
-echo "outputs in $out/: approx.png, train/report.json, train/plots/*.png, train/artifact/, rtl/"
+echo "== 5/5 run ${rtl_images} test images on the RTL (AXI top on Verilator, emulated DDR): every logit vs the golden model"
+vitforge run --artifact "$out/train/artifact" --backend rtl --images "$rtl_images" --json --no-progress \
+  | tee "$out/run_rtl.json"
+python - "$out/run_rtl.json" "$out/train/report.json" <<'PY'
+import json, sys
+run, report = (json.load(open(p)) for p in sys.argv[1:3])
+assert run["exact"] == run["images"], f"{run['images'] - run['exact']} images differ from the golden model"
+ms = run["ms_per_image_at_clock"]
+print(f"RTL: {run['exact']}/{run['images']} images bit-exact; {run['cycles_per_image']:.0f} cycles per image = "
+      f"{ms:.3f} ms at {run['clock_mhz']:g} MHz; {run['wall_s_per_image']:.1f} s of simulation per image")
+PY
+
+echo "outputs in $out/: approx.png, train/report.json, train/plots/*.png, train/artifact/, rtl/, run_rtl.json"

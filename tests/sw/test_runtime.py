@@ -8,6 +8,7 @@ exported as an artifact for the demo preset.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ from vitforge.sw.runtime import (
 from vitforge.sw.vit import ViTConfig
 
 DEMO = get_preset("demo")
+DEEP = bool(os.environ.get("VITFORGE_DEEP"))
 #: 16x16 images in 4x4 patches: 16 patches + class token; the demo preset's D and heads.
 MODEL = ViTConfig(image_size=16, patch_size=4, in_chans=1, num_classes=4, embed_dim=64, depth=2, num_heads=4,
                   mlp_ratio=2.0, selector_blocks=(1,), keep_rates=(0.5,))
@@ -152,3 +154,15 @@ def test_cli_run_rtl_json(artifact, capsys, tmp_path):
     out = json.loads(capsys.readouterr().out)
     assert {"images", "exact", "top1", "cycles_per_image", "per_layer_cycles"} <= set(out)
     assert out["images"] == 1 and out["exact"] == 1 and out["cycles_per_image"] > 0
+
+
+@pytest.mark.rtl
+@pytest.mark.skipif(not DEEP, reason="the zcu102 top's Verilator build takes tens of minutes: VITFORGE_DEEP=1")
+def test_zcu102_smoke_logits_equal_golden():
+    """A random ViT that fits zcu102 (sim/benchmark.py's smoke model) on the zcu102 RTL: 2 images."""
+    from vitforge.sim.benchmark import bench
+
+    res = bench("zcu102", None, 2, dense=False)
+    assert res["pruned"]["images"] == 2 and res["pruned"]["exact"] == 2, res
+    for name, layer in res["pruned"]["per_layer"].items():
+        assert abs(layer["model_error_pct"]) <= 5.0, (name, layer)
