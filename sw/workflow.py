@@ -153,7 +153,8 @@ def train_to_dir(
         "tokens_per_block": ev["tokens_per_block"],
         "latency_model": latency.label,
         "latency_ms_dense_model": result.schedule.dense_latency_ms,
-        "latency_ms_pruned_model": latency.latency_ms(cfg, ev["tokens_per_block"]),
+        # The trained model's config carries the selectors (``cfg`` is the dense architecture).
+        "latency_ms_pruned_model": latency.latency_ms(result.qat.cfg, ev["tokens_per_block"]),
         "latency_target_ms": target.resolve(cfg, latency),
         "test_images": ev["images"],
         "model": cfg.to_dict(),

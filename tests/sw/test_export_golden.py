@@ -34,6 +34,7 @@ def test_report_and_artifact(tiny_run):
     assert report == json.loads((out / "report.json").read_text())
     assert report["golden_equals_qat"] is True
     assert report["gmacs_pruned"] < report["gmacs_dense"]
+    assert report["latency_ms_pruned_model"] < report["latency_ms_dense_model"]
     assert len(report["keep_rates"]) == len(report["selector_blocks"]) >= 1
     for name in ("acc_vs_gmacs.png", "acc_vs_latency.png", "keep_heatmap.png"):
         assert (out / "plots" / name).stat().st_size > 1000
