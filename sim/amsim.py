@@ -4,6 +4,7 @@ stream transfers.
 * :func:`simulate` — run ``testbenches`` (``async def tb(ctx)``) against ``dut`` with a clock;
   optional VCD when ``VITFORGE_WAVES_AMARANTH`` names a folder.
 * :func:`put` / :func:`get` — one transfer into / out of an ``amaranth.lib.stream`` interface.
+* :func:`load_and_start` / :func:`run_encoder_top` — a program on EncoderTop.
 """
 
 from __future__ import annotations
@@ -52,6 +53,24 @@ async def get(ctx, stream):
     return payload
 
 
+async def load_and_start(ctx, dut, words: list[int]) -> None:
+    """Write instruction ``words`` into an EncoderTop's instruction memory through the host port,
+    make ``dma_out`` ready and pulse ``start``."""
+    from vitforge.hw.top import HostMem
+
+    for i, word in enumerate(words):
+        ctx.set(dut.host_mem, int(HostMem.IMEM))
+        ctx.set(dut.host_addr, i)
+        ctx.set(dut.host_wdata, word)
+        ctx.set(dut.host_we, 1)
+        await ctx.tick()
+    ctx.set(dut.host_we, 0)
+    ctx.set(dut.dma_out.ready, 1)
+    ctx.set(dut.start, 1)
+    await ctx.tick()
+    ctx.set(dut.start, 0)
+
+
 def run_encoder_top(cfg, program, inputs: dict[str, list[int]], max_cycles: int = 2_000_000) -> dict:
     """Run a :class:`vitforge.hw.program.Program` on :class:`vitforge.hw.top.EncoderTop`.
 
@@ -61,24 +80,14 @@ def run_encoder_top(cfg, program, inputs: dict[str, list[int]], max_cycles: int 
     "dma_left"}`` (``dma_left``: words the program never took).
     """
     from vitforge.hw.isa import assemble
-    from vitforge.hw.top import EncoderTop, HostMem
+    from vitforge.hw.top import EncoderTop
 
     dut = EncoderTop(config=cfg)
     feed = program.dma_words(inputs)
     out: dict = {"stored": []}
 
     async def tb(ctx):
-        for i, word in enumerate(assemble(program.instrs)):
-            ctx.set(dut.host_mem, int(HostMem.IMEM))
-            ctx.set(dut.host_addr, i)
-            ctx.set(dut.host_wdata, word)
-            ctx.set(dut.host_we, 1)
-            await ctx.tick()
-        ctx.set(dut.host_we, 0)
-        ctx.set(dut.dma_out.ready, 1)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
+        await load_and_start(ctx, dut, assemble(program.instrs))
         fed = 0
         for _ in range(max_cycles):
             if ctx.get(dut.done):

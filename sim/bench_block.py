@@ -66,6 +66,20 @@ async def host_read(dut, base: int, count: int) -> list[int]:
     return out
 
 
+async def stream_words(dut, feed: list[int]) -> None:
+    """Offer ``feed`` (the LOAD table's words) on ``dma_in``, in order, one per accepted transfer."""
+    for word in feed:
+        await FallingEdge(dut.clk)
+        dut.dma_in__valid.value = 1
+        dut.dma_in__payload.value = word
+        await ReadOnly()
+        while not dut.dma_in__ready.value:  # the transfer happens at the next rising edge
+            await FallingEdge(dut.clk)
+            await ReadOnly()
+    await FallingEdge(dut.clk)
+    dut.dma_in__valid.value = 0
+
+
 async def run_program(dut) -> int:
     """Pulse start, wait for done; returns the design's cycle count (fails on ``error``)."""
     await FallingEdge(dut.clk)
@@ -145,21 +159,8 @@ async def encoder_block(dut):
         await FallingEdge(dut.clk)
         dut.dma_out__ready.value = 0
 
-    async def stream_in():
-        """Offer the LOAD table's words on dma_in, in order."""
-        for word in feed:
-            await FallingEdge(dut.clk)
-            dut.dma_in__valid.value = 1
-            dut.dma_in__payload.value = word
-            await ReadOnly()
-            while not dut.dma_in__ready.value:  # the transfer happens at the next rising edge
-                await FallingEdge(dut.clk)
-                await ReadOnly()
-        await FallingEdge(dut.clk)
-        dut.dma_in__valid.value = 0
-
     collector = cocotb.start_soon(collect())
-    streamer = cocotb.start_soon(stream_in())
+    streamer = cocotb.start_soon(stream_words(dut, feed))
     cycles = await run_program(dut)
     await streamer
     tokens = int(dut.tokens.value)

@@ -16,7 +16,7 @@ import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from vitforge.hw.top import HostMem
-from vitforge.sim.bench_block import host_write, reset
+from vitforge.sim.bench_block import host_write, reset, stream_words
 from vitforge.sim.runner import bench_config
 
 
@@ -29,17 +29,6 @@ async def profile(dut):
     dut.dma_out__ready.value = 1
     issues: list[tuple[int, int, int]] = []
 
-    async def stream_in():
-        for word in job["feed"]:
-            dut.dma_in__valid.value = 1
-            dut.dma_in__payload.value = word
-            await ReadOnly()
-            while not dut.dma_in__ready.value:  # the transfer happens at the next rising edge
-                await FallingEdge(dut.clk)
-                await ReadOnly()
-            await FallingEdge(dut.clk)
-        dut.dma_in__valid.value = 0
-
     async def watch():
         while True:
             await RisingEdge(dut.issue)
@@ -51,7 +40,7 @@ async def profile(dut):
     await FallingEdge(dut.clk)
     dut.start.value = 0
     watcher = cocotb.start_soon(watch())
-    streamer = cocotb.start_soon(stream_in())
+    streamer = cocotb.start_soon(stream_words(dut, job["feed"]))
     while not dut.done.value:
         await RisingEdge(dut.done)
     await ReadOnly()

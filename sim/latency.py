@@ -86,9 +86,11 @@ SELECT_TAIL_CYCLES = 5
 #: minus the two cycles the controller spends fetching and decoding it (calibrated on the demo
 #: model with `python scripts/bench_rtl.py`; exact on every LOAD).
 AXI_FIRST_LOAD_SKEW = -2
-#: AXI port: cycles per STORE word of one beat (the controller's read and latch, then one
-#: single-beat write whose response comes the next cycle); each further beat of a word adds
-#: AXI_STORE_BEAT_CYCLES (address/data, response). Calibrated on the demo model (one beat per word).
+#: AXI port: cycles per STORE word (the controller's read, latch and hand-off to the write engine),
+#: and the write engine's cycles per beat (address and data, then the response): a word of
+#: ``beats`` beats keeps it busy ``2 beats + 1`` cycles, which the next word waits for.
+#: Measured on demo (3-word STOREs of one beat) and the zcu102 smoke model (a 1-word STORE of four
+#: beats) with `python scripts/bench_rtl.py`; multi-word, multi-beat STOREs follow hw/axi.py's FSM.
 AXI_STORE_WORD_CYCLES = 3
 AXI_STORE_BEAT_CYCLES = 2
 #: Memory ports the model knows.
@@ -222,10 +224,13 @@ class CycleModel:
         return words * beats * self.timing.load_beat_cycles + self.timing.load_overhead
 
     def store_cycles(self, words: int) -> int:
-        per_word = self.timing.store_word_cycles
-        if self.port == "axi":
-            per_word += AXI_STORE_BEAT_CYCLES * (self.cfg.beats(self.cfg.word_bits) - 1)
-        return words * per_word + self.timing.store_overhead
+        total = words * self.timing.store_word_cycles + self.timing.store_overhead
+        if self.port == "axi" and words > 1:
+            # The write engine takes AXI_STORE_BEAT_CYCLES per beat; the next word waits for it, the
+            # last word's writes overlap what follows (the top waits for them before raising done).
+            busy = AXI_STORE_BEAT_CYCLES * self.cfg.beats(self.cfg.word_bits) + 1
+            total += (words - 1) * max(0, busy - self.timing.store_word_cycles)
+        return total
 
     def instr_cycles(self, instr: Instr, tokens: int, pruned: bool = False) -> int:
         """Cycles of ``instr`` with the token-count register at ``tokens`` (dispatch to next dispatch).

@@ -21,7 +21,7 @@ import torch
 from vitforge.hw.config import BASE, HwConfig, get_preset
 from vitforge.hw.isa import Op
 
-from .amsim import simulate
+from .amsim import load_and_start, simulate
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def profile_program(cfg, program, inputs: dict[str, list[int]], max_cycles: int 
     ``SELECT``; ``per_layer``: ``per_instr`` summed by ``program.layers`` (start-up cycles in the first).
     """
     from vitforge.hw.isa import assemble
-    from vitforge.hw.top import EncoderTop, HostMem
+    from vitforge.hw.top import EncoderTop
 
     from .latency import START_CYCLES
 
@@ -139,17 +139,7 @@ def profile_program(cfg, program, inputs: dict[str, list[int]], max_cycles: int 
     started = []
 
     async def run(ctx):
-        for i, word in enumerate(words):
-            ctx.set(dut.host_mem, int(HostMem.IMEM))
-            ctx.set(dut.host_addr, i)
-            ctx.set(dut.host_wdata, word)
-            ctx.set(dut.host_we, 1)
-            await ctx.tick()
-        ctx.set(dut.host_we, 0)
-        ctx.set(dut.dma_out.ready, 1)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
+        await load_and_start(ctx, dut, words)
         started.append(True)
         n = 0
         async for _, _, issue, instr, cycles, tokens, done in ctx.tick().sample(
