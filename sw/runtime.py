@@ -285,6 +285,8 @@ class Runtime:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)} "
                              "(board: see the README's ZCU102 section)")
         root = Path(artifact)
+        #: What rebuilds this runtime in another process (``run_images(jobs=...)``).
+        self.args = (str(root), backend, budget, read_latency)
         self.model, self.manifest = load_artifact(root)
         self.golden = GoldenModel(self.model)
         self.preset = self.manifest["hardware"]["preset"]
@@ -309,42 +311,80 @@ class Runtime:
         self.backend.close()
 
 
+def _record(rt: Runtime, i: int, img: torch.Tensor) -> dict:
+    """One image on ``rt``'s backend and on the golden model."""
+    codes = rt.input_codes(img)
+    want, _, _ = rt.golden.run_codes(codes)
+    t0 = time.perf_counter()
+    got = rt.backend.infer(codes)
+    rec = {"i": i, "wall": time.perf_counter() - t0, "pred": int(got.logits.argmax()),
+           "equal": bool(torch.equal(got.logits, want)), "cycles": got.cycles, "layers": got.layer_cycles}
+    if not rec["equal"]:
+        j = int((got.logits != want).nonzero()[0])
+        rec["mismatch"] = {"image": i, "index": j, "got": int(got.logits[j]), "expected": int(want[j])}
+    return rec
+
+
+_WORKER: Runtime | None = None
+
+
+def _worker_init(args: tuple) -> None:
+    global _WORKER
+    torch.set_num_threads(1)
+    _WORKER = Runtime(*args)
+
+
+def _worker_run(item: tuple[int, torch.Tensor]) -> dict:
+    assert _WORKER is not None
+    return _record(_WORKER, *item)
+
+
 def run_images(rt: Runtime, images: torch.Tensor, labels: torch.Tensor | None = None,
-               progress: bool = False) -> dict:
-    """Every image on ``rt``'s backend and on the golden model; the figures ``vitforge run`` prints."""
+               progress: bool = False, jobs: int = 1) -> dict:
+    """Every image on ``rt``'s backend and on the golden model; the figures ``vitforge run`` prints.
+
+    ``jobs > 1``: that many worker processes, each with its own :class:`Runtime` (and, for ``rtl``,
+    its own simulator instance of the already built model); the results are the same.
+    """
     from tqdm import tqdm
 
-    exact, correct, cycles, wall = 0, 0, [], 0.0
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, not {jobs}")
+    items = list(enumerate(images))
+    bar = tqdm(total=len(items), desc=rt.backend.name, disable=not progress, leave=False)
+    records = []
+    if jobs == 1 or len(items) < 2:
+        for item in items:
+            records.append(_record(rt, *item))
+            bar.update()
+    else:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(min(jobs, len(items)), _worker_init, (rt.args,)) as pool:
+            for rec in pool.imap_unordered(_worker_run, items):
+                records.append(rec)
+                bar.update()
+        records.sort(key=lambda r: r["i"])
+    bar.close()
+    n = len(records)
+    cycles = [r["cycles"] for r in records if r["cycles"] is not None]
     per_layer: dict[str, list[int]] = {}
-    mismatches = []
-    for i, img in enumerate(tqdm(images, desc=rt.backend.name, disable=not progress, leave=False)):
-        codes = rt.input_codes(img)
-        want, _, _ = rt.golden.run_codes(codes)
-        t0 = time.perf_counter()
-        got = rt.backend.infer(codes)
-        wall += time.perf_counter() - t0
-        if torch.equal(got.logits, want):
-            exact += 1
-        elif len(mismatches) < 5:
-            j = int((got.logits != want).nonzero()[0])
-            mismatches.append({"image": i, "index": j, "got": int(got.logits[j]), "expected": int(want[j])})
-        if labels is not None:
-            correct += int(int(got.logits.argmax()) == int(labels[i]))
-        if got.cycles is not None:
-            cycles.append(got.cycles)
-            for name, c in got.layer_cycles.items():
-                per_layer.setdefault(name, []).append(c)
-    n = len(images)
+    for r in records:
+        for name, c in r["layers"].items():
+            per_layer.setdefault(name, []).append(c)
     out = {
         "backend": rt.backend.name,
         "preset": rt.preset,
         "images": n,
-        "exact": exact,
-        "top1": 100.0 * correct / n if labels is not None and n else None,
+        "exact": sum(r["equal"] for r in records),
+        "top1": 100.0 * sum(r["pred"] == int(labels[r["i"]]) for r in records) / n
+        if labels is not None and n else None,
         "cycles_per_image": float(np.mean(cycles)) if cycles else None,
         "per_layer_cycles": {k: float(np.mean(v)) for k, v in per_layer.items()},
-        "wall_s_per_image": wall / n if n else None,
-        "mismatches": mismatches,
+        "wall_s_per_image": sum(r["wall"] for r in records) / n if n else None,
+        "mismatches": [r["mismatch"] for r in records if "mismatch" in r][:5],
+        "jobs": jobs,
     }
     if cycles:
         out["clock_mhz"] = rt.hw.clock_mhz
@@ -368,6 +408,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget-cycles", type=int, default=None,
                    help="cycles per image before the run counts as hung (default: derived from the program)")
     p.add_argument("--read-latency", type=int, default=None, help="rtl: DDR read latency in cycles (default 16)")
+    p.add_argument("--jobs", type=int, default=1, metavar="J",
+                   help="worker processes, each with its own simulator (default 1)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_cli)
@@ -387,7 +429,7 @@ def run_cli(args: argparse.Namespace) -> int:
         x, y = data.x_test, data.y_test
         if limit is not None:
             x, y = x[:limit], y[:limit]
-        res = run_images(rt, x, y, progress=not args.no_progress and not args.json)
+        res = run_images(rt, x, y, progress=not args.no_progress and not args.json, jobs=args.jobs)
     finally:
         rt.close()
     if args.json:

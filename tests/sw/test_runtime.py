@@ -60,6 +60,15 @@ def test_golden_backend_is_the_golden_model(artifact):
         assert torch.equal(got.logits, logits) and got.tokens == tokens[-1] and got.cycles is None
 
 
+def test_parallel_jobs_give_the_same_figures(artifact):
+    rt = Runtime(artifact, "golden")
+    images, labels = _images(4), torch.tensor([0, 1, 2, 3])
+    one, two = run_images(rt, images, labels), run_images(rt, images, labels, jobs=2)
+    assert one["exact"] == two["exact"] == 4 and one["top1"] == two["top1"] and two["jobs"] == 2
+    with pytest.raises(ValueError, match="jobs must be at least 1, not 0"):
+        run_images(rt, images, labels, jobs=0)
+
+
 def test_unknown_backend_is_refused(artifact):
     with pytest.raises(ValueError, match="unknown backend 'fpga'; valid: golden, rtl"):
         Runtime(artifact, "fpga")
