@@ -1,6 +1,7 @@
 """`vitforge rtl`: generate Verilog for a preset, and estimate its FPGA resources with Yosys.
 
-Blocks: see :func:`blocks` (the stand-alone units and the whole accelerator ``encoder_top``).
+``rtl generate`` writes :func:`blocks` (the stand-alone units and the whole accelerator ``encoder_top``);
+``rtl report`` synthesizes ``encoder_top`` alone (:func:`vitforge.hw.synth.report`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 from pathlib import Path
 
 from .config import PRESETS, HwConfig, get_preset
+from .synth import DEFAULT_DEVICE, DEVICES
 
 
 def blocks(config: HwConfig) -> dict[str, str]:
@@ -57,8 +59,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--preset", default="demo", help=f"hardware preset ({', '.join(sorted(PRESETS))})")
     g.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the .v files")
     g.set_defaults(func=run_generate)
-    r = rtl.add_parser("report", help="Yosys synth_xilinx -family xcup resource estimate of a preset")
+    r = rtl.add_parser("report", help="Yosys synth_xilinx -family xcup resources of a preset's accelerator "
+                       "(one hierarchical synthesis of encoder_top) and whether it fits a device")
     r.add_argument("--preset", default="demo", help=f"hardware preset ({', '.join(sorted(PRESETS))})")
+    r.add_argument("--device", default=DEFAULT_DEVICE, choices=sorted(DEVICES),
+                   help=f"device whose capacity the totals are compared with (default {DEFAULT_DEVICE})")
+    r.add_argument("--selector-overhead", action="store_true",
+                   help="also synthesize the preset without the token selector and report the difference")
     r.add_argument("--json", action="store_true", help="print the figures as JSON")
     r.set_defaults(func=run_report)
 
@@ -73,15 +80,22 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .synth import report
+    from .synth import RESOURCES, describe_fit, report
 
-    config = get_preset(args.preset)
-    result = report(config, blocks(config))
+    result = report(get_preset(args.preset), device=args.device, selector_overhead=args.selector_overhead)
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        for name, r in result["per_block"].items():
-            print(f"{name:<16} dsp {r['dsp']:>6} lut {r['lut']:>8} ff {r['ff']:>8} bram36 {r['bram36']:>5}")
-        print(f"{'total':<16} dsp {result['dsp']:>6} lut {result['lut']:>8} ff {result['ff']:>8} "
-              f"bram36 {result['bram36']:>5}  ({result['seconds']} s)")
+        return 0
+    header = "".join(f"{r:>10}" for r in RESOURCES)
+    print(f"{'block':<24}{header}")
+    for name, r in result["per_block"].items():
+        print(f"{name:<24}" + "".join(f"{r[k]:>10,}" for k in RESOURCES))
+    print(f"{'total':<24}" + "".join(f"{result[k]:>10,}" for k in RESOURCES) + f"  ({result['seconds']} s)")
+    fit = result["device"]
+    print(f"{fit['name'] + ' %':<24}" + "".join(f"{fit['utilization_pct'][k]:>10}" for k in RESOURCES))
+    print(describe_fit(fit))
+    if "selector_overhead" in result:
+        over = result["selector_overhead"]
+        print(f"{'selector overhead':<24}" + "".join(f"{over[k]['delta']:>+10,}" for k in RESOURCES))
+        print(f"{'selector overhead %':<24}" + "".join(f"{over[k]['pct']:>+10}" for k in RESOURCES))
     return 0

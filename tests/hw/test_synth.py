@@ -1,39 +1,191 @@
-"""`vitforge rtl report` (Yosys synth_xilinx with plain-abc LUT mapping) on the demo preset.
+"""`vitforge rtl report`: hierarchy roll-up, block split, device fit (cheap) and the demo synthesis (deep).
 
 Synthesis of the demo preset takes minutes on the CI machines (more than the 60 s budget of
-the default tier): it runs with ``VITFORGE_DEEP=1``. The script test below is cheap.
+the default tier): it runs with ``VITFORGE_DEEP=1``. Everything else works on hand-made
+``stat`` data or on the Verilog of a small config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 
 import pytest
 
 from vitforge.cli import main
-from vitforge.hw.synth import summarize, synth_script
+from vitforge.hw.config import BASE
+from vitforge.hw.synth import (
+    BLOCK_PATHS,
+    DEVICES,
+    RESOURCES,
+    TOP,
+    block_of,
+    describe_fit,
+    device_fit,
+    expected_blocks,
+    module_cells,
+    overhead,
+    per_block,
+    rollup,
+    strip_zero_init,
+    summarize,
+    synth_script,
+)
 
 DEEP = bool(os.environ.get("VITFORGE_DEEP"))
 
+#: A config small enough to convert to Verilog in a few seconds, with every unit built.
+SMALL = dataclasses.replace(BASE, max_tokens=8, max_embed_dim=16, max_mlp_dim=16, max_heads=1, act_depth=1024,
+                            weight_depth=256, param_depth=16, imem_depth=16)
 
-def test_script_avoids_abc9():
+
+def _stat(modules: dict[str, dict[str, int]]) -> dict:
+    """A ``stat -json`` document as Yosys writes it (escaped names, ``$scopeinfo`` cells)."""
+    def esc(name):
+        return name if name.startswith(("$", "LUT", "FD", "DSP", "RAM", "CARRY", "MUXF", "INV")) else "\\" + name
+
+    return {"creator": "Yosys", "modules": {
+        esc(m): {"num_cells": sum(c.values()),
+                 "num_cells_by_type": {**{esc(k): v for k, v in c.items()}, "$scopeinfo": 3}}
+        for m, c in modules.items()}}
+
+
+#: encoder_top -> ctrl -> {gemm -> engine -> requant, 2 x a shared divider, residual}.
+HIER = module_cells(_stat({
+    "encoder_top": {"encoder_top.ctrl": 1, "RAMB36E2": 4, "FDRE": 10},
+    "encoder_top.ctrl": {"encoder_top.ctrl.gemm": 1, "encoder_top.ctrl.residual": 1, "LUT6": 7, "FDRE": 1},
+    "encoder_top.ctrl.gemm": {"encoder_top.ctrl.gemm.engine": 1, "div": 2, "LUT3": 5},
+    "encoder_top.ctrl.gemm.engine": {"encoder_top.ctrl.gemm.engine.requant": 1, "DSP48E2": 16, "FDRE": 100},
+    "encoder_top.ctrl.gemm.engine.requant": {"DSP48E2": 4, "LUT2": 9},
+    "encoder_top.ctrl.residual": {"LUT4": 8, "RAMB18E2": 1},
+    "div": {"LUT6": 20, "FDSE": 2},
+}))
+
+
+def test_script_avoids_abc9_and_keeps_hierarchy():
     script = synth_script("x")
     assert "abc9" not in script.replace("-run begin:map_luts", "")
     assert "-run begin:map_luts" in script and "abc -luts" in script
+    assert "-flatten" not in script and "-top x" in script
 
 
-def test_summarize_counts_cells():
-    cells = {"LUT6": 3, "LUT2": 1, "RAM64M": 2, "FDRE": 5, "DSP48E2": 7, "RAMB36E2": 1, "RAMB18E2": 3}
-    assert summarize(cells) == {"dsp": 7, "lut": 6, "ff": 5, "bram36": 3}
+@pytest.mark.parametrize(("cells", "expect"), [
+    ({"LUT6": 3, "LUT2": 1, "FDRE": 5, "DSP48E2": 7, "RAMB36E2": 1, "RAMB18E2": 3},
+     {"dsp": 7, "lut": 4, "ff": 5, "bram36": 3}),
+    ({"INV": 2, "RAM64M": 1, "RAM32M16": 1, "RAM64X1D": 3}, {"dsp": 0, "lut": 2 + 4 + 8 + 6, "ff": 0, "bram36": 0}),
+    ({"FDSE": 1, "FDCE": 2, "FDPE": 3, "CARRY8": 9, "MUXF7": 4, "RAMB18E2": 1},
+     {"dsp": 0, "lut": 0, "ff": 6, "bram36": 1}),
+])
+def test_summarize_counts_cells(cells, expect):
+    assert summarize(cells) == expect
+
+
+def test_module_cells_unescapes_and_drops_scopeinfo():
+    assert HIER["encoder_top.ctrl"] == {"encoder_top.ctrl.gemm": 1, "encoder_top.ctrl.residual": 1, "LUT6": 7,
+                                        "FDRE": 1}
+
+
+def test_rollup_multiplies_by_instance_count():
+    total = rollup(HIER, "encoder_top")
+    assert total == {"RAMB36E2": 4, "FDRE": 111, "LUT6": 7 + 2 * 20, "LUT3": 5, "DSP48E2": 20, "LUT2": 9,
+                     "LUT4": 8, "RAMB18E2": 1, "FDSE": 4}
+    assert rollup(HIER, "div") == {"LUT6": 20, "FDSE": 2}
+
+
+@pytest.mark.parametrize(("module", "block"), [
+    ("encoder_top", "controller_and_memories"),
+    ("encoder_top.ctrl", "controller_and_memories"),
+    ("encoder_top.ctrl.gemm", "gemm_sequencer"),
+    ("encoder_top.ctrl.gemm.recip_div", "gemm_sequencer"),
+    ("encoder_top.ctrl.gemm.engine", "gemm_array"),
+    ("encoder_top.ctrl.gemm.engine.requant", "requant"),
+    ("encoder_top.ctrl.gemmx", "controller_and_memories"),  # a prefix of the name, not of the path
+    ("encoder_top.ctrl.softmax.exp.poly", "softmax"),
+    ("encoder_top.ctrl.selector.fuse.div", "selector"),
+])
+def test_block_of_takes_the_longest_path(module, block):
+    assert block_of(module) == block
+
+
+def test_per_block_splits_the_rollup():
+    blocks = per_block(HIER, "encoder_top", expect=["gemm_array", "requant", "gemm_sequencer", "residual",
+                                                    "controller_and_memories"])
+    assert blocks == {
+        "gemm_array": {"dsp": 16, "lut": 0, "ff": 100, "bram36": 0},
+        "requant": {"dsp": 4, "lut": 9, "ff": 0, "bram36": 0},
+        # the sequencer's own LUT3s plus two instances of a module outside the path naming ("div")
+        "gemm_sequencer": {"dsp": 0, "lut": 5 + 2 * 20, "ff": 4, "bram36": 0},
+        "residual": {"dsp": 0, "lut": 8, "ff": 0, "bram36": 1},
+        "controller_and_memories": {"dsp": 0, "lut": 7, "ff": 11, "bram36": 4},
+    }
+    total = summarize(rollup(HIER, "encoder_top"))
+    for r in RESOURCES:
+        assert sum(b[r] for b in blocks.values()) == total[r]
+
+
+def test_per_block_refuses_a_missing_block():
+    with pytest.raises(ValueError, match=r"block 'gelu' \(encoder_top.ctrl.gelu\) is not in the synthesized"):
+        per_block(HIER, "encoder_top", expect=["gemm_array", "gelu"])
+
+
+def test_expected_blocks_follow_the_config():
+    assert expected_blocks(BASE) == list(BLOCK_PATHS)
+    without = expected_blocks(dataclasses.replace(BASE, selector=False, gelu=False))
+    assert "selector" not in without and "gelu" not in without and "softmax" in without
+
+
+def test_generated_module_names_map_to_every_block():
+    """Amaranth names modules by instance path; the paths of BLOCK_PATHS must exist in the Verilog."""
+    from vitforge.hw.top import EncoderTop
+    from vitforge.hw.verilog import generate
+
+    verilog = generate(EncoderTop(config=SMALL), TOP)
+    names = [name.lstrip("\\") for name in re.findall(r"^module ([^\s(]+)", verilog, re.M)]
+    found = {block_of(name) for name in names}
+    assert set(expected_blocks(SMALL)) <= found
+    # every module is emitted once per instance (no shared definitions to multiply)
+    assert len(names) == len(set(names)) and all(n == TOP or n.startswith(TOP + ".") for n in names)
+
+
+def test_strip_zero_init_keeps_roms():
+    verilog = ("  reg [7:0] mem [2:0];\n  initial begin\n    mem[0] = 8'h00;\n    mem[1] = 8'h00;\n"
+               "    mem[2] = 8'h00;\n  end\n  reg [15:0] rom [1:0];\n  initial begin\n    rom[0] = 16'h0000;\n"
+               "    rom[1] = 16'h1000;\n  end\n  reg [31:0] \\a.b [1:0];\n  initial begin\n    \\a.b [0] = 32'd0;\n"
+               "    \\a.b [1] = 32'd0;\n  end\n")
+    stripped = strip_zero_init(verilog)
+    assert "mem[0]" not in stripped and "\\a.b [0]" not in stripped
+    assert "rom[1] = 16'h1000;" in stripped and stripped.count("initial begin") == 1
+
+
+def test_device_fit_names_what_overflows():
+    cap = DEVICES["xczu9eg"]
+    fit = device_fit({"dsp": cap["dsp"], "lut": cap["lut"] // 2, "ff": 0, "bram36": 1}, "xczu9eg")
+    assert fit["fits"] and fit["over"] == {} and fit["utilization_pct"]["dsp"] == 100.0
+    assert fit["utilization_pct"]["lut"] == 50.0 and describe_fit(fit) == "fits xczu9eg"
+    fit = device_fit({"dsp": cap["dsp"] + 120, "lut": 1, "ff": 1, "bram36": cap["bram36"] + 1}, "xczu9eg")
+    assert not fit["fits"] and fit["over"] == {"dsp": 120, "bram36": 1}
+    text = describe_fit(fit)
+    assert text.startswith("does not fit xczu9eg: dsp +120") and "bram36 +1" in text and "lut" not in text
+    with pytest.raises(ValueError, match="unknown device 'xc7z020'"):
+        device_fit(fit["capacity"], "xc7z020")
+
+
+def test_overhead_is_relative_to_the_design_without():
+    over = overhead({"dsp": 110, "lut": 105, "ff": 100, "bram36": 0}, {"dsp": 100, "lut": 100, "ff": 100, "bram36": 0})
+    assert over["dsp"] == {"with": 110, "without": 100, "delta": 10, "pct": 10.0}
+    assert over["lut"]["pct"] == 5.0 and over["ff"]["delta"] == 0 and over["bram36"]["pct"] is None
 
 
 @pytest.mark.skipif(not DEEP, reason="demo synthesis takes minutes: VITFORGE_DEEP=1")
 def test_report_demo(capsys):
     assert main(["rtl", "report", "--preset", "demo", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    for key in ("dsp", "lut", "ff", "bram36", "per_block"):
-        assert key in result
-    assert result["dsp"] > 0 and result["lut"] > 0 and result["ff"] > 0
-    assert {"gemm_engine", "requant", "gemm_sequencer", "encoder_top", "controller_and_memories"} <= set(
-        result["per_block"])
+    assert result["method"] == "hierarchical"
+    assert list(result["per_block"]) == list(BLOCK_PATHS)
+    for r in RESOURCES:
+        assert sum(b[r] for b in result["per_block"].values()) == result[r]
+    assert result["dsp"] > 0 and result["lut"] > 0 and result["ff"] > 0 and result["bram36"] > 0
+    assert result["per_block"]["gemm_array"]["dsp"] > 0 and result["per_block"]["controller_and_memories"]["bram36"] > 0
+    assert result["device"]["name"] == "xczu9eg" and result["device"]["fits"]
