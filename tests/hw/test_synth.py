@@ -15,6 +15,7 @@ import re
 import pytest
 
 from vitforge.cli import main
+from vitforge.hw import synth
 from vitforge.hw.config import BASE
 from vitforge.hw.synth import (
     BLOCK_PATHS,
@@ -22,6 +23,8 @@ from vitforge.hw.synth import (
     RESOURCES,
     TOP,
     block_of,
+    canonical,
+    children,
     describe_fit,
     device_fit,
     expected_blocks,
@@ -29,8 +32,11 @@ from vitforge.hw.synth import (
     overhead,
     per_block,
     rollup,
+    split_modules,
     strip_zero_init,
+    stub,
     summarize,
+    synth_modules,
     synth_script,
 )
 
@@ -136,17 +142,66 @@ def test_expected_blocks_follow_the_config():
     assert "selector" not in without and "gelu" not in without and "softmax" in without
 
 
-def test_generated_module_names_map_to_every_block():
-    """Amaranth names modules by instance path; the paths of BLOCK_PATHS must exist in the Verilog."""
+@pytest.fixture(scope="module")
+def small_verilog() -> dict[str, str]:
+    """Verilog of SMALL's encoder_top, with and without the token selector."""
     from vitforge.hw.top import EncoderTop
     from vitforge.hw.verilog import generate
 
-    verilog = generate(EncoderTop(config=SMALL), TOP)
-    names = [name.lstrip("\\") for name in re.findall(r"^module ([^\s(]+)", verilog, re.M)]
+    return {sel: generate(EncoderTop(config=dataclasses.replace(SMALL, selector=sel)), TOP) for sel in (True, False)}
+
+
+def test_generated_module_names_map_to_every_block(small_verilog):
+    """Amaranth names modules by instance path; the paths of BLOCK_PATHS must exist in the Verilog."""
+    names = list(split_modules(small_verilog[True]))
+    assert len(names) == len(re.findall(r"^module ", small_verilog[True], re.M))
     found = {block_of(name) for name in names}
     assert set(expected_blocks(SMALL)) <= found
     # every module is emitted once per instance (no shared definitions to multiply)
     assert len(names) == len(set(names)) and all(n == TOP or n.startswith(TOP + ".") for n in names)
+
+
+def test_children_and_stub(small_verilog):
+    modules = split_modules(small_verilog[True])
+    kids = children(modules)
+    assert kids[TOP] == {f"{TOP}.ctrl"}
+    assert kids[f"{TOP}.ctrl.gemm"] == {f"{TOP}.ctrl.gemm.engine", f"{TOP}.ctrl.gemm.recip_div"}
+    assert kids[f"{TOP}.ctrl.gemm.engine.requant"] == set()
+    engine = stub(modules[f"{TOP}.ctrl.gemm.engine"])
+    assert engine.startswith("(* blackbox *)\nmodule \\encoder_top.ctrl.gemm.engine (")
+    assert "input clk;" in engine and "output result__valid;" in engine and "always" not in engine
+    assert engine.endswith("endmodule\n") and engine.count(";") == 1 + engine.count("input") + engine.count("output")
+
+
+def test_synth_modules_reruns_only_what_changed(small_verilog, tmp_path, monkeypatch):
+    """Without the selector, only the modules whose text changed and the modules above them run again."""
+    runs = []
+
+    def fake_yosys(modules, todo, kids, top, script):
+        runs.append(set(todo))
+        return {name: {"LUT6": len(modules[name])} for name in todo}
+
+    monkeypatch.setattr(synth, "_CACHE", tmp_path)
+    monkeypatch.setattr(synth, "_run_yosys", fake_yosys)
+    monkeypatch.setattr(synth, "yosys_version", lambda: "Yosys test")
+    with_sel, without = (split_modules(strip_zero_init(small_verilog[sel])) for sel in (True, False))
+    full = synth_modules(small_verilog[True])
+    assert runs == [set(with_sel)] and full[TOP] == {"LUT6": len(with_sel[TOP])}
+    assert synth_modules(small_verilog[True]) == full and len(runs) == 1  # all cached
+    synth_modules(small_verilog[False])
+    assert TOP in runs[1] and f"{TOP}.ctrl" in runs[1]
+    assert not any(name.startswith(f"{TOP}.ctrl.gemm") for name in runs[1])
+    assert not any("selector" in name for name in without)
+    changed = {name for name, text in without.items() if canonical(with_sel.get(name, "")) != canonical(text)}
+    assert changed <= runs[1]
+
+
+def test_canonical_renumbers_generated_names():
+    a = "module \\m (\\port$518$0 , x);\n  reg \\$auto$verilog_backend.cc:2355:dump_module$18  = 0;\n  wire \\$4 ;\n"
+    b = "module \\m (\\port$506$0 , x);\n  reg \\$auto$verilog_backend.cc:2355:dump_module$14  = 0;\n  wire \\$4 ;\n"
+    assert a != b and canonical(a) == canonical(b)
+    assert canonical(a) != canonical(a.replace("wire \\$4 ", "wire \\$518 "))  # a name that merges two others
+    assert "2355" in canonical(a)  # numbers not after a '$' stay
 
 
 def test_strip_zero_init_keeps_roms():
