@@ -18,7 +18,7 @@ half up. The reference refuses accumulators that overflow int32; the hardware wr
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -193,6 +193,8 @@ class GemmEngine(wiring.Component):
 
         acc = [[Signal(signed(cfg.acc_bits), name=f"acc_{i}_{j}") for j in range(cols)] for i in range(rows)]
         drain = [[Signal(signed(cfg.acc_bits), name=f"drain_{i}_{j}") for j in range(cols)] for i in range(rows)]
+        # The bias joins each row as it leaves the drain (one adder per column, not per PE).
+        bias = [Signal(signed(cfg.acc_bits), name=f"bias_{j}") for j in range(cols)]
         first = Signal(init=1)  # the next operand starts a tile
         pending = Signal()  # a finished tile waits for the drain registers
         drain_left = Signal(range(rows + 1))
@@ -203,24 +205,26 @@ class GemmEngine(wiring.Component):
         with m.If(ops.valid & ops.ready):
             for i in range(rows):
                 for j in range(cols):
+                    # prod + (0 or acc): the select folds into the adder's LUTs (one LUT per bit; selecting
+                    # after the adder took two).
                     prod = ops.payload.a[i] * ops.payload.b[j]
-                    m.d.sync += acc[i][j].eq(Mux(first, prod, acc[i][j] + prod))
+                    m.d.sync += acc[i][j].eq(prod + Mux(first, C(0, signed(cfg.acc_bits)), acc[i][j]))
             m.d.sync += [first.eq(ops.payload.last), pending.eq(ops.payload.last)]
 
-        # Move a finished tile (plus bias) into the drain registers.
+        # Move a finished tile into the drain registers and its bias into the bias registers.
         with m.If(pending & (drain_left == 0) & prm.valid):
             m.d.comb += prm.ready.eq(1)
             m.d.sync += [pending.eq(0), drain_left.eq(rows)]
             for j in range(cols):
                 m.d.sync += [rq.input.payload.mult[j].eq(prm.payload[j].mult),
-                             rq.input.payload.shift[j].eq(prm.payload[j].shift)]
+                             rq.input.payload.shift[j].eq(prm.payload[j].shift), bias[j].eq(prm.payload[j].bias)]
                 for i in range(rows):
-                    m.d.sync += drain[i][j].eq(acc[i][j] + prm.payload[j].bias)
+                    m.d.sync += drain[i][j].eq(acc[i][j])
 
         # Drain row 0 into the requantizer, shift the rest up.
         m.d.comb += [rq.input.valid.eq(drain_left != 0), rq.input.payload.last.eq(drain_left == 1)]
         for j in range(cols):
-            m.d.comb += rq.input.payload.acc[j].eq(drain[0][j])
+            m.d.comb += rq.input.payload.acc[j].eq(drain[0][j] + bias[j])  # wraps to 32 bits as before
         with m.If(rq.input.valid & rq.input.ready):
             m.d.sync += drain_left.eq(drain_left - 1)
             for i in range(rows - 1):

@@ -50,7 +50,7 @@ def summarize(cells: dict[str, int]) -> dict[str, int]:
     """Primitive counts of ``stat`` to dsp / lut / ff / bram36.
 
     LUTs are the ``LUT1..6`` cells, ``INV`` (a LUT1 after placement) and the LUTs that
-    distributed RAMs occupy (:data:`_LUTRAM_LUTS`); a RAMB18 counts as half a BRAM36.
+    distributed RAMs occupy (:data:`_LUTRAM_LUTS`); a RAMB18 counts as half a BRAM36 (``x.5``).
     """
     def count(names) -> int:
         return sum(n for cell, n in cells.items() if cell in names)
@@ -58,11 +58,13 @@ def summarize(cells: dict[str, int]) -> dict[str, int]:
     luts = sum(n for cell, n in cells.items() if re.fullmatch(r"LUT[1-6]|INV", cell))
     luts += sum(n * _LUTRAM_LUTS[cell] for cell, n in cells.items() if cell in _LUTRAM_LUTS)
     bram18 = sum(n for cell, n in cells.items() if cell.startswith("RAMB18"))
+    bram36 = sum(n for cell, n in cells.items() if cell.startswith("RAMB36"))
     return {
         "dsp": count(("DSP48E2",)),
         "lut": luts,
         "ff": count(_FFS),
-        "bram36": sum(n for cell, n in cells.items() if cell.startswith("RAMB36")) + (bram18 + 1) // 2,
+        # halves stay exact, so the blocks of per_block add up to the total
+        "bram36": bram36 + bram18 // 2 if bram18 % 2 == 0 else bram36 + bram18 / 2,
     }
 
 
