@@ -275,13 +275,14 @@ def stub(text: str) -> str:
 
 
 def canonical(text: str) -> str:
-    """``text`` with the numbers of generated names (``\\port$1722$0``, ``\\$auto$...$18``) renumbered.
+    """``text`` with its generated names (``\\port$1722$0``, ``\\$4``, ``\\$auto$...$18``) renamed.
 
     Amaranth and Yosys number these names design-wide, so one unit's Verilog changes when another
-    unit is added or removed; renumbering by first appearance in ``text`` undoes that.
+    unit is added or removed. Each distinct escaped identifier with a ``$``-number becomes
+    ``\\$n`` by first appearance (a renaming: two names never merge into one).
     """
-    numbers: dict[str, str] = {}
-    return re.sub(r"(?<=\$)\d+", lambda m: numbers.setdefault(m.group(), str(len(numbers))), text)
+    names: dict[str, str] = {}
+    return re.sub(r"\\\S*\$\d\S*", lambda m: names.setdefault(m.group(), f"\\${len(names)}"), text)
 
 
 def _module_keys(modules: dict[str, str], script: str) -> dict[str, str]:
