@@ -91,8 +91,9 @@ def synth_script(top: str) -> str:
     No ``-flatten``: every module is optimized and mapped on its own, so ``stat`` counts cells
     per module. The price is that nothing is optimized across module boundaries: a constant
     input or an unread output of a submodule (e.g. the 32-bit token count that only reaches
-    a few bits, a stream ``ready`` tied to 1) keeps its logic. On the demo preset the
-    hierarchical totals are close to the flat ones (README, "Resources").
+    a few bits, a stream ``ready`` tied to 1) keeps its logic. On the demo preset that costs
+    little: flat 62 DSP / 9,158 LUT / 4,538 FF / 54 BRAM36, hierarchical 62 / 9,200 / 4,544 / 54
+    (README, "Resources").
     """
     return f"synth_xilinx -family xcup -top {top} -noiopad -noclkbuf -run begin:map_luts; {_MAP_LUTS}"
 
@@ -307,7 +308,9 @@ def synth_modules(verilog: str, top: str = TOP) -> dict[str, dict[str, int]]:
     :func:`_module_keys`). Yosys runs only on the modules missing from the cache and on the
     modules above them; the cached modules they instantiate are read as :func:`stub` blackboxes.
     So a config that changes one unit (``selector=False``) re-synthesizes only the modules whose
-    Verilog changed and their parents.
+    Verilog changed and their parents. ABC's LUT mapping depends a little on names and netlist
+    order: on demo with ``selector=False``, cached modules gave 8,474 LUTs and a fresh synthesis
+    8,458 (DSP, FF and BRAM equal).
     """
     script = synth_script(top)
     modules = split_modules(strip_zero_init(verilog))
