@@ -89,11 +89,10 @@ def synth_script(top: str) -> str:
     """The Yosys commands after ``read_verilog``: synth_xilinx up to map_luts, plain-abc LUT mapping.
 
     No ``-flatten``: every module is optimized and mapped on its own, so ``stat`` counts cells
-    per module. The price is that nothing is optimized across module boundaries: a constant
-    input or an unread output of a submodule (e.g. the 32-bit token count that only reaches
-    a few bits, a stream ``ready`` tied to 1) keeps its logic. On the demo preset (imem_depth 256) it costs
-    little: flat 62 DSP / 9,158 LUT / 4,538 FF / 54 BRAM36, hierarchical 62 / 9,200 / 4,544 / 54
-    (README, "Resources").
+    per module. The price is that nothing is optimized across module boundaries: the logic
+    behind a constant input or an unread output of a submodule stays. On the demo preset
+    (imem_depth 256) that costs little: flat 62 DSP / 9,158 LUT / 4,538 FF / 54 BRAM36,
+    hierarchical 62 / 9,200 / 4,544 / 54 (README, "Resources").
     """
     return f"synth_xilinx -family xcup -top {top} -noiopad -noclkbuf -run begin:map_luts; {_MAP_LUTS}"
 
