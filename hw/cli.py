@@ -1,7 +1,8 @@
 """`vitforge rtl`: generate Verilog for a preset, and estimate its FPGA resources with Yosys.
 
-``rtl generate`` writes :func:`blocks` (the stand-alone units and the whole accelerator ``encoder_top``);
-``rtl report`` synthesizes ``encoder_top`` alone (:func:`vitforge.hw.synth.report`).
+``rtl generate`` writes :func:`blocks` (the stand-alone units, the whole accelerator ``encoder_top``
+and the board-level ``axi_top``); ``rtl report`` synthesizes ``encoder_top`` alone
+(:func:`vitforge.hw.synth.report`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ def blocks(config: HwConfig) -> dict[str, str]:
 
     Stand-alone blocks first (``gemm_engine`` includes its ``requant``; ``gemm_sequencer``
     includes the engine), then the whole accelerator ``encoder_top`` (controller, every unit and
-    the scratchpads); a unit that ``config`` disables is left out.
+    the scratchpads) and ``axi_top`` (:class:`~vitforge.hw.axi.AxiTop`: encoder_top behind the
+    AXI4-Lite register file and the AXI4 memory port: the board's top); a unit that ``config``
+    disables is left out.
     """
+    from .axi import AxiTop
     from .controller import Controller  # noqa: F401 - the top's controller (documented above)
     from .gemm import GemmEngine, GemmSequencer, Requantizer
     from .nonlinear import GeluUnit, LayerNormUnit, SigmoidUnit, SoftmaxUnit
@@ -49,6 +53,7 @@ def blocks(config: HwConfig) -> dict[str, str]:
         designs["selector"] = lambda: TokenSelector(heads=cfg.max_heads, max_tokens=cfg.max_tokens,
                                                     max_dim=cfg.max_embed_dim)
     designs["encoder_top"] = lambda: EncoderTop(config=cfg)
+    designs["axi_top"] = lambda: AxiTop(config=cfg)
     return {name: generate(make(), name) for name, make in designs.items()}
 
 

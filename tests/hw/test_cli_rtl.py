@@ -14,7 +14,8 @@ from vitforge.hw.verilog import HEADER
 def test_generate_writes_every_block(tmp_path, capsys):
     assert main(["rtl", "generate", "--preset", "demo", "--out", str(tmp_path)]) == 0
     names = sorted(p.stem for p in tmp_path.glob("*.v"))
-    assert {"encoder_top", "gemm_sequencer", "gemm_engine", "selector", "softmax", "layernorm"} <= set(names)
+    assert {"encoder_top", "axi_top", "gemm_sequencer", "gemm_engine", "selector", "softmax", "layernorm"} <= set(names)
+    assert "module axi_top(" in (tmp_path / "axi_top.v").read_text()
     top = (tmp_path / "encoder_top.v").read_text()
     assert top.splitlines()[0] == HEADER
     assert "module encoder_top(" in top
