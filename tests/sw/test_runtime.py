@@ -175,3 +175,17 @@ def test_zcu102_smoke_logits_equal_golden():
     assert res["pruned"]["images"] == 2 and res["pruned"]["exact"] == 2, res
     for name, layer in res["pruned"]["per_layer"].items():
         assert abs(layer["model_error_pct"]) <= 5.0, (name, layer)
+
+
+def test_model_builds_keep_tool_output_off_stdout(capfd):
+    """`vitforge run --json` prints JSON on stdout: pyverilator's Verilator and make calls must not."""
+    import pyverilator.pyverilator as pv
+
+    from vitforge.sim import rtl
+
+    rtl._patch_version()
+    assert pv.call_process is rtl._quiet_call
+    rtl._quiet_call(["echo", "verilator report"])
+    assert capfd.readouterr().out == ""
+    with pytest.raises(RuntimeError, match=r"failed:\n.*No such file"):
+        rtl._quiet_call(["ls", "/nonexistent-vitforge"])
