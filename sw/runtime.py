@@ -270,7 +270,8 @@ class AcceleratorBackend:
 
 
 class Runtime:
-    """An artifact on a backend: ``Runtime(path, "rtl").infer(image)``.
+    """An artifact on a backend: ``Runtime(path, "rtl").infer(image)`` (a context manager: leaving it
+    frees the simulator).
 
     Args:
         artifact: the artifact directory (every blob is checked on load).
@@ -309,6 +310,12 @@ class Runtime:
 
     def close(self) -> None:
         self.backend.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _record(rt: Runtime, i: int, img: torch.Tensor) -> dict:

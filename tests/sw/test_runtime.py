@@ -128,21 +128,16 @@ def test_rtl_logits_equal_golden(artifact):
 
 @pytest.mark.rtl
 def test_rtl_timeout_names_the_layer(artifact):
-    rt = Runtime(artifact, "rtl", budget=3000)
-    try:
-        with pytest.raises(AcceleratorTimeout, match=r"within 3000 cycles; it is at instruction \d+ \(\w+\) of "
-                                                     r"layer 'embed'"):
-            rt.infer(_images(1)[0])
-    finally:
-        rt.close()
+    with Runtime(artifact, "rtl", budget=3000) as rt, pytest.raises(
+            AcceleratorTimeout, match=r"within 3000 cycles; it is at instruction \d+ \(\w+\) of layer 'embed'"):
+        rt.infer(_images(1)[0])
 
 
 @pytest.mark.rtl
 def test_rtl_starved_stream_hangs_and_is_caught(artifact):
     """A mis-programmed run (the input stream is shorter than the program's LOADs) stops in the last
     LOAD: the driver times out and names its layer."""
-    rt = Runtime(artifact, "rtl", budget=400_000)
-    try:
+    with Runtime(artifact, "rtl", budget=400_000) as rt:
         be = rt.backend
         be.device.write_reg(axi.Reg.IN_BEATS, be.in_beats - 3)
         prog = be.prog.program
@@ -150,8 +145,6 @@ def test_rtl_starved_stream_hangs_and_is_caught(artifact):
         with pytest.raises(AcceleratorTimeout, match=f"instruction {last_load} \\(LOAD\\) of layer "
                                                      f"'{prog.layers[last_load]}'"):
             rt.infer(_images(1)[0])
-    finally:
-        rt.close()
 
 
 @pytest.mark.rtl
