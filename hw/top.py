@@ -17,8 +17,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import MAX_ADDR_BITS, HwConfig
-from .controller import CYCLE_BITS, Controller
-from .isa import INSTR_BITS, TOKENS
+from .controller import Controller
+from .isa import INSTR_BITS
 
 
 class HostMem(enum.IntEnum):
@@ -28,6 +28,10 @@ class HostMem(enum.IntEnum):
     WEIGHT = 1
     PARAM = 2
     IMEM = 3
+
+
+#: Controller output ports the top passes through unchanged.
+PASSED_THROUGH = ("busy", "done", "error", "cycles", "tokens", "instr", "issue", "load_param")
 
 
 class EncoderTop(wiring.Component):
@@ -53,11 +57,8 @@ class EncoderTop(wiring.Component):
         self.host_bits = max(cfg.word_bits, cfg.param_word_bits, INSTR_BITS)
         super().__init__({
             "start": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "error": Out(1),
-            "cycles": Out(CYCLE_BITS),
-            "tokens": Out(range(TOKENS + 1)),
+            # The controller's status ports, passed through as the controller declares them.
+            **{name: self._ctrl.signature.members[name] for name in PASSED_THROUGH},
             "host_mem": In(2),
             "host_addr": In(MAX_ADDR_BITS),
             "host_wdata": In(self.host_bits),
@@ -65,9 +66,6 @@ class EncoderTop(wiring.Component):
             "host_rdata": Out(cfg.word_bits),
             "dma_in": In(stream.Signature(self._ctrl.dma_bits)),
             "dma_out": Out(stream.Signature(cfg.word_bits)),
-            "instr": Out(cfg.addr_bits(cfg.imem_depth)),
-            "issue": Out(1),
-            "load_param": Out(1),
         })
 
     @property
@@ -85,9 +83,8 @@ class EncoderTop(wiring.Component):
         wiring.connect(m, wiring.flipped(self.dma_in), ctrl.dma_in)
         wiring.connect(m, ctrl.dma_out, wiring.flipped(self.dma_out))
         m.d.comb += [
-            ctrl.start.eq(self.start), self.busy.eq(ctrl.busy), self.done.eq(ctrl.done),
-            self.instr.eq(ctrl.instr), self.issue.eq(ctrl.issue), self.load_param.eq(ctrl.load_param),
-            self.error.eq(ctrl.error), self.cycles.eq(ctrl.cycles), self.tokens.eq(ctrl.tokens),
+            ctrl.start.eq(self.start),
+            *(getattr(self, name).eq(getattr(ctrl, name)) for name in PASSED_THROUGH),
         ]
         host = ~ctrl.busy
         for mem, name, code in ((act, "act", HostMem.ACT), (wt, "wt", HostMem.WEIGHT), (prm, "prm", HostMem.PARAM),
