@@ -1,0 +1,1 @@
+"""Co-optimization of models and hardware: CF-MESMO and its baselines over design spaces."""
