@@ -41,8 +41,8 @@ from amaranth.lib.wiring import In, Out
 
 from .config import HwConfig
 from .controller import CYCLE_BITS
-from .isa import INSTR_BITS
-from .top import EncoderTop, HostMem
+from .isa import INSTR_BITS, Mem
+from .top import EncoderTop
 
 #: AXI address width of the memory port (the ZynqMP's HP ports take 49; 40 bits cover its DDR).
 ADDR_BITS = 40
@@ -131,8 +131,6 @@ def program_image(cfg: HwConfig, words: list[int]) -> bytes:
 
 def stream_image(cfg: HwConfig, program, inputs: dict[str, list[int]]) -> bytes:
     """The input-stream buffer of ``program`` (a :class:`vitforge.hw.program.Program`)."""
-    from .isa import Mem
-
     out = bytearray()
     for ld in program.loads:
         blob = inputs[ld.blob] if ld.blob in inputs else program.blobs[ld.blob]
@@ -312,7 +310,7 @@ class AxiTop(wiring.Component):
             core.dma_in.valid.eq(~boot & ~draining & last & self.m_axi_rvalid),
             core.dma_in.payload.eq(Mux(core.load_param, word(n_param, cfg.param_word_bits),
                                        word(n_word, cfg.word_bits))),
-            core.host_mem.eq(HostMem.IMEM),
+            core.host_mem.eq(Mem.IMEM),
             core.host_addr.eq(instr_idx),
             core.host_wdata.eq(word(n_instr, INSTR_BITS)),
             core.host_we.eq(boot & last & self.m_axi_rvalid),

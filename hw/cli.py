@@ -18,43 +18,28 @@ from .synth import DEFAULT_DEVICE, DEVICES
 def blocks(config: HwConfig) -> dict[str, str]:
     """Verilog text of every generated block of ``config``, by top-module name.
 
-    Stand-alone blocks first (``gemm_engine`` includes its ``requant``; ``gemm_sequencer``
-    includes the engine), then the whole accelerator ``encoder_top`` (controller, every unit and
-    the scratchpads) and ``axi_top`` (:class:`~vitforge.hw.axi.AxiTop`: encoder_top behind the
-    AXI4-Lite register file and the AXI4 memory port: the board's top); a unit that ``config``
-    disables is left out.
+    The units of :mod:`vitforge.hw.units` that ``config`` builds, stand-alone, in registration order
+    (``gemm_engine`` includes its ``requant``; ``gemm_sequencer`` includes the engine), then the whole
+    accelerator ``encoder_top`` (controller, every unit and the scratchpads) and ``axi_top``
+    (:class:`~vitforge.hw.axi.AxiTop`: encoder_top behind the AXI4-Lite register file and the AXI4
+    memory port: the board's top).
     """
-    from .axi import AxiTop
-    from .controller import Controller  # noqa: F401 - the top's controller (documented above)
-    from .gemm import GemmEngine, GemmSequencer, Requantizer
-    from .nonlinear import GeluUnit, LayerNormUnit, SigmoidUnit, SoftmaxUnit
-    from .residual import ResidualAdder
-    from .selector import TokenSelector
-    from .top import EncoderTop
     from .verilog import generate
 
-    cfg = config
-    designs = {
-        "gemm_engine": lambda: GemmEngine(config=cfg),
-        "requant": lambda: Requantizer(lanes=cfg.lanes, acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits,
-                                       shift_bits=cfg.shift_bits),
-        "gemm_sequencer": lambda: GemmSequencer(config=cfg),
-        "residual": lambda: ResidualAdder(config=cfg),
-    }
-    if cfg.gelu:
-        designs["gelu"] = lambda: GeluUnit(numerics=cfg.numerics)
-    if cfg.sigmoid:
-        designs["sigmoid"] = lambda: SigmoidUnit(numerics=cfg.numerics)
-    if cfg.softmax:
-        designs["softmax"] = lambda: SoftmaxUnit(numerics=cfg.numerics, max_len=cfg.max_tokens)
-    if cfg.layernorm:
-        designs["layernorm"] = lambda: LayerNormUnit(numerics=cfg.numerics, max_dim=cfg.max_embed_dim)
-    if cfg.selector:
-        designs["selector"] = lambda: TokenSelector(heads=cfg.max_heads, max_tokens=cfg.max_tokens,
-                                                    max_dim=cfg.max_embed_dim)
-    designs["encoder_top"] = lambda: EncoderTop(config=cfg)
-    designs["axi_top"] = lambda: AxiTop(config=cfg)
-    return {name: generate(make(), name) for name, make in designs.items()}
+    return {name: generate(make(), name) for name, make in designs(config).items()}
+
+
+def designs(config: HwConfig) -> dict:
+    """What :func:`blocks` generates: block name -> zero-argument factory of the Amaranth component.
+    The Verilator lint (tests/hw/test_lint.py) checks the same list, with the controller."""
+    from . import units
+    from .axi import AxiTop
+    from .top import EncoderTop
+
+    out = {u.name: (lambda u=u: u.build(config)) for u in units.enabled(config)}
+    out["encoder_top"] = lambda: EncoderTop(config=config)
+    out["axi_top"] = lambda: AxiTop(config=config)
+    return out
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -30,7 +30,9 @@ import math
 from dataclasses import dataclass, field
 
 from vitforge.quant.config import DEFAULT_NUMERICS, NumericsConfig
-from vitforge.quant.fixed import ACC_BITS, REQUANT_MAX_SHIFT, REQUANT_MULT_BITS, FixedFormat
+from vitforge.quant.fixed import ACC_BITS, REQUANT_MULT_BITS, FixedFormat
+
+from .isa import INSTR_BITS, MAX_ADDR_BITS, MAX_DIM_BITS, SHIFT_BITS
 
 #: The datapath is built for this activation and weight width (NumericsConfig allows more).
 DATAPATH_BITS = 8
@@ -38,12 +40,6 @@ DATAPATH_BITS = 8
 MACS_PER_DSP = 2
 #: One BRAM36 as 512 words x 72 bits.
 BRAM36_DEPTH, BRAM36_WIDTH = 512, 72
-#: Width of a requantization shift field (holds 0..REQUANT_MAX_SHIFT).
-SHIFT_BITS = REQUANT_MAX_SHIFT.bit_length()
-#: Largest depth of any memory: the ISA's address fields are this wide (see hw/isa.py).
-MAX_ADDR_BITS = 20
-#: Largest matrix dimension (tokens, features) the ISA's size fields hold.
-MAX_DIM_BITS = 12
 #: AXI4 data widths the memory port may have.
 BUS_BITS = (32, 64, 128, 256, 512, 1024)
 
@@ -252,8 +248,6 @@ class HwConfig:
     @property
     def bram36_estimate(self) -> int:
         """BRAM36 blocks of the scratchpads at 512 x 72 each (the instruction memory included)."""
-        from .isa import INSTR_BITS
-
         return (self._bram36(self.act_depth, self.word_bits) + self._bram36(self.weight_depth, self.word_bits)
                 + self._bram36(self.param_depth, self.param_word_bits) + self._bram36(self.imem_depth, INSTR_BITS))
 

@@ -40,10 +40,11 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import MAX_ADDR_BITS, HwConfig
-from .gemm import GemmSequencer, param_lane_layout
-from .isa import INSTR_BITS, INSTR_LAYOUT, PER_TOKEN, TOKENS, Mem, Op
-from .residual import ResidualAdder
+from . import units
+from .config import HwConfig
+from .gemm import param_lane_layout
+from .isa import INSTR_BITS, INSTR_LAYOUT, MAX_ADDR_BITS, PER_TOKEN, TOKENS, Mem, Op
+from .selector import SCORE_BITS
 
 #: Width of the cycle counter.
 CYCLE_BITS = 32
@@ -117,34 +118,24 @@ class Controller(wiring.Component):
     def config(self) -> HwConfig:
         return self._config
 
-    def _units(self, m: Module) -> dict[Op, wiring.Component]:
-        """The enabled row-wise units, by the opcode they run."""
-        from .nonlinear import GeluUnit, LayerNormUnit, SigmoidUnit, SoftmaxUnit
-        from .selector import TokenSelector
-
-        cfg = self._config
-        units = {}
-        if cfg.gelu:
-            units[Op.GELU] = m.submodules.gelu = GeluUnit(numerics=cfg.numerics)
-        if cfg.sigmoid:
-            units[Op.SIGMOID] = m.submodules.sigmoid = SigmoidUnit(numerics=cfg.numerics)
-        if cfg.softmax:
-            units[Op.SOFTMAX] = m.submodules.softmax = SoftmaxUnit(numerics=cfg.numerics, max_len=cfg.max_tokens)
-        if cfg.layernorm:
-            units[Op.LAYERNORM] = m.submodules.layernorm = LayerNormUnit(numerics=cfg.numerics,
-                                                                       max_dim=cfg.max_embed_dim)
-        if cfg.selector:
-            units[Op.SELECT] = m.submodules.selector = TokenSelector(
-                heads=cfg.max_heads, max_tokens=cfg.max_tokens, max_dim=cfg.max_embed_dim)
-        return units
+    def _units(self, m: Module) -> dict[int, tuple[units.Unit, wiring.Component]]:
+        """The enabled units of :mod:`vitforge.hw.units` other than the GEMM sequencer and the adder, by opcode."""
+        built = {}
+        for unit in units.controlled(self._config):
+            if unit.kind in ("gemm", "add"):
+                continue
+            block = unit.build(self._config)
+            m.submodules[unit.submodule] = block
+            built[unit.op] = (unit, block)
+        return built
 
     def elaborate(self, platform):
         cfg = self._config
         lanes, bits = cfg.lanes, cfg.act_bits
         m = Module()
-        m.submodules.gemm = seq = GemmSequencer(config=cfg)
-        m.submodules.residual = add = ResidualAdder(config=cfg)
-        units = self._units(m)
+        m.submodules.gemm = seq = units.UNITS["gemm_sequencer"].build(cfg)
+        m.submodules.residual = add = units.UNITS["residual"].build(cfg)
+        rowwise = self._units(m)
 
         # --- fetch/decode state ---------------------------------------------------------------
         pc = Signal(cfg.addr_bits(cfg.imem_depth))
@@ -220,14 +211,14 @@ class Controller(wiring.Component):
         ln_eps = Signal(cfg.acc_bits)
         ln_mult = Signal(cfg.mult_bits)
         ln_shift = Signal(cfg.shift_bits)
-        threshold = Signal(7)
+        threshold = Signal(SCORE_BITS)
 
         m.d.comb += e_data.eq(r_buf[:bits])
 
         # Element and scores streams into the selected unit; results out of it.
-        for code, unit in units.items():
+        for code, (spec, unit) in rowwise.items():
             active = op == code
-            if code == Op.SELECT:
+            if spec.kind == "select":
                 m.d.comb += [
                     unit.threshold.eq(threshold), unit.n_tokens.eq(rows), unit.dim.eq(cols),
                     unit.tokens.valid.eq(e_valid & active), unit.tokens.payload.eq(e_data),
@@ -236,7 +227,7 @@ class Controller(wiring.Component):
                     unit.o.ready.eq(active),
                 ]
                 for h in range(cfg.max_heads):
-                    m.d.comb += [unit.scores.payload.scores[h].eq(scores_buf[h * bits:h * bits + 7]),
+                    m.d.comb += [unit.scores.payload.scores[h].eq(scores_buf[h * bits:h * bits + SCORE_BITS]),
                                  unit.scores.payload.weights[h].eq(r_buf[h * bits:(h + 1) * bits])]
                 with m.If(active):
                     m.d.comb += [e_ready.eq(unit.tokens.ready), s_ready.eq(unit.scores.ready),
@@ -244,18 +235,18 @@ class Controller(wiring.Component):
                                  o_last.eq(unit.o.payload.last), o_end.eq(unit.o.payload.end)]
                 continue
             m.d.comb += [unit.i.valid.eq(e_valid & active), unit.i.payload.eq(e_data), unit.o.ready.eq(active)]
-            if code in (Op.SOFTMAX, Op.LAYERNORM):
+            if spec.kind in ("row", "layernorm"):
                 m.d.comb += unit.length.eq(cols)
-            if code == Op.LAYERNORM:
+            if spec.kind == "layernorm":
                 m.d.comb += [unit.eps_q.eq(ln_eps), unit.mult.eq(ln_mult), unit.shift.eq(ln_shift),
                              unit.params.valid.eq(p_valid & active),
                              unit.params.payload.beta.eq(p_buf[:cfg.acc_bits]),
                              unit.params.payload.gamma.eq(p_buf[cfg.acc_bits:cfg.acc_bits + bits])]
             with m.If(active):
                 m.d.comb += [e_ready.eq(unit.i.ready), o_valid.eq(unit.o.valid)]
-                if code == Op.LAYERNORM:
+                if spec.kind == "layernorm":
                     m.d.comb += p_ready.eq(unit.params.ready)
-                if code in (Op.SOFTMAX, Op.LAYERNORM):
+                if spec.kind in ("row", "layernorm"):
                     m.d.comb += o_data.eq(unit.o.payload.data)
                 else:
                     m.d.comb += o_data.eq(unit.o.payload)
@@ -342,20 +333,21 @@ class Controller(wiring.Component):
                     with m.Case(Op.STORE):
                         m.d.sync += n_words.eq(count(ins.args.store.count))
                         m.next = "STORE_RD"
-                    for code in units:
+                    for code, (spec, _) in rowwise.items():
+                        selects = spec.kind == "select"
                         with m.Case(code):
-                            fields = sl if code == Op.SELECT else rw
+                            fields = sl if selects else rw
                             m.d.sync += [
-                                is_select.eq(code == Op.SELECT),
-                                rows.eq(dim(sl.n_tokens) if code == Op.SELECT else dim(rw.rows)),
-                                cols.eq(sl.dim if code == Op.SELECT else dim(rw.cols)),
-                                src_addr.eq(sl.tokens_addr if code == Op.SELECT else rw.src_addr),
-                                src_stride.eq(sl.tokens_stride if code == Op.SELECT else rw.src_stride),
+                                is_select.eq(selects),
+                                rows.eq(dim(sl.n_tokens) if selects else dim(rw.rows)),
+                                cols.eq(sl.dim if selects else dim(rw.cols)),
+                                src_addr.eq(sl.tokens_addr if selects else rw.src_addr),
+                                src_stride.eq(sl.tokens_stride if selects else rw.src_stride),
                                 dst_addr.eq(fields.dst_addr),
-                                dst_stride.eq(sl.tokens_stride if code == Op.SELECT else rw.dst_stride),
+                                dst_stride.eq(sl.tokens_stride if selects else rw.dst_stride),
                                 prm_base.eq(fields.param_addr),
                                 r_row.eq(0), r_col.eq(0), r_lane.eq(0), r_word.eq(0),
-                                r_row_addr.eq(sl.tokens_addr if code == Op.SELECT else rw.src_addr),
+                                r_row_addr.eq(sl.tokens_addr if selects else rw.src_addr),
                                 w_row.eq(0), w_col.eq(0), w_word.eq(0), w_lane.eq(0), w_buf.eq(0), w_done.eq(0),
                                 w_row_addr.eq(fields.dst_addr),
                                 p_col.eq(0), p_word.eq(0), p_lane.eq(0),
@@ -434,9 +426,11 @@ class Controller(wiring.Component):
                 m.next = "ROW_PARAMS_LATCH"
             with m.State("ROW_PARAMS_LATCH"):
                 m.d.sync += [ln_eps.eq(prm_lane0.bias), ln_mult.eq(prm_lane0.mult), ln_shift.eq(prm_lane0.shift),
-                             threshold.eq(prm_lane0.bias[:7]), writing.eq(1)]
-                with m.If(op == Op.LAYERNORM):
-                    m.d.sync += p_state.eq(1)
+                             threshold.eq(prm_lane0.bias[:SCORE_BITS]), writing.eq(1)]
+                for code, (spec, _) in rowwise.items():
+                    if spec.kind == "layernorm":
+                        with m.If(op == code):
+                            m.d.sync += p_state.eq(1)
                 with m.If(is_select):
                     m.next = "SCORE_RD0"
                 with m.Else():

@@ -54,7 +54,12 @@ class Divider(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return self.quotient_width + 1
+        return self.latency_for(self.quotient_width)
+
+    @staticmethod
+    def latency_for(quotient_width: int) -> int:
+        """:attr:`latency` of a divider computing ``quotient_width`` bits (no elaboration needed)."""
+        return quotient_width + 1
 
     def elaborate(self, platform):
         m = Module()
@@ -113,7 +118,12 @@ class Isqrt(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return self.result_width + 1
+        return self.latency_for(self._width)
+
+    @staticmethod
+    def latency_for(width: int) -> int:
+        """:attr:`latency` of a square root of ``width`` bits (no elaboration needed)."""
+        return (width + 1) // 2 + 1
 
     def elaborate(self, platform):
         m = Module()

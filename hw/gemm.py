@@ -27,6 +27,7 @@ from vitforge.quant.selector import MEAN_RECIP_BITS
 
 from .config import HwConfig
 from .divider import Divider
+from .isa import FIELDS, Op
 
 #: Width of the product ``acc * mult`` (|acc| <= 2**31, mult < 2**16: fits 48 bits signed).
 PRODUCT_BITS = 48
@@ -178,10 +179,8 @@ class GemmEngine(wiring.Component):
     def config(self) -> HwConfig:
         return self._config
 
-    @property
-    def latency(self) -> int:
-        """Last operand accepted -> first result valid: finish the tile, load the drain, requantize."""
-        return 2 + Requantizer.latency
+    #: Last operand accepted -> first result valid: finish the tile, load the drain, requantize.
+    latency = 2 + Requantizer.latency
 
     def elaborate(self, platform):
         cfg = self._config
@@ -255,8 +254,6 @@ class GemmSequencer(wiring.Component):
     """
 
     def __init__(self, *, config: HwConfig):
-        from .isa import FIELDS, Op
-
         self._config = cfg = _check_config(config)
         gemm_fields = data.StructLayout(dict(FIELDS[Op.GEMM]))
         word = word_layout(cfg)

@@ -53,10 +53,14 @@ from dataclasses import dataclass
 
 from amaranth.lib import data
 
-from vitforge.quant.fixed import REQUANT_MULT_BITS
+from vitforge.quant.fixed import REQUANT_MAX_SHIFT, REQUANT_MULT_BITS
 
-from .config import MAX_ADDR_BITS, MAX_DIM_BITS, SHIFT_BITS
-
+#: Width of an address or word-count field: the largest memory depth is ``2**MAX_ADDR_BITS`` words.
+MAX_ADDR_BITS = 20
+#: Width of a size field (tokens, features): matrix dimensions are below ``2**MAX_DIM_BITS``.
+MAX_DIM_BITS = 12
+#: Width of a requantization shift field (holds 0..REQUANT_MAX_SHIFT).
+SHIFT_BITS = REQUANT_MAX_SHIFT.bit_length()
 #: Width of the opcode field.
 OP_BITS = 4
 #: Width of one instruction.
@@ -86,11 +90,13 @@ class Op(enum.IntEnum):
 
 
 class Mem(enum.IntEnum):
-    """Scratchpads a LOAD/STORE addresses."""
+    """The accelerator's memories: the scratchpads a LOAD/STORE addresses, and the instruction memory
+    (``IMEM``: written by the host port only; no instruction addresses it)."""
 
     ACT = 0
     WEIGHT = 1
     PARAM = 2
+    IMEM = 3
 
 
 _A, _D = MAX_ADDR_BITS, MAX_DIM_BITS

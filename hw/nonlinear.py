@@ -240,7 +240,8 @@ class SoftmaxUnit(wiring.Component):
     def _sum_width(self) -> int:
         return (self._max_len * self._numerics.exp_out.qmax).bit_length()
 
-    def latency(self, n: int) -> int:
+    @staticmethod
+    def latency(n: int) -> int:
         """Cycles from accepting a row's last input to its first output being valid (``o.ready`` high)."""
         exp_pass = n + 1 + ExpUnit.latency  # one memory read ahead of the exp pipeline
         divide = 1 + (SOFTMAX_RECIP_BITS + 1) + 1  # hand-off, one quotient bit per cycle, result
@@ -381,16 +382,25 @@ class LayerNormUnit(wiring.Component):
     @property
     def var_width(self) -> int:
         """Width of ``V = sum(c**2)`` and of the ``eps_q`` port."""
-        return (self._max_dim * self.c_max**2).bit_length()
+        return self.var_width_for(self._numerics, self._max_dim)
+
+    @staticmethod
+    def var_width_for(numerics: NumericsConfig, max_dim: int) -> int:
+        """:attr:`var_width` of a unit for ``numerics`` and ``max_dim`` (no elaboration needed)."""
+        fmt = int_format(numerics.act_bits)
+        return (max_dim * (max_dim * (fmt.qmax - fmt.qmin)) ** 2).bit_length()
 
     def latency(self, n: int) -> int:
         """Cycles from accepting a row's last input to its first output being valid."""
-        sqrt = Isqrt(width=self.var_width + 1)
-        div = Divider(dividend_width=LN_RECIP_BITS + 1, divisor_width=sqrt.result_width)
-        latency = (n + 2) + (sqrt.latency + 1) + (div.latency + 1) + 1 + PipelineRegister.latency
-        for unit in (sqrt, div):
-            unit._MustUse__silence = True  # built only to read their latencies
-        return latency
+        return self.latency_for(self._numerics, self._max_dim, n)
+
+    @staticmethod
+    def latency_for(numerics: NumericsConfig, max_dim: int, n: int) -> int:
+        """:meth:`latency` of a unit for ``numerics`` and ``max_dim`` on rows of ``n`` (no elaboration)."""
+        sqrt_width = LayerNormUnit.var_width_for(numerics, max_dim) + 1
+        sqrt = Isqrt.latency_for(sqrt_width)
+        div = Divider.latency_for(LN_RECIP_BITS + 1)
+        return (n + 2) + (sqrt + 1) + (div + 1) + 1 + PipelineRegister.latency
 
     def elaborate(self, platform):
         m = Module()

@@ -77,9 +77,8 @@ class FuseScore(wiring.Component):
     def heads(self) -> int:
         return self._heads
 
-    @property
-    def latency(self) -> int:
-        return SCORE_BITS + 1
+    #: Cycles from an accepted token to its decision (one divider of ``SCORE_BITS`` quotient bits).
+    latency = Divider.latency_for(SCORE_BITS)
 
     def elaborate(self, platform):
         m = Module()

@@ -2,7 +2,7 @@
 
 :func:`report` synthesizes ``encoder_top`` once, keeping its hierarchy, and reads every module's
 cells from ``stat -json``. The totals are the top's cells rolled up the hierarchy
-(:func:`rollup`); ``per_block`` splits them by the instance paths of :data:`BLOCK_PATHS`
+(:func:`rollup`); ``per_block`` splits them by the units' instance paths (:func:`block_paths`)
 (:func:`per_block`). :func:`device_fit` compares the totals with a device of :data:`DEVICES`.
 Results are cached under ``build/synth/`` by a hash of the Verilog, the script and the Yosys
 version (LUT counts change between Yosys versions; pyproject.toml pins it).
@@ -149,37 +149,35 @@ def rollup(modules: dict[str, dict[str, int]], top: str) -> dict[str, int]:
     return total
 
 
-#: Report blocks by instance path below the top (Amaranth names each module by its path, e.g.
-#: ``encoder_top.ctrl.gemm.engine``: see hw/controller.py, hw/gemm.py). A module belongs to the
-#: block with the longest path that prefixes its own; the top and the controller's own logic
-#: with the four scratchpads (instantiated in encoder_top) are the rest.
-BLOCK_PATHS = {
-    "gemm_array": "ctrl.gemm.engine",  # PE array, accumulators and drain registers
-    "requant": "ctrl.gemm.engine.requant",
-    "gemm_sequencer": "ctrl.gemm",  # operand feeder, tile loops, mean reciprocal divider
-    "residual": "ctrl.residual",
-    "gelu": "ctrl.gelu",
-    "sigmoid": "ctrl.sigmoid",
-    "softmax": "ctrl.softmax",
-    "layernorm": "ctrl.layernorm",
-    "selector": "ctrl.selector",
-    "controller_and_memories": "",
-}
-#: Blocks built only when the config flag of the same name is set.
-_OPTIONAL = ("gelu", "sigmoid", "softmax", "layernorm", "selector")
+#: The report's row for the top and the controller's own logic with the four scratchpads.
+REST = "controller_and_memories"
+
+
+def block_paths() -> dict[str, str]:
+    """Report blocks by instance path below the top: every unit of :mod:`vitforge.hw.units` that sits in
+    ``encoder_top`` (Amaranth names each module by its path, e.g. ``encoder_top.ctrl.gemm.engine``), then
+    :data:`REST`. A module belongs to the block with the longest path that prefixes its own."""
+    from . import units
+
+    paths = {u.row: u.path for u in units.UNITS.values() if u.path}
+    paths[REST] = ""
+    return paths
 
 
 def expected_blocks(config: HwConfig) -> list[str]:
-    """The blocks of :data:`BLOCK_PATHS` that ``config`` builds."""
-    return [b for b in BLOCK_PATHS if b not in _OPTIONAL or getattr(config, b)]
+    """The blocks of :func:`block_paths` that ``config`` builds."""
+    from . import units
+
+    return [u.row for u in units.enabled(config) if u.path] + [REST]
 
 
 def block_of(module: str, top: str = TOP) -> str:
-    """The block of :data:`BLOCK_PATHS` that ``module`` (a hierarchical module name) belongs to."""
+    """The block of :func:`block_paths` that ``module`` (a hierarchical module name) belongs to."""
     path = module[len(top) + 1:] if module.startswith(top + ".") else ""
-    best = "controller_and_memories"
-    for block, prefix in BLOCK_PATHS.items():
-        if prefix and (path == prefix or path.startswith(prefix + ".")) and len(prefix) > len(BLOCK_PATHS[best]):
+    paths = block_paths()
+    best = REST
+    for block, prefix in paths.items():
+        if prefix and (path == prefix or path.startswith(prefix + ".")) and len(prefix) > len(paths[best]):
             best = block
     return best
 
@@ -200,9 +198,9 @@ def per_block(modules: dict[str, dict[str, int]], top: str = TOP,
     found = {block_of(name, top) for name in modules if in_tree(name)}
     for block in expect or []:
         if block not in found:
-            raise ValueError(f"block {block!r} ({top}.{BLOCK_PATHS[block]}) is not in the synthesized "
+            raise ValueError(f"block {block!r} ({top}.{block_paths()[block]}) is not in the synthesized "
                              f"hierarchy; modules: {', '.join(sorted(modules))}")
-    cells: dict[str, dict[str, int]] = {block: {} for block in (expect or BLOCK_PATHS) if block in found}
+    cells: dict[str, dict[str, int]] = {block: {} for block in (expect or block_paths()) if block in found}
 
     def walk(module: str, times: int, parent: str) -> None:
         block = block_of(module, top) if in_tree(module) else parent
@@ -213,7 +211,7 @@ def per_block(modules: dict[str, dict[str, int]], top: str = TOP,
             else:
                 own[cell] = own.get(cell, 0) + times * n
 
-    walk(top, 1, "controller_and_memories")
+    walk(top, 1, REST)
     return {block: summarize(c) for block, c in cells.items()}
 
 

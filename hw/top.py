@@ -9,26 +9,14 @@ AXI wrapper of a later issue replaces it); ``LOAD``/``STORE`` move words through
 
 from __future__ import annotations
 
-import enum
-
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .config import MAX_ADDR_BITS, HwConfig
+from .config import HwConfig
 from .controller import Controller
-from .isa import INSTR_BITS
-
-
-class HostMem(enum.IntEnum):
-    """Memories the host port addresses."""
-
-    ACT = 0
-    WEIGHT = 1
-    PARAM = 2
-    IMEM = 3
-
+from .isa import INSTR_BITS, MAX_ADDR_BITS, Mem
 
 #: Controller output ports the top passes through unchanged.
 PASSED_THROUGH = ("busy", "done", "error", "cycles", "tokens", "instr", "issue", "load_param")
@@ -40,7 +28,7 @@ class EncoderTop(wiring.Component):
     Ports:
         start, busy, done, error, cycles, tokens: the controller's (see
             :class:`~vitforge.hw.controller.Controller`).
-        host_mem (:class:`HostMem`), host_addr, host_wdata, host_we: write one word per cycle
+        host_mem (:class:`~vitforge.hw.isa.Mem`), host_addr, host_wdata, host_we: write one word per cycle
             (the low bits of ``host_wdata`` are the word) while not busy;
         host_rdata: the activation word at ``host_addr``, one cycle after it is presented.
         dma_in / dma_out: the ``LOAD`` / ``STORE`` streams.
@@ -87,8 +75,8 @@ class EncoderTop(wiring.Component):
             *(getattr(self, name).eq(getattr(ctrl, name)) for name in PASSED_THROUGH),
         ]
         host = ~ctrl.busy
-        for mem, name, code in ((act, "act", HostMem.ACT), (wt, "wt", HostMem.WEIGHT), (prm, "prm", HostMem.PARAM),
-                                (imem, "imem", HostMem.IMEM)):
+        for mem, name, code in ((act, "act", Mem.ACT), (wt, "wt", Mem.WEIGHT), (prm, "prm", Mem.PARAM),
+                                (imem, "imem", Mem.IMEM)):
             rp, wp = mem.read_port(), mem.write_port()
             host_write = host & self.host_we & (self.host_mem == code)
             m.d.comb += [

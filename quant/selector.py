@@ -39,6 +39,17 @@ PACKAGE_RECIP_BITS = 30
 MEAN_RECIP_BITS = REQUANT_MULT_BITS - 1
 
 
+def scorer_dims(head_dim: int) -> tuple[int, ...]:
+    """Widths of a selector head's MLP2 (HeatViT/SPViT): ``Linear(d, d/2) -> GELU -> Linear(d/2, d/4)
+    -> GELU -> Linear(d/4, 2)`` on one head of width ``d``: ``(d, d/2, d/4, 2)``."""
+    return (head_dim, head_dim // 2, head_dim // 4, 2)
+
+
+def head_weight_dims(heads: int) -> tuple[int, ...]:
+    """Widths of the selector's head-weight MLP: ``Linear(h, max(1, h/2)) -> GELU -> Linear(., h)``."""
+    return (heads, max(1, heads // 2), heads)
+
+
 def token_mean(x: torch.Tensor, dim: int) -> torch.Tensor:
     """Mean of int8 codes along ``dim``: ``round(sum(x) * floor(2**MEAN_RECIP_BITS / n))``.
 

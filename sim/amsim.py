@@ -56,10 +56,10 @@ async def get(ctx, stream):
 async def load_and_start(ctx, dut, words: list[int]) -> None:
     """Write instruction ``words`` into an EncoderTop's instruction memory through the host port,
     make ``dma_out`` ready and pulse ``start``."""
-    from vitforge.hw.top import HostMem
+    from vitforge.hw.isa import Mem
 
     for i, word in enumerate(words):
-        ctx.set(dut.host_mem, int(HostMem.IMEM))
+        ctx.set(dut.host_mem, int(Mem.IMEM))
         ctx.set(dut.host_addr, i)
         ctx.set(dut.host_wdata, word)
         ctx.set(dut.host_we, 1)

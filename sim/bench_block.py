@@ -23,9 +23,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 
 from vitforge.hw.config import HwConfig
-from vitforge.hw.isa import assemble
+from vitforge.hw.isa import Mem, assemble
 from vitforge.hw.program import INPUT_BLOB
-from vitforge.hw.top import HostMem
 from vitforge.sim import block_ref
 from vitforge.sim.runner import assert_equal, bench_config
 
@@ -42,7 +41,7 @@ async def reset(dut) -> None:
     dut.rst.value = 0
 
 
-async def host_write(dut, mem: HostMem, base: int, words: list[int]) -> None:
+async def host_write(dut, mem: Mem, base: int, words: list[int]) -> None:
     """Write ``words`` from ``base`` into ``mem``, one per cycle."""
     for i, word in enumerate(words):
         await FallingEdge(dut.clk)
@@ -103,9 +102,9 @@ async def gemm_programs(dut):
     for i, kwargs in enumerate(params["gemm_cases"]):
         case = block_ref.gemm_case(cfg, **kwargs)
         for mem, addr, words in case.preload:
-            await host_write(dut, HostMem.ACT if mem == "act" else HostMem.WEIGHT, addr, words)
-        await host_write(dut, HostMem.PARAM, 0, case.param_words)
-        await host_write(dut, HostMem.IMEM, 0, assemble([case.instr, block_ref.Instr(block_ref.Op.END)]))
+            await host_write(dut, Mem.ACT if mem == "act" else Mem.WEIGHT, addr, words)
+        await host_write(dut, Mem.PARAM, 0, case.param_words)
+        await host_write(dut, Mem.IMEM, 0, assemble([case.instr, block_ref.Instr(block_ref.Op.END)]))
         cycles = await run_program(dut)
         ins = case.instr
         words = await host_read(dut, ins.dst_addr, ins.m * ins.dst_stride)
@@ -141,7 +140,7 @@ async def encoder_block(dut):
     prog = block_ref.block_program(cfg, p, n)
 
     await reset(dut)
-    await host_write(dut, HostMem.IMEM, 0, assemble(prog.instrs))
+    await host_write(dut, Mem.IMEM, 0, assemble(prog.instrs))
     feed = prog.dma_words({INPUT_BLOB: block_ref.pack_matrix(cfg, x)})
 
     rows = expected.shape[0]

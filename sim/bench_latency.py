@@ -15,7 +15,7 @@ from pathlib import Path
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from vitforge.hw.top import HostMem
+from vitforge.hw.isa import Mem
 from vitforge.sim.bench_block import host_write, reset, stream_words
 from vitforge.sim.runner import bench_config
 
@@ -25,7 +25,7 @@ async def profile(dut):
     params = bench_config()
     job = json.loads(Path(params["job"]).read_text())
     await reset(dut)
-    await host_write(dut, HostMem.IMEM, 0, job["words"])
+    await host_write(dut, Mem.IMEM, 0, job["words"])
     dut.dma_out__ready.value = 1
     issues: list[tuple[int, int, int]] = []
 

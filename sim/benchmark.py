@@ -4,7 +4,7 @@
 For a preset it prints, and writes as JSON (and a plot) with ``--out``:
 
 * simulated RTL cycles per second and wall seconds per image;
-* cycles per image and per layer, the latency model's cycles (sim/latency.py, AXI port) and
+* cycles per image and per layer, the latency model's cycles (hw/cycles.py, AXI port) and
   its error per layer;
 * PE-array MAC utilization per layer: the MACs the layer's GEMM instructions do (at the
   image's token counts) over ``cycles x pe_rows x pe_cols``;
@@ -87,8 +87,8 @@ def _run(backend, golden, codes_list, program, cfg, model_cls) -> dict:
 
 
 def bench(preset: str, artifact: Path | None, images: int, dense: bool = True) -> dict:
+    from vitforge.hw.cycles import CycleModel
     from vitforge.sim import model_ref
-    from vitforge.sim.latency import CycleModel
     from vitforge.sim.rtl import RtlDevice
     from vitforge.sw.data import load_data
     from vitforge.sw.export import load_artifact, write_artifact

@@ -1,5 +1,5 @@
 """Per-instruction cycles of a program on hw/top.py EncoderTop in the Amaranth simulator, and their
-comparison with the analytical model of sim/latency.py.
+comparison with the analytical model of hw/cycles.py.
 
 * :func:`profile_program` — run a :class:`~vitforge.hw.program.Program` (ideal ``dma_in`` stream:
   one word per cycle; ``dma_out`` always ready) and latch the ``cycles`` port at every ``issue``
@@ -107,7 +107,7 @@ DEMO_CASES = (
 
 def calibrate(case: Case, sim: str = "amaranth", port: str = "stream") -> dict:
     """Run ``case`` on the RTL (``"amaranth"``, ``"verilator"`` or ``"icarus"``) and compare the model."""
-    from .latency import CycleModel
+    from vitforge.hw.cycles import CycleModel
 
     cfg, prog, inputs, pruned = case.build()
     if sim == "amaranth":
@@ -128,9 +128,8 @@ def profile_program(cfg, program, inputs: dict[str, list[int]], max_cycles: int 
     ``SELECT``; ``per_layer``: ``per_instr`` summed by ``program.layers`` (start-up cycles in the first).
     """
     from vitforge.hw.isa import assemble
+    from vitforge.hw.timing import START_CYCLES
     from vitforge.hw.top import EncoderTop
-
-    from .latency import START_CYCLES
 
     dut = EncoderTop(config=cfg)
     feed = program.dma_words(inputs)
@@ -189,9 +188,9 @@ def profile_program_rtl(cfg, program, inputs: dict[str, list[int]], sim: str = "
     from pathlib import Path
 
     from vitforge.hw.isa import assemble
+    from vitforge.hw.timing import START_CYCLES
     from vitforge.hw.top import EncoderTop
 
-    from .latency import START_CYCLES
     from .runner import run_bench
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -216,7 +215,7 @@ def profile_program_rtl(cfg, program, inputs: dict[str, list[int]], sim: str = "
 
 
 def _per_layer(program, per_instr: list[int]) -> dict[str, int]:
-    from .latency import START_CYCLES
+    from vitforge.hw.timing import START_CYCLES
 
     layers = program.layers or ["program"] * len(per_instr)
     out: dict[str, int] = {}
@@ -226,7 +225,7 @@ def _per_layer(program, per_instr: list[int]) -> dict[str, int]:
 
 
 def compare(model, program, measured: dict, pruned: list[bool] | None = None) -> dict:
-    """The model (a :class:`~vitforge.sim.latency.CycleModel`) against a :func:`profile_program` run.
+    """The model (a :class:`~vitforge.hw.cycles.CycleModel`) against a :func:`profile_program` run.
 
     Returns ``{"total": (model, rtl), "per_layer": {layer: {"model", "rtl", "error"}},
     "mismatches": [(index, instr text, model, rtl)]}`` (``error``: relative, model over RTL minus 1).

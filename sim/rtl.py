@@ -32,6 +32,7 @@ from pathlib import Path
 
 from vitforge.hw.axi import AxiTop
 from vitforge.hw.config import HwConfig
+from vitforge.hw.timing import DEFAULT_READ_LATENCY
 from vitforge.tools import require
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -40,8 +41,6 @@ BUILD_ROOT = _REPO / "build" / "rtl"
 TOP = "vitforge_axi_top"
 #: Default DDR size of the emulated board (bytes).
 DDR_BYTES = 64 << 20
-#: Default read latency of the emulated DDR, in accelerator cycles.
-READ_LATENCY = 16
 
 #: C++ appended to pyverilator's wrapper: the DDR slave, the AXI4-Lite master and the run loop.
 _HELPERS = r"""
@@ -253,7 +252,7 @@ class RtlDevice:
     #: Cycles a register access may take before it counts as a hang.
     LITE_LIMIT = 1000
 
-    def __init__(self, cfg: HwConfig, ddr_bytes: int = DDR_BYTES, read_latency: int = READ_LATENCY):
+    def __init__(self, cfg: HwConfig, ddr_bytes: int = DDR_BYTES, read_latency: int = DEFAULT_READ_LATENCY):
         import pyverilator
 
         if ddr_bytes <= 0 or read_latency < 0:
@@ -321,4 +320,4 @@ class RtlDevice:
         return bool(self._sim.io.irq.value)
 
 
-__all__ = ["BUILD_ROOT", "DDR_BYTES", "READ_LATENCY", "TOP", "DeviceTimeout", "RtlDevice", "build_model"]
+__all__ = ["BUILD_ROOT", "DDR_BYTES", "TOP", "DeviceTimeout", "RtlDevice", "build_model"]

@@ -3,7 +3,7 @@
 A :class:`LatencyModel` maps a model config and per-block token counts to a latency.
 
 * :class:`CycleLatency` (what ``vitforge train --latency-target-ms`` uses): the accelerator's
-  cycles at a hardware preset's clock, from sim/latency.py's RTL-calibrated cycle model run over
+  cycles at a hardware preset's clock, from hw/cycles.py's RTL-calibrated cycle model run over
   the program hw/program.py compiles for the config's shapes (compiled once per shape and selector
   placement, with shape-only memory images; cycles memoized per token count).
 * :class:`MacLatency`: a proxy that counts multiply-accumulates and divides by a throughput (MACs
@@ -168,7 +168,7 @@ def _shape_key(cfg: ViTConfig) -> tuple:
 
 @dataclass
 class CycleLatency:
-    """Latency from the RTL-calibrated cycle model (sim/latency.py) at a hardware preset's clock.
+    """Latency from the RTL-calibrated cycle model (hw/cycles.py) at a hardware preset's clock.
 
     ``latency_ms(cfg, tokens)``: the program of ``cfg`` (compiled once per shape and selector
     placement) with the token count each selector leaves set to ``round(tokens[b])`` for the block
@@ -186,7 +186,7 @@ class CycleLatency:
 
     def __post_init__(self) -> None:
         from vitforge.hw.config import HwConfig, get_preset
-        from vitforge.sim.latency import CycleModel
+        from vitforge.hw.cycles import CycleModel
 
         self.hw = self.preset if isinstance(self.preset, HwConfig) else get_preset(self.preset)
         self.model = CycleModel(self.hw, self.port)
@@ -215,13 +215,13 @@ class CycleLatency:
         return [max(1, round(counts[b])) for b in cfg.selector_blocks]
 
     def cycles(self, cfg: ViTConfig, tokens: Sequence[float]) -> dict:
-        """:meth:`vitforge.sim.latency.CycleModel.program_cycles` of ``cfg``'s program (per instruction and layer)."""
+        """:meth:`vitforge.hw.cycles.CycleModel.program_cycles` of ``cfg``'s program (per instruction and layer)."""
         return self.model.program_cycles(self.program(cfg), self.select_tokens(cfg, tokens))
 
     def total_cycles(self, cfg: ViTConfig, tokens: Sequence[float]) -> int:
         """Total cycles; memoized per program segment (between SELECTs) and token count."""
         from vitforge.hw.isa import Op
-        from vitforge.sim.latency import START_CYCLES
+        from vitforge.hw.timing import START_CYCLES
 
         prog, kept = self.program(cfg), self.select_tokens(cfg, tokens)
         key = _shape_key(cfg)

@@ -31,10 +31,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from vitforge.hw import axi
+from vitforge.hw import axi, units
 from vitforge.hw import program as hwp
 from vitforge.hw.config import HwConfig, get_preset
-from vitforge.hw.isa import INSTR_BYTES, PER_TOKEN, TOKENS, Mem, Op, decode
+from vitforge.hw.isa import INSTR_BYTES, TOKENS, Mem, Op, decode
 
 from .export import ArtifactError, IntModel, _read_blob, load_artifact
 from .golden import GoldenModel
@@ -165,23 +165,14 @@ def _ceil(x: int, align: int) -> int:
 
 
 def cycle_budget(cfg: HwConfig, program: hwp.Program) -> int:
-    """A generous bound on one run's cycles: 8x a simple count of the work at the token maximum."""
+    """A generous bound on one run's cycles: 8x a simple count of the work at the token maximum
+    (each unit's ``budget`` of :mod:`vitforge.hw.units`; LOAD/STORE as word loops)."""
     work = 0
     for ins in program.instrs:
-        def dim(v: int) -> int:
-            return cfg.max_tokens if v == TOKENS else v
-
-        if ins.op == Op.GEMM:
-            work += -(-dim(ins.m) // cfg.pe_rows) * -(-dim(ins.n) // cfg.lanes) * (dim(ins.k) + 64)
-        elif ins.op in (Op.SOFTMAX, Op.GELU, Op.LAYERNORM, Op.SIGMOID):
-            work += 3 * dim(ins.rows) * (dim(ins.cols) + 8)
-        elif ins.op == Op.SELECT:
-            work += 3 * dim(ins.n_tokens) * (dim(ins.dim) + 8)
-        elif ins.op in (Op.LOAD, Op.STORE, Op.ADD):
-            count = ins.count
-            if count & PER_TOKEN:
-                count = (count & (PER_TOKEN - 1)) * cfg.max_tokens
-            work += 4 * count * cfg.beats(cfg.param_word_bits)
+        if ins.op in (Op.LOAD, Op.STORE):
+            work += units.words_budget(cfg, ins)
+        elif ins.op not in (Op.END, Op.SYNC):
+            work += units.by_op(ins.op).budget(cfg, ins)
         work += 8
     return 8 * work + 100_000
 
@@ -295,10 +286,11 @@ class Runtime:
         if backend == "golden":
             self.backend: Backend = GoldenBackend(self.model)
         else:
-            from vitforge.sim.rtl import READ_LATENCY, RtlDevice
+            from vitforge.hw.timing import DEFAULT_READ_LATENCY
+            from vitforge.sim.rtl import RtlDevice
 
             program = ArtifactProgram.load(root, self.manifest)
-            device = RtlDevice(self.hw, read_latency=READ_LATENCY if read_latency is None else read_latency)
+            device = RtlDevice(self.hw, read_latency=DEFAULT_READ_LATENCY if read_latency is None else read_latency)
             self.backend = AcceleratorBackend(device, self.hw, program, "rtl", budget)
 
     def input_codes(self, image: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from torch import nn
 
 from vitforge.quant.config import DEFAULT_NUMERICS, NumericsConfig
 from vitforge.quant.fake import QuantGELU, QuantLayerNorm, QuantLinear, QuantSigmoid, QuantSoftmax
+from vitforge.quant.selector import head_weight_dims, scorer_dims
 
 from . import qops
 
@@ -61,7 +62,7 @@ class HeadScorer(nn.Module):
         self.norm = QuantLayerNorm(d)
         self.mlp1 = QuantLinear(d, d, out_fmt=numerics.gelu_in)
         self.gelu1 = QuantGELU(numerics, poly=poly)
-        self.mlp2 = _Mlp([d, d // 2, d // 4, 2], numerics, poly, numerics.softmax_in)
+        self.mlp2 = _Mlp(list(scorer_dims(d)), numerics, poly, numerics.softmax_in)
         self.softmax = QuantSoftmax(numerics, poly=poly)
 
     def forward(self, x: torch.Tensor, s: float | None, alive: torch.Tensor) -> torch.Tensor:
@@ -93,9 +94,9 @@ class TokenSelector(nn.Module):
             raise ValueError(f"selector dim {dim} must be divisible by its heads {heads}")
         self.heads = heads
         self.head_dim = dim // heads
-        self.hidden = max(1, heads // 2)
+        self.hidden = head_weight_dims(heads)[1]
         self.scorers = nn.ModuleList(HeadScorer(self.head_dim, numerics, poly) for _ in range(heads))
-        self.weight_mlp = _Mlp([heads, self.hidden, heads], numerics, poly, numerics.sigmoid_in)
+        self.weight_mlp = _Mlp(list(head_weight_dims(heads)), numerics, poly, numerics.sigmoid_in)
         self.sigmoid = QuantSigmoid(numerics, poly=poly)
         self.threshold = threshold
         self.decision: Decision = "gumbel"

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vitforge.quant.fake import set_mode
+from vitforge.quant.selector import SCORE_FMT
 
 from .data import ImageData
 from .latency import LatencyModel, MacLatency, Schedule, choose_schedule
@@ -221,10 +222,10 @@ def calibrate_thresholds(model: VisionTransformer, x: torch.Tensor, batch: int =
             model(x[i:i + batch], trace=tr)
             f = tr.fused[k][:, 1:1 + n]
             prev = tr.alive[k - 1][:, 1:1 + n] if k else torch.ones_like(f)
-            fused.append(torch.floor(f.to(torch.float64) * 128 + 1e-9))
+            fused.append(torch.floor(f.to(torch.float64) * (1 << SCORE_FMT.frac) + 1e-9))
             alive.append(prev > 0.5)
         f, a = torch.cat(fused), torch.cat(alive)
-        rates = torch.stack([((f >= t) & a).to(torch.float64).mean() for t in range(128)])
+        rates = torch.stack([((f >= t) & a).to(torch.float64).mean() for t in range(SCORE_FMT.qmax + 1)])
         err = (rates - model.cfg.keep_rates[k]).abs()
         best = int(torch.nonzero(err <= err.min() + 1e-12).max())
         model.selectors[str(b)].threshold = best

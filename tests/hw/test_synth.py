@@ -18,11 +18,11 @@ from vitforge.cli import main
 from vitforge.hw import synth
 from vitforge.hw.config import BASE
 from vitforge.hw.synth import (
-    BLOCK_PATHS,
     DEVICES,
     RESOURCES,
     TOP,
     block_of,
+    block_paths,
     canonical,
     children,
     describe_fit,
@@ -137,7 +137,7 @@ def test_per_block_refuses_a_missing_block():
 
 
 def test_expected_blocks_follow_the_config():
-    assert expected_blocks(BASE) == list(BLOCK_PATHS)
+    assert expected_blocks(BASE) == list(block_paths())
     without = expected_blocks(dataclasses.replace(BASE, selector=False, gelu=False))
     assert "selector" not in without and "gelu" not in without and "softmax" in without
 
@@ -152,7 +152,7 @@ def small_verilog() -> dict[str, str]:
 
 
 def test_generated_module_names_map_to_every_block(small_verilog):
-    """Amaranth names modules by instance path; the paths of BLOCK_PATHS must exist in the Verilog."""
+    """Amaranth names modules by instance path; the paths of block_paths() must exist in the Verilog."""
     names = list(split_modules(small_verilog[True]))
     assert len(names) == len(re.findall(r"^module ", small_verilog[True], re.M))
     found = {block_of(name) for name in names}
@@ -240,7 +240,7 @@ def test_report_demo(capsys):
     assert main(["rtl", "report", "--preset", "demo", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["method"] == "hierarchical"
-    assert list(result["per_block"]) == list(BLOCK_PATHS)
+    assert list(result["per_block"]) == list(block_paths())
     for r in RESOURCES:
         assert sum(b[r] for b in result["per_block"].values()) == result[r]
     assert result["dsp"] > 0 and result["lut"] > 0 and result["ff"] > 0 and result["bram36"] > 0

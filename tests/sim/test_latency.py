@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""sim/latency.py's cycle model against the RTL's own cycle count, per instruction.
+"""hw/cycles.py's cycle model against the RTL's own cycle count, per instruction.
 
 The default tier runs small shapes (sim/latency_calib.SMALL_CASES: blocks with and without a
 selector, 2x8 and 8x4 PE arrays, a whole two-block model) in the Amaranth simulator and asserts
@@ -16,7 +16,9 @@ import pytest
 
 from vitforge.hw.config import get_preset
 from vitforge.hw.isa import PER_TOKEN, TOKENS, Instr, Mem, Op
-from vitforge.sim.latency import CycleModel, port_timing
+from vitforge.hw import timing
+from vitforge.hw.cycles import CycleModel
+from vitforge.hw.timing import port_timing
 from vitforge.sim.latency_calib import DEMO_CASES, SMALL_CASES, calibrate
 
 DEEP = bool(os.environ.get("VITFORGE_DEEP"))
@@ -52,7 +54,7 @@ def test_dynamic_sizes_resolve_to_the_token_count():
     assert model.instr_cycles(Instr(Op.GEMM, m=TOKENS, **gemm), 9) == model.instr_cycles(Instr(Op.GEMM, m=9, **gemm), 0)
     add = Instr(Op.ADD, count=PER_TOKEN | 4)
     assert model.instr_cycles(add, 10) == model.instr_cycles(Instr(Op.ADD, count=40), 0)
-    assert model.gemm_cycles(9, 16, 16, mean=True) > model.gemm_cycles(9, 16, 16)
+    assert timing.gemm_cycles(model.cfg, 9, 16, 16, mean=True) > timing.gemm_cycles(model.cfg, 9, 16, 16)
 
 
 def test_axi_port_counts_beats():

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from vitforge.hw.config import get_preset
-from vitforge.sim.latency import CycleModel
+from vitforge.hw.cycles import CycleModel
 from vitforge.sim.latency_calib import Case
 from vitforge.sw.latency import CycleLatency, LatencyModel, choose_schedule, shape_program, tokens_per_block
 from vitforge.sw.vit import PRESETS, ViTConfig

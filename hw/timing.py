@@ -1,0 +1,223 @@
+"""Cycle formulas of the accelerator's instructions (hw/controller.py on hw/top.py), as functions of the
+:class:`~vitforge.hw.config.HwConfig` and the instruction's sizes: no block is elaborated to read them.
+
+The formulas are read off the RTL (one cycle per FSM state; the units' latencies from the blocks' own
+static ``latency`` attributes and ``latency_for`` functions) and are exact on the stream port: the
+Amaranth-simulator profile (sim/latency_calib.py, tests/sim/test_latency.py) agrees cycle for cycle.
+:mod:`vitforge.hw.units` attaches one of them to every unit; :mod:`vitforge.hw.cycles` sums them over
+a program.
+
+Accounting: an instruction's cycles run from its dispatch (the controller's ``issue`` pulse) to the next
+instruction's dispatch, so they include the ``FETCH``/``DECODE`` of the next one; ``END`` counts its
+dispatch cycle; the two cycles from ``start`` to the first dispatch are :data:`START_CYCLES`.
+
+Per instruction (``rows = pe_rows``, ``lanes = pe_cols``, ``rw(c) = ceil(c / lanes)``):
+
+* ``GEMM``: per output tile (``ceil(m/rows) x ceil(n/lanes)`` tiles) ``TILE`` + ``PARAMS`` (2), per K
+  block of ``lanes`` (``rw(k)`` blocks) ``BLOCK`` + the operand reads (``rows + lanes + 2``), one cycle
+  per K step (``k``); then the last tile's drain (engine latency + ``rows``) and the hand-back (4).
+  ``mean`` adds the reciprocal divider (its latency + 1).
+* ``ADD``: four cycles per word; ``LOAD``: one per word (stream port); ``STORE``: three per word.
+* streaming row-wise units (``GELU``/``SIGMOID``): per row ``cols + 2 rw(cols)`` (one element per
+  cycle, two bubbles per word read), plus the unit's latency.
+* row-buffering units (``SOFTMAX``/``LAYERNORM``): a row is taken only after the previous one has
+  left: per row the read span, the unit's ``latency(cols)`` and its output pass (LayerNorm's output
+  waits on its parameter words: two bubbles per word).
+* ``SELECT``: per token the two score-word reads, the fused-score divider (``FuseScore.latency``), the
+  token's elements; then, if any token was pruned, the package divider and the package token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vitforge.quant.selector import MEAN_RECIP_BITS, PACKAGE_RECIP_BITS
+
+from .config import HwConfig
+from .divider import Divider
+from .gemm import GemmEngine
+from .isa import PER_TOKEN, TOKENS, Mem
+from .selector import FuseScore
+
+#: Cycles from ``start`` to the first dispatch (``FETCH``, ``DECODE``).
+START_CYCLES = 2
+#: Cycles every instruction spends in the controller outside its unit: its ``DISPATCH`` and the
+#: next instruction's ``FETCH`` and ``DECODE``.
+ISSUE_CYCLES = 3
+#: ``END``: its dispatch cycle is the last one counted.
+END_CYCLES = 1
+#: ``SYNC`` (a no-op barrier): dispatch, fetch, decode.
+SYNC_CYCLES = ISSUE_CYCLES
+#: GEMM per output tile outside the K loop: ``TILE`` and ``PARAMS``.
+GEMM_TILE_CYCLES = 2
+#: GEMM per K block outside the operand reads and steps: ``BLOCK`` and the read pipeline's extra cycle.
+GEMM_BLOCK_CYCLES = 2
+#: GEMM from the last result row to the next dispatch: ``wb_done``, the sequencer back in ``IDLE``,
+#: the controller's ``GEMM`` state seeing it, ``FETCH``, ``DECODE``.
+GEMM_TAIL_CYCLES = 5
+#: GEMM whose m, k or n is 0: the sequencer never starts.
+GEMM_EMPTY_CYCLES = 4
+#: ADD: read a, read b, add, write.
+ADD_WORD_CYCLES = 4
+#: STORE on the stream port: read, latch, send.
+STORE_WORD_CYCLES = 3
+#: ADD/LOAD/STORE: the counter's final check, plus the issue cycles.
+WORD_LOOP_CYCLES = 1 + ISSUE_CYCLES
+#: Row-wise instructions: ``ROW_PARAMS``, ``ROW_PARAMS_LATCH``, ``ROW_RD`` and ``ROW_LATCH`` before the
+#: first element.
+ROW_START_CYCLES = 4
+#: Row-wise, from the last output to the next dispatch: the writer's ``w_done``, ``ROW_WAIT`` seeing
+#: it, ``FETCH``, ``DECODE``.
+ROW_TAIL_CYCLES = 4
+#: Row-wise reader bubbles per word (``ROW_RD``, ``ROW_LATCH``).
+ROW_WORD_BUBBLES = 2
+#: LayerNorm's parameter reader bubbles per parameter word (issue, latch).
+LN_PARAM_BUBBLES = 2
+#: SELECT before a token's elements: ``SCORE_RD0``, ``SCORE_RD1``, ``SCORE_LATCH``, ``SCORE_SEND``
+#: and the compactor taking the decision.
+SELECT_SCORE_CYCLES = 4
+#: SELECT after the last element without a package token: ``ROW_RD``, ``ROW_WAIT``, then as ROW_TAIL.
+SELECT_TAIL_CYCLES = 5
+#: The sequencer's ``RECIP`` state hands the count to the divider, ``RECIP_WAIT`` waits for its result.
+GEMM_MEAN_CYCLES = 1 + Divider.latency_for(MEAN_RECIP_BITS + 1)
+#: TokenCompactor: ``DIVIDE`` hands the weight sum to the divider, ``RECIP`` waits for the result.
+PACKAGE_DIVIDE_CYCLES = 1 + Divider.latency_for(PACKAGE_RECIP_BITS + 1)
+
+# --- memory-port costs (the part that depends on how LOAD/STORE words reach the controller) -------
+
+#: AXI port (hw/axi.py AxiTop with sim/rtl.py's DDR): the read engine prefetches the input stream
+#: (up to ``HwConfig.axi_max_inflight`` beats, one beat per cycle), so a LOAD costs its beats and no
+#: more, except the run's first LOAD, which also waits for the DDR's first data: the read latency
+#: minus the two cycles the controller spends fetching and decoding it (calibrated on the demo
+#: model with `python scripts/bench_rtl.py`; exact on every LOAD).
+AXI_FIRST_LOAD_SKEW = -2
+#: AXI port: cycles per STORE word (the controller's read, latch and hand-off to the write engine),
+#: and the write engine's cycles per beat (address and data, then the response): a word of
+#: ``beats`` beats keeps it busy ``2 beats + 1`` cycles, which the next word waits for.
+#: Measured on demo (3-word STOREs of one beat) and the zcu102 smoke model (a 1-word STORE of four
+#: beats) with `python scripts/bench_rtl.py`; multi-word, multi-beat STOREs follow hw/axi.py's FSM.
+AXI_STORE_WORD_CYCLES = 3
+AXI_STORE_BEAT_CYCLES = 2
+#: Memory ports the model knows: ``stream`` (EncoderTop's ``dma_in``/``dma_out``, one word per
+#: cycle) and ``axi`` (hw/axi.py AxiTop: what the rtl backend and the board run).
+PORTS = ("stream", "axi")
+#: The read latency (cycles) of the memory behind the AXI port that the model assumes by default;
+#: sim/rtl.py's emulated DDR answers with it.
+DEFAULT_READ_LATENCY = 16
+
+
+@dataclass(frozen=True)
+class PortTiming:
+    """LOAD/STORE costs of a memory port: ``LOAD`` of ``n`` words of ``beats`` each costs
+    ``n * beats * load_beat_cycles + load_overhead``; ``STORE`` ``n * store_word_cycles + store_overhead``
+    (both on top of nothing else: issue cycles are included in the overheads)."""
+
+    load_beat_cycles: int
+    load_overhead: int
+    store_word_cycles: int
+    store_overhead: int
+
+
+def port_timing(port: str) -> PortTiming:
+    """The :class:`PortTiming` of ``port`` (one of :data:`PORTS`)."""
+    if port == "stream":  # EncoderTop's dma_in/dma_out, one word per cycle: calibrated (exact)
+        return PortTiming(1, WORD_LOOP_CYCLES, STORE_WORD_CYCLES, WORD_LOOP_CYCLES)
+    if port == "axi":  # hw/axi.py AxiTop: calibrated against sim/rtl.py (see AXI_FIRST_LOAD_SKEW)
+        return PortTiming(1, WORD_LOOP_CYCLES, AXI_STORE_WORD_CYCLES, WORD_LOOP_CYCLES)
+    raise ValueError(f"port must be one of {', '.join(PORTS)}, not {port!r}")
+
+
+# --- resolution of dynamic sizes -------------------------------------------------------------------
+
+
+def dim(value: int, tokens: int) -> int:
+    """A size field with :data:`~vitforge.hw.isa.TOKENS` replaced by the live token count."""
+    return tokens if value == TOKENS else value
+
+
+def count(value: int, tokens: int) -> int:
+    """A word count, times the token count if :data:`~vitforge.hw.isa.PER_TOKEN` is set."""
+    return (value & (PER_TOKEN - 1)) * tokens if value & PER_TOKEN else value
+
+
+# --- per instruction --------------------------------------------------------------------------------
+
+
+def gemm_cycles(cfg: HwConfig, m: int, k: int, n: int, mean: bool = False) -> int:
+    """Cycles of a ``GEMM`` of ``(m, k) x (k, n)`` (sizes resolved)."""
+    if min(m, k, n) == 0:
+        return GEMM_EMPTY_CYCLES
+    tiles = -(-m // cfg.pe_rows) * cfg.row_words(n)
+    k_blocks = cfg.row_words(k)
+    tile = GEMM_TILE_CYCLES + k + k_blocks * (cfg.pe_rows + cfg.lanes + GEMM_BLOCK_CYCLES)
+    # The last tile's rows leave the engine latency cycles after its last K step, one per cycle.
+    drain = GemmEngine.latency + cfg.pe_rows - 1
+    return (GEMM_MEAN_CYCLES if mean else 0) + tiles * tile + drain + GEMM_TAIL_CYCLES
+
+
+def add_cycles(cfg: HwConfig, words: int) -> int:
+    """Cycles of an ``ADD`` of ``words`` words (resolved)."""
+    return words * ADD_WORD_CYCLES + WORD_LOOP_CYCLES
+
+
+def _row_span(cfg: HwConfig, cols: int) -> int:
+    """Reader cycles from a row's first element to its last (no stalls inside a row)."""
+    return cols - 1 + ROW_WORD_BUBBLES * (cfg.row_words(cols) - 1)
+
+
+def streaming_cycles(cfg: HwConfig, rows: int, cols: int, latency: int) -> int:
+    """Cycles of a row-wise instruction on a streaming unit (one element in, one out per cycle) of
+    pipeline ``latency`` over ``rows x cols`` (resolved)."""
+    head = 1 + ROW_START_CYCLES  # dispatch, then to the first element
+    # rows x (elements + bubbles); the last element leaves the unit latency cycles later.
+    last_in = head + rows * (cols + ROW_WORD_BUBBLES * cfg.row_words(cols)) - ROW_WORD_BUBBLES - 1
+    return last_in + latency + ROW_TAIL_CYCLES
+
+
+def buffering_cycles(cfg: HwConfig, rows: int, cols: int, latency: int, out_pass: int) -> int:
+    """Cycles of a row-wise instruction on a row-buffering unit (it takes a row only after the previous
+    one has left) with ``latency`` cycles from a row's last input to its first output and an output
+    pass of ``out_pass`` cycles, over ``rows x cols`` (resolved)."""
+    head = 1 + ROW_START_CYCLES
+    # The unit takes the next row's first element in the cycle after its last output pass.
+    period = _row_span(cfg, cols) + latency + out_pass - 1
+    last_in = head + (rows - 1) * period + _row_span(cfg, cols)
+    return last_in + latency + out_pass - 1 + ROW_TAIL_CYCLES
+
+
+def layernorm_out_pass(cfg: HwConfig, cols: int) -> int:
+    """Cycles of LayerNorm's output pass over a row: one per element, waiting on its parameter words."""
+    return cols + LN_PARAM_BUBBLES * (cfg.row_words(cols) - 1)
+
+
+def select_cycles(cfg: HwConfig, n_tokens: int, dim: int, pruned: bool) -> int:
+    """Cycles of a ``SELECT`` over ``n_tokens`` tokens of ``dim``; ``pruned``: whether any token was
+    pruned (then the package token is computed and written)."""
+    per_token = SELECT_SCORE_CYCLES + FuseScore.latency + 1 + _row_span(cfg, dim)
+    last_in = 2 + per_token + (n_tokens - 1) * per_token  # dispatch, ROW_PARAMS, LATCH
+    if pruned:
+        return last_in + PACKAGE_DIVIDE_CYCLES + dim + ROW_TAIL_CYCLES
+    return last_in + SELECT_TAIL_CYCLES
+
+
+def load_cycles(cfg: HwConfig, timing: PortTiming, port: str, words: int, mem: Mem) -> int:
+    """Cycles of a ``LOAD`` of ``words`` words into ``mem`` on ``port``."""
+    bits = cfg.param_word_bits if mem == Mem.PARAM else cfg.word_bits
+    beats = cfg.beats(bits) if port == "axi" else 1
+    return words * beats * timing.load_beat_cycles + timing.load_overhead
+
+
+def store_cycles(cfg: HwConfig, timing: PortTiming, port: str, words: int) -> int:
+    """Cycles of a ``STORE`` of ``words`` words on ``port``."""
+    total = words * timing.store_word_cycles + timing.store_overhead
+    if port == "axi" and words > 1:
+        # The write engine takes AXI_STORE_BEAT_CYCLES per beat; the next word waits for it, the
+        # last word's writes overlap what follows (the top waits for them before raising done).
+        busy = AXI_STORE_BEAT_CYCLES * cfg.beats(cfg.word_bits) + 1
+        total += (words - 1) * max(0, busy - timing.store_word_cycles)
+    return total
+
+
+__all__ = ["DEFAULT_READ_LATENCY", "PORTS", "START_CYCLES", "PortTiming", "add_cycles", "buffering_cycles",
+           "count", "dim", "gemm_cycles", "layernorm_out_pass", "load_cycles", "port_timing", "select_cycles",
+           "store_cycles", "streaming_cycles"]
