@@ -130,7 +130,7 @@ def program_image(cfg: HwConfig, words: list[int]) -> bytes:
 
 
 def stream_image(cfg: HwConfig, program, inputs: dict[str, list[int]]) -> bytes:
-    """The input-stream buffer of ``program`` (a :class:`vitforge.hw.program.Program`)."""
+    """The input-stream buffer of ``program`` (a :class:`vitforge.hw.compiler.Program`)."""
     out = bytearray()
     for ld in program.loads:
         blob = inputs[ld.blob] if ld.blob in inputs else program.blobs[ld.blob]

@@ -42,6 +42,13 @@ def designs(config: HwConfig) -> dict:
     return out
 
 
+def lint_designs(config: HwConfig) -> dict:
+    """What the Verilator lint checks (tests/hw/test_lint.py): :func:`designs` and the controller."""
+    from .controller import Controller
+
+    return {**designs(config), "controller": lambda: Controller(config=config)}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rtl", help="generate the accelerator's Verilog or estimate its resources")
     rtl = p.add_subparsers(dest="rtl_command", metavar="ACTION", required=True)

@@ -209,7 +209,7 @@ class HwConfig:
 
     @property
     def block_act_words(self) -> int:
-        """Activation words the encoder-block program (hw/program.py) needs at the max sizes.
+        """Activation words the encoder-block program (hw/compiler.py) needs at the max sizes.
 
         Live at once: input x, LayerNorm output, QKV, scores and probabilities of one head,
         attention output, the residual sum, and the MLP hidden activations (two buffers).

@@ -67,7 +67,7 @@ class CycleModel:
 
     def program_cycles(self, program, select_tokens: Sequence[int] = (),
                        pruned: Sequence[bool] | None = None) -> dict:
-        """Cycles of ``program`` (a :class:`~vitforge.hw.program.Program`).
+        """Cycles of ``program`` (a :class:`~vitforge.hw.compiler.Program`).
 
         Args:
             select_tokens: the token count each ``SELECT`` leaves (kept tokens plus the package

@@ -72,7 +72,7 @@ async def load_and_start(ctx, dut, words: list[int]) -> None:
 
 
 def run_encoder_top(cfg, program, inputs: dict[str, list[int]], max_cycles: int = 2_000_000) -> dict:
-    """Run a :class:`vitforge.hw.program.Program` on :class:`vitforge.hw.top.EncoderTop`.
+    """Run a :class:`vitforge.hw.compiler.Program` on :class:`vitforge.hw.top.EncoderTop`.
 
     The instructions go in through the host port; ``dma_in`` carries
     ``program.dma_words(inputs)`` (the LOAD table, in order) whenever the design takes it; every

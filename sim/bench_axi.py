@@ -23,9 +23,9 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from vitforge.hw.axi import MAGIC, PROFILE_BASE, Reg, Status, config_id, output_bytes, program_image, stream_image
 from vitforge.hw.axi import unpack_beats as unpack
+from vitforge.hw.compiler import INPUT_BLOB
 from vitforge.hw.config import HwConfig
 from vitforge.hw.isa import assemble
-from vitforge.hw.program import INPUT_BLOB
 from vitforge.sim import block_ref
 from vitforge.sim.runner import assert_equal, bench_config
 

@@ -7,7 +7,7 @@ per test:
   run as a one-instruction program from scratchpads, results read back through the host port
   and compared with quant.ops.gemm.
 * ``encoder_block``: ``n_tokens``, ``seed``, ``selector``, ``keep`` (``"mixed"``, ``"all"`` or
-  ``"class_only"``): one encoder block (behind a token selector) compiled by hw/program.py
+  ``"class_only"``): one encoder block (behind a token selector) compiled by hw/compiler.py
   (sim/block_ref.block_program), its LOAD table streamed into ``dma_in``,
   the output tokens taken from ``STORE`` on ``dma_out`` and compared bit for bit with
   sim/block_ref.reference; the cycle count is read from the design's ``cycles`` port.
@@ -22,9 +22,9 @@ import torch
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 
+from vitforge.hw.compiler import INPUT_BLOB
 from vitforge.hw.config import HwConfig
 from vitforge.hw.isa import Mem, assemble
-from vitforge.hw.program import INPUT_BLOB
 from vitforge.sim import block_ref
 from vitforge.sim.runner import assert_equal, bench_config
 

@@ -3,11 +3,11 @@ test cases for the accelerator top.
 
 * :func:`gemm_case` — one random GEMM instruction with its scratchpad contents (tests).
 * :func:`make_block_params` / :func:`reference` — a random block (and selector) and its output
-  from quant/ calls only; :func:`block_program` compiles it with :mod:`vitforge.hw.program`
+  from quant/ calls only; :func:`block_program` compiles it with :mod:`vitforge.hw.compiler`
   (the one program generator) for the benches.
 
 The scratchpad word layout helpers (:func:`pack_matrix`, :func:`unpack_matrix`,
-:func:`pack_params`) are :mod:`vitforge.hw.program`'s, re-exported here for the benches.
+:func:`pack_params`) are :mod:`vitforge.hw.compiler`'s, re-exported here for the benches.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from vitforge.hw import program as hwp
+from vitforge.hw import compiler as hwp
+from vitforge.hw.compiler import pack_matrix, pack_params, unpack_matrix
 from vitforge.hw.config import HwConfig
 from vitforge.hw.isa import Instr, Op
-from vitforge.hw.program import pack_matrix, pack_params, unpack_matrix
 from vitforge.quant.fixed import REQUANT_MULT_BITS
 
 __all__ = ["Instr", "Op", "as_block", "block_program", "choose_threshold", "gemm_case", "make_block_params",
@@ -268,7 +268,7 @@ def _ln(ln: LayerNormParams) -> hwp.LayerNorm:
 
 
 def as_block(p: BlockParams) -> hwp.Block:
-    """``p`` as :mod:`vitforge.hw.program`'s description (the selector's LayerNorm shared by every head)."""
+    """``p`` as :mod:`vitforge.hw.compiler`'s description (the selector's LayerNorm shared by every head)."""
     selector = None
     if p.sel_mlp1 is not None:
         selector = hwp.Selector(norms=[_ln(p.sel_ln)] * p.heads, mlp1=[_lin(lin) for lin in p.sel_mlp1],
@@ -280,8 +280,8 @@ def as_block(p: BlockParams) -> hwp.Block:
 
 
 def block_program(cfg: HwConfig, p: BlockParams, n_tokens: int) -> hwp.Program:
-    """:func:`vitforge.hw.program.compile_block` of ``p`` on ``n_tokens`` input tokens (the
-    :data:`~vitforge.hw.program.INPUT_BLOB` the runtime streams in)."""
+    """:func:`vitforge.hw.compiler.compile_block` of ``p`` on ``n_tokens`` input tokens (the
+    :data:`~vitforge.hw.compiler.INPUT_BLOB` the runtime streams in)."""
     return hwp.compile_block(as_block(p), cfg, n_tokens)
 
 

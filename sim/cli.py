@@ -13,7 +13,7 @@ PORT_CHOICES = ("stream", "axi")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "latency", help="project a ViT's latency on a hardware preset with the RTL-calibrated cycle model",
-        description="Compiles the model's program for the preset (hw/program.py) and counts its cycles with "
+        description="Compiles the model's program for the preset (hw/compiler.py) and counts its cycles with "
         "sim/latency.py's model (exact against the RTL on the stream port). A model projection, not a "
         "measurement. Models that do not fit the preset are projected on the same array and clock with "
         "scratchpads grown to hold them ('fits': false).",

@@ -1,7 +1,7 @@
 """Per-instruction cycles of a program on hw/top.py EncoderTop in the Amaranth simulator, and their
 comparison with the analytical model of hw/cycles.py.
 
-* :func:`profile_program` — run a :class:`~vitforge.hw.program.Program` (ideal ``dma_in`` stream:
+* :func:`profile_program` — run a :class:`~vitforge.hw.compiler.Program` (ideal ``dma_in`` stream:
   one word per cycle; ``dma_out`` always ready) and latch the ``cycles`` port at every ``issue``
   pulse: per-instruction cycles (dispatch to next dispatch), the token count each ``SELECT`` left,
   the total.
@@ -55,7 +55,7 @@ class Case:
     def build(self) -> tuple[HwConfig, object, dict[str, list[int]], list[bool] | None]:
         """``(hw config, program, runtime inputs, whether each SELECT prunes a token)`` (the last
         from the reference for a block; None for a model: then the model infers it from the rows)."""
-        from vitforge.hw import program as hwp
+        from vitforge.hw import compiler as hwp
 
         from . import block_ref
 

@@ -8,7 +8,7 @@ Artifact layout (everything below ``DIR``; ``manifest.json`` lists and hashes th
                              reads these): weights (in, out) int8, biases int32, multipliers
                              uint16, shifts uint8, LayerNorm gamma int8 / beta int32
     program.bin|hex          the controller's instruction stream (hw/isa.py), compiled by
-                             hw/program.py (see sw/program.py)
+                             hw/compiler.py (see sw/program.py)
     program/<blob>.bin|hex   the memory images the program LOADs: weights in the weight-scratchpad
                              layout, (bias, mult, shift) parameter words, LayerNorm and SELECT
                              parameter words (hw/controller.py's contracts), constants
@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vitforge.hw import program as hwp
+from vitforge.hw import compiler as hwp
 from vitforge.hw.config import HwConfig, get_preset
 from vitforge.quant.config import NumericsConfig
 from vitforge.quant.fake import QuantAdd, QuantLayerNorm, QuantLinear, QuantMatMul
@@ -175,12 +175,12 @@ def _words_to_files(words: list[int], word_bits: int) -> tuple[bytes, bytes]:
 
 
 def weight_words(w: torch.Tensor, hw: HwConfig) -> list[int]:
-    """``(in, out)`` int8 weights as scratchpad words (hw/program.py's layout; see the module docstring)."""
+    """``(in, out)`` int8 weights as scratchpad words (hw/compiler.py's layout; see the module docstring)."""
     return hwp.pack_matrix(hw, w)
 
 
 def param_words(b: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor, hw: HwConfig) -> list[int]:
-    """Per-channel (bias, mult, shift) as parameter-scratchpad words (hw/program.py's layout)."""
+    """Per-channel (bias, mult, shift) as parameter-scratchpad words (hw/compiler.py's layout)."""
     return hwp.pack_params(hw, b, mult, shift)
 
 

@@ -4,7 +4,7 @@ A :class:`LatencyModel` maps a model config and per-block token counts to a late
 
 * :class:`CycleLatency` (what ``vitforge train --latency-target-ms`` uses): the accelerator's
   cycles at a hardware preset's clock, from hw/cycles.py's RTL-calibrated cycle model run over
-  the program hw/program.py compiles for the config's shapes (compiled once per shape and selector
+  the program hw/compiler.py compiles for the config's shapes (compiled once per shape and selector
   placement, with shape-only memory images; cycles memoized per token count).
 * :class:`MacLatency`: a proxy that counts multiply-accumulates and divides by a throughput (MACs
   per second); ``--mac-reduction`` targets are stated in it.
@@ -14,16 +14,20 @@ A :class:`LatencyModel` maps a model config and per-block token counts to a late
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from vitforge.hw.config import MACS_PER_DSP, get_preset
+from vitforge.hw.synth import DEVICES
+from vitforge.quant.selector import head_weight_dims, scorer_dims
+
 from .vit import ViTConfig
 
-#: Default throughput of the MAC proxy: 2,520 DSPs x 2 int8 MACs at 300 MHz (ZCU102 peak).
-ZCU102_PEAK_MACS_PER_S = 2520 * 2 * 300e6
+#: Default throughput of the MAC proxy: the ZCU102's peak, every DSP48E2 of the xczu9eg doing two int8
+#: MACs (AMD WP486) at the zcu102 preset's clock.
+ZCU102_PEAK_MACS_PER_S = DEVICES["xczu9eg"]["dsp"] * MACS_PER_DSP * get_preset("zcu102").clock_mhz * 1e6
 #: Keep rates the schedule search tries (cumulative, per selector).
 KEEP_GRID = (0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2)
 MAX_SELECTORS = 3
@@ -38,9 +42,8 @@ def block_macs(cfg: ViTConfig, tokens: float) -> float:
 def selector_macs(cfg: ViTConfig, tokens: float) -> float:
     """MACs of one token selector on ``tokens`` tokens (per-head MLPs and the head-weight MLP)."""
     h, dh = cfg.num_heads, cfg.head_dim
-    hidden = max(1, h // 2)
-    per_head = dh * dh + dh * (dh // 2) + (dh // 2) * (dh // 4) + (dh // 4) * 2
-    return tokens * (h * per_head + h * hidden + hidden * h)
+    per_head = dh * dh + sum(a * z for a, z in itertools.pairwise(scorer_dims(dh)))
+    return tokens * (h * per_head + sum(a * z for a, z in itertools.pairwise(head_weight_dims(h))))
 
 
 def tokens_per_block(cfg: ViTConfig, keep_rates: Sequence[float] | None = None) -> list[float]:
@@ -100,34 +103,12 @@ class MacLatency:
         return model_macs(cfg, tokens) / self.macs_per_s * 1e3
 
 
-@contextlib.contextmanager
-def _shape_only_images() -> Iterator[None]:
-    """Inside: hw/program.py packs every memory image as zero words of the right count.
-
-    The compiler's instruction stream depends only on tensor shapes, never on values; packing real
-    words (a Python loop per element) would make a DeiT program take tens of seconds to compile.
-    """
-    from unittest import mock
-
-    from vitforge.hw import program as hwp
-
-    def matrix(cfg, x, stride=None):
-        rows, cols = x.shape
-        return [0] * (rows * (cfg.row_words(cols) if stride is None else stride))
-
-    def params(cfg, bias, *_):
-        return [0] * cfg.row_words(len(bias))
-
-    with mock.patch.object(hwp, "pack_matrix", matrix), mock.patch.object(hwp, "pack_params", params):
-        yield
-
-
 def shape_model(cfg: ViTConfig):
-    """A :class:`vitforge.hw.program.Model` with ``cfg``'s shapes and zero values (selectors where
+    """A :class:`vitforge.hw.compiler.Model` with ``cfg``'s shapes and zero values (selectors where
     ``cfg.selector_blocks`` puts them): what the compiler needs to emit ``cfg``'s program."""
     import torch
 
-    from vitforge.hw import program as hwp
+    from vitforge.hw import compiler as hwp
 
     def linear(k: int, n: int) -> hwp.Linear:
         z = torch.zeros(n, dtype=torch.int64)
@@ -137,14 +118,14 @@ def shape_model(cfg: ViTConfig):
         return hwp.LayerNorm(torch.zeros(d, dtype=torch.int64), torch.zeros(d, dtype=torch.int64), 0, 0, 0)
 
     d, h, hd, mlp = cfg.embed_dim, cfg.num_heads, cfg.head_dim, cfg.mlp_dim
-    hidden = max(1, h // 2)  # sw/selector.py's head-weight MLP
+    scorer, weights = scorer_dims(hd), head_weight_dims(h)
     blocks = []
     for b in range(cfg.depth):
         selector = None
         if b in cfg.selector_blocks:
             selector = hwp.Selector(norms=[norm(hd)] * h, mlp1=[linear(hd, hd)] * h,
-                                    mlp2=[[linear(hd, hd // 2), linear(hd // 2, hd // 4), linear(hd // 4, 2)]] * h,
-                                    weight_mlp=[linear(h, hidden), linear(hidden, h)], threshold=0)
+                                    mlp2=[[linear(a, z) for a, z in itertools.pairwise(scorer)]] * h,
+                                    weight_mlp=[linear(a, z) for a, z in itertools.pairwise(weights)], threshold=0)
         blocks.append(hwp.Block(heads=h, ln1=norm(d), qkv=linear(d, 3 * d), qk=hwp.Requant(0, 0),
                                 av=hwp.Requant(0, 0), proj=linear(d, d), add1=hwp.Add(0, 0, 0), ln2=norm(d),
                                 fc1=linear(d, mlp), fc2=linear(mlp, d), add2=hwp.Add(0, 0, 0), selector=selector))
@@ -154,11 +135,12 @@ def shape_model(cfg: ViTConfig):
 
 
 def shape_program(cfg: ViTConfig, hw):
-    """The program hw/program.py compiles for ``cfg`` on ``hw`` (a HwConfig), with zero memory images."""
-    from vitforge.hw.program import compile_model
+    """The program hw/compiler.py compiles for ``cfg`` on ``hw`` (a HwConfig), with zero memory images
+    (the instruction stream depends only on the shapes; packing is vectorized, so this takes well under a
+    second for DeiT-S)."""
+    from vitforge.hw.compiler import compile_model
 
-    with _shape_only_images():
-        return compile_model(shape_model(cfg), hw)
+    return compile_model(shape_model(cfg), hw)
 
 
 def _shape_key(cfg: ViTConfig) -> tuple:

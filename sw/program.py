@@ -1,4 +1,4 @@
-"""The controller program of an exported model, compiled by :mod:`vitforge.hw.program`.
+"""The controller program of an exported model, compiled by :mod:`vitforge.hw.compiler`.
 
 :func:`hw_model` gives the compiler its hardware-neutral description of an
 :class:`~.export.IntModel` (the layer names of :mod:`.golden`); :func:`build_program` compiles it
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import json
 
+from vitforge.hw import compiler as hwp
 from vitforge.hw import isa
-from vitforge.hw import program as hwp
 from vitforge.hw.config import HwConfig
 from vitforge.hw.isa import Mem
 
@@ -34,7 +34,7 @@ def _check_int8(name: str, entry: dict) -> None:
 
 
 def hw_model(im) -> hwp.Model:
-    """``im`` (an :class:`~.export.IntModel`) as :class:`vitforge.hw.program.Model`."""
+    """``im`` (an :class:`~.export.IntModel`) as :class:`vitforge.hw.compiler.Model`."""
     cfg, layers = im.config, im.layers
 
     def linear(name: str) -> hwp.Linear:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from vitforge.hw import axi, units
-from vitforge.hw import program as hwp
+from vitforge.hw import compiler as hwp
 from vitforge.hw.config import HwConfig, get_preset
 from vitforge.hw.isa import INSTR_BYTES, TOKENS, Mem, Op, decode
 

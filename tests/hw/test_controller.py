@@ -1,7 +1,7 @@
 # amaranth: UnusedElaboratable=no
 # (refused components are created and never elaborated; Amaranth would warn about them at exit)
 """Controller + top in the Amaranth simulator: a tiny encoder block (behind a token selector)
-compiled by hw/program.py (inputs through the LOAD table) vs the pure-quant reference, bit for
+compiled by hw/compiler.py (inputs through the LOAD table) vs the pure-quant reference, bit for
 bit; error stop; bad configs."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import dataclasses
 import pytest
 import torch
 
+from vitforge.hw.compiler import INPUT_BLOB, Program
 from vitforge.hw.config import BASE, HwConfig
 from vitforge.hw.controller import Controller
 from vitforge.hw.isa import Instr, Op
-from vitforge.hw.program import INPUT_BLOB, Program
 from vitforge.sim import block_ref
 from vitforge.sim.amsim import run_encoder_top
 from vitforge.sim.runner import assert_equal

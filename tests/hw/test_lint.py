@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from vitforge.hw.cli import designs
+from vitforge.hw.cli import lint_designs
 from vitforge.hw.config import get_preset
-from vitforge.hw.controller import Controller
 from vitforge.hw.verilog import HEADER, LINT_WAIVERS, generate, lint
 
 pytestmark = pytest.mark.rtl
 
-
-def lint_designs(cfg) -> dict:
-    """Every block the lint checks: what `vitforge rtl generate` writes (hw/units.py's units and the two
-    tops), and the controller."""
-    return {**designs(cfg), "controller": lambda: Controller(config=cfg)}
-
-
-#: Every block, built from the demo config.
+#: Every block (hw/units.py's units, the two tops and the controller), built from the demo config.
 DESIGNS = lint_designs(get_preset("demo"))
 
 

@@ -14,10 +14,10 @@ import os
 
 import pytest
 
-from vitforge.hw.config import get_preset
-from vitforge.hw.isa import PER_TOKEN, TOKENS, Instr, Mem, Op
 from vitforge.hw import timing
+from vitforge.hw.config import get_preset
 from vitforge.hw.cycles import CycleModel
+from vitforge.hw.isa import PER_TOKEN, TOKENS, Instr, Mem, Op
 from vitforge.hw.timing import port_timing
 from vitforge.sim.latency_calib import DEMO_CASES, SMALL_CASES, calibrate
 

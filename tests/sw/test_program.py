@@ -11,9 +11,9 @@ import dataclasses
 import pytest
 import torch
 
+from vitforge.hw.compiler import INPUT_BLOB, pack_matrix, unpack_matrix
 from vitforge.hw.config import BASE
 from vitforge.hw.isa import TOKENS, Op
-from vitforge.hw.program import INPUT_BLOB, pack_matrix, unpack_matrix
 from vitforge.quant.quantize import quantize
 from vitforge.sim import model_ref
 from vitforge.sim.amsim import run_encoder_top

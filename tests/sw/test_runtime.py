@@ -17,9 +17,9 @@ import torch
 from vitforge.cli import main
 from vitforge.hw import axi
 from vitforge.hw.config import get_preset
+from vitforge.hw.cycles import CycleModel
 from vitforge.hw.isa import Op
 from vitforge.sim import model_ref
-from vitforge.hw.cycles import CycleModel
 from vitforge.sw.export import write_artifact
 from vitforge.sw.golden import GoldenModel
 from vitforge.sw.runtime import (

@@ -1,4 +1,4 @@
-"""hw/program.py without simulation: word layouts round-trip, the LOAD table matches the LOAD
+"""hw/compiler.py without simulation: word layouts round-trip, the LOAD table matches the LOAD
 instructions, refusals quote the offending value. (Programs run on EncoderTop in
 tests/hw/test_controller.py and, for a whole model, tests/sw/test_program.py.)"""
 
@@ -9,9 +9,9 @@ import dataclasses
 import pytest
 import torch
 
+from vitforge.hw.compiler import INPUT_BLOB, compile_block, pack_matrix, unpack_matrix
 from vitforge.hw.config import BASE
 from vitforge.hw.isa import PER_TOKEN, TOKENS, Op
-from vitforge.hw.program import INPUT_BLOB, compile_block, pack_matrix, unpack_matrix
 from vitforge.sim import block_ref
 
 TINY = dataclasses.replace(BASE, act_depth=4096, weight_depth=1024, param_depth=64, imem_depth=128,

@@ -43,6 +43,7 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from vitforge.quant.fixed import INT8
@@ -218,56 +219,78 @@ class Program:
 # --- word layouts ----------------------------------------------------------------------------------
 
 
-def pack_matrix(cfg: HwConfig, x: torch.Tensor, stride: int | None = None) -> list[int]:
-    """``x: (rows, cols)`` int8 codes -> ``rows * stride`` words (unsigned ints), padding lanes 0."""
-    x = torch.as_tensor(x, dtype=torch.int64)
-    if x.dim() != 2:
+def _words_from_bytes(data: np.ndarray, word_bytes: int) -> list[int]:
+    """``data`` (uint8, a whole number of ``word_bytes``-byte words, little endian) as unsigned ints."""
+    if not data.any():  # zero images (shape-only programs, empty parameters): no per-word work
+        return [0] * (data.size // word_bytes)
+    if word_bytes <= 8 and 8 % word_bytes == 0:
+        return np.frombuffer(data.tobytes(), dtype=f"<u{word_bytes}").tolist()
+    raw = data.tobytes()
+    return [int.from_bytes(raw[i:i + word_bytes], "little") for i in range(0, len(raw), word_bytes)]
+
+
+def _int64(x) -> np.ndarray:
+    """An integer tensor, array or sequence as an int64 numpy array."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(torch.int64).numpy()
+    return np.asarray(x, dtype=np.int64)
+
+
+def pack_matrix(cfg: HwConfig, x, stride: int | None = None) -> list[int]:
+    """``x: (rows, cols)`` int8 codes -> ``rows * stride`` words (unsigned ints), padding lanes 0.
+
+    Element ``c`` of a row is lane ``c % lanes`` (bits ``[8 (c % lanes), 8 (c % lanes) + 8)``) of word
+    ``c // lanes``; vectorized (numpy), one Python step per word.
+    """
+    x = _int64(x)
+    if x.ndim != 2:
         raise ValueError(f"pack_matrix needs a 2-D matrix, not shape {tuple(x.shape)}")
     rows, cols = x.shape
     stride = cfg.row_words(cols) if stride is None else stride
     if stride < cfg.row_words(cols):
         raise ValueError(f"row stride {stride} words is too small for {cols} columns ({cfg.row_words(cols)} words)")
-    bits, lanes = cfg.act_bits, cfg.lanes
-    mask = (1 << bits) - 1
-    words = [0] * (rows * stride)
-    flat = x.tolist()
-    for r in range(rows):
-        for c in range(cols):
-            words[r * stride + c // lanes] |= (flat[r][c] & mask) << (bits * (c % lanes))
-    return words
+    if cfg.act_bits != 8:
+        raise ValueError(f"pack_matrix packs 8-bit lanes, not {cfg.act_bits}-bit ones")
+    lanes = cfg.lanes
+    padded = np.zeros((rows, stride * lanes), dtype=np.uint8)
+    padded[:, :cols] = (x & 0xFF).astype(np.uint8)
+    return _words_from_bytes(padded, lanes)
 
 
 def unpack_matrix(cfg: HwConfig, words: list[int], rows: int, cols: int, stride: int | None = None,
                   signed: bool = True) -> torch.Tensor:
     """Words -> ``(rows, cols)`` int64 codes (signed int8 unless ``signed=False``)."""
     stride = cfg.row_words(cols) if stride is None else stride
-    bits, lanes = cfg.act_bits, cfg.lanes
-    mask, half = (1 << bits) - 1, 1 << (bits - 1)
-    out = torch.zeros((rows, cols), dtype=torch.int64)
-    for r in range(rows):
-        for c in range(cols):
-            v = (int(words[r * stride + c // lanes]) >> (bits * (c % lanes))) & mask
-            out[r, c] = v - (1 << bits) if signed and v >= half else v
-    return out
+    lanes = cfg.lanes
+    raw = b"".join(int(w).to_bytes(lanes, "little") for w in words[:rows * stride])
+    lanes_u8 = np.frombuffer(raw, dtype=np.uint8).reshape(rows, stride * lanes)[:, :cols]
+    out = lanes_u8.view(np.int8) if signed else lanes_u8
+    return torch.from_numpy(out.astype(np.int64))
 
 
 def pack_params(cfg: HwConfig, bias, mult, shift) -> list[int]:
     """Per-channel ``bias`` (int32), ``mult`` (uint16), ``shift`` -> ``row_words(n)`` parameter words
-    (:func:`vitforge.hw.gemm.param_word_layout`; padding lanes 0)."""
-    from .gemm import param_word_layout
-
-    bias, mult, shift = (torch.as_tensor(v, dtype=torch.int64).reshape(-1) for v in (bias, mult, shift))
+    (:func:`vitforge.hw.gemm.param_word_layout`: lane ``j`` in bits ``[j P, (j + 1) P)`` with
+    ``P = acc_bits + mult_bits + shift_bits``, bias lowest; padding lanes 0). Vectorized."""
+    bias, mult, shift = (_int64(v).reshape(-1) for v in (bias, mult, shift))
     n, lanes = len(bias), cfg.lanes
-    layout = param_word_layout(cfg)
-    words = []
-    for w in range(cfg.row_words(n)):
-        lane_vals = []
-        for j in range(lanes):
-            c = w * lanes + j
-            lane_vals.append({"bias": int(bias[c]), "mult": int(mult[c]), "shift": int(shift[c])} if c < n
-                             else {"bias": 0, "mult": 0, "shift": 0})
-        words.append(int(layout.const(lane_vals).as_bits()))
-    return words
+    fields = ((bias, cfg.acc_bits), (mult, cfg.mult_bits), (shift, cfg.shift_bits))
+    for (values, width), name in zip(fields, ("bias", "mult", "shift"), strict=True):
+        lo = -(1 << (width - 1)) if name == "bias" else 0
+        hi = (1 << (width - 1)) - 1 if name == "bias" else (1 << width) - 1
+        if len(values) != n or (n and (values.min() < lo or values.max() > hi)):
+            raise ValueError(f"parameter {name} must be {n} values in {lo}..{hi}")
+    words = cfg.row_words(n)
+    lane_bits = sum(width for _, width in fields)
+    bits = np.zeros((words * lanes, lane_bits), dtype=np.uint8)
+    offset = 0
+    for values, width in fields:
+        unsigned = values.astype(np.int64) & ((1 << width) - 1)
+        bits[:n, offset:offset + width] = (unsigned[:, None] >> np.arange(width)) & 1
+        offset += width
+    word_bits = lanes * lane_bits
+    packed = np.packbits(bits.reshape(words, word_bits), axis=1, bitorder="little")
+    return _words_from_bytes(packed, packed.shape[1])
 
 
 def layernorm_words(cfg: HwConfig, ln: LayerNorm) -> list[int]:
