@@ -31,15 +31,9 @@ timestamps: the same model gives the same bytes.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vitforge.hw import compiler as hwp
@@ -49,21 +43,12 @@ from vitforge.quant.fake import QuantAdd, QuantLayerNorm, QuantLinear, QuantMatM
 from vitforge.quant.fixed import FixedFormat
 from vitforge.quant.quantize import calibrate_scale, quantize
 
+from .artifact import MANIFEST, ArtifactError, Writer, read_blob, read_manifest, read_tensor, write_directory
 from .vit import VisionTransformer, ViTConfig
 
 FORMAT = "vitforge-vit-int8"
 #: 2: program/loads.json gained the per-instruction ``layers``.
 FORMAT_VERSION = 2
-MANIFEST = "manifest.json"
-#: Canonical dtypes of the integer tensors (numpy, little-endian).
-DTYPES = {"w": "<i1", "b": "<i4", "mult": "<u2", "shift": "u1", "gamma": "<i1", "beta": "<i4",
-          "cls": "<i1", "pos": "<i1"}
-
-
-class ArtifactError(ValueError):
-    """An artifact that cannot be used; the message names the offending file."""
-
-
 @dataclass
 class IntModel:
     """An exported model's integer view (what the golden model and the hardware run).
@@ -166,14 +151,6 @@ def extract(model: VisionTransformer, sample: torch.Tensor) -> IntModel:
 
 # --- hardware memory images -----------------------------------------------------------------------
 
-def _words_to_files(words: list[int], word_bits: int) -> tuple[bytes, bytes]:
-    nbytes = -(-word_bits // 8)
-    digits = -(-word_bits // 4)
-    raw = b"".join(w.to_bytes(nbytes, "little") for w in words)
-    hexd = "".join(f"{w:0{digits}x}\n" for w in words).encode()
-    return raw, hexd
-
-
 def weight_words(w: torch.Tensor, hw: HwConfig) -> list[int]:
     """``(in, out)`` int8 weights as scratchpad words (hw/compiler.py's layout; see the module docstring)."""
     return hwp.pack_matrix(hw, w)
@@ -195,29 +172,6 @@ def layernorm_param_words(entry: dict, hw: HwConfig) -> list[int]:
 # --- writing ------------------------------------------------------------------------------------
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-class _Writer:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.blobs: dict[str, dict] = {}
-
-    def put(self, rel: str, data: bytes, **meta) -> str:
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        self.blobs[rel] = {"sha256": _sha256(data), "bytes": len(data), **meta}
-        return rel
-
-    def tensor(self, rel: str, t: torch.Tensor, kind: str) -> str:
-        arr = np.ascontiguousarray(t.to(torch.int64).numpy().astype(DTYPES[kind]))
-        if not np.array_equal(arr.astype(np.int64), t.to(torch.int64).numpy()):
-            raise ValueError(f"{rel}: values do not fit {DTYPES[kind]}")
-        return self.put(rel, arr.tobytes(), dtype=DTYPES[kind], shape=list(arr.shape))
-
-
 def check_fits(cfg: ViTConfig, hw: HwConfig, preset: str, where: str) -> None:
     """Refuse a model that does not fit the hardware preset (``where`` names the file)."""
     problems = []
@@ -237,7 +191,7 @@ def check_fits(cfg: ViTConfig, hw: HwConfig, preset: str, where: str) -> None:
         raise ArtifactError(f"{where}: model does not fit hardware preset {preset!r}: " + "; ".join(problems))
 
 
-def _manifest(im: IntModel, preset: str, hw: HwConfig, w: _Writer, program: dict | None) -> dict:
+def _manifest(im: IntModel, preset: str, hw: HwConfig, w: Writer, program: dict | None) -> dict:
     layers = []
     for name, entry in im.layers.items():
         item = {"name": name, "kind": entry["kind"], "out_fmt": entry["out_fmt"], "scales": im.scales.get(name, {})}
@@ -262,7 +216,6 @@ def _manifest(im: IntModel, preset: str, hw: HwConfig, w: _Writer, program: dict
         "layers": layers,
         "tensors": tensors,
         "program": program,
-        "blobs": w.blobs,
     }
 
 
@@ -278,53 +231,16 @@ def write_artifact(im: IntModel, out_dir: str | Path, preset: str = "demo", extr
     check_fits(im.config, hw, preset, str(out_dir))
     if hw.numerics != im.numerics:
         raise ArtifactError(f"{out_dir}: the model's numerics differ from hardware preset {preset!r}'s")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        w = _Writer(tmp)
-        program = build_program(im, hw, w)
-        manifest = _manifest(im, preset, hw, w, program)
+
+    def fill(w: Writer) -> dict:
+        manifest = _manifest(im, preset, hw, w, build_program(im, hw, w))
         manifest["extra"] = extra or {}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, sort_keys=True, indent=1) + "\n")
-        os.chmod(tmp, 0o755)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "a")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+        return manifest
+
+    return write_directory(out_dir, fill)
 
 
 # --- loading ------------------------------------------------------------------------------------
-
-
-def _read_blob(root: Path, rel: str, blobs: dict) -> bytes:
-    path = root / rel
-    if rel not in blobs:
-        raise ArtifactError(f"{path}: not listed in {MANIFEST}'s blob table")
-    if not path.is_file():
-        raise ArtifactError(f"{path}: missing")
-    data = path.read_bytes()
-    meta = blobs[rel]
-    if len(data) != meta["bytes"]:
-        raise ArtifactError(f"{path}: size {len(data)} bytes, the manifest says {meta['bytes']} (truncated?)")
-    if _sha256(data) != meta["sha256"]:
-        raise ArtifactError(f"{path}: SHA-256 mismatch (the file was modified or corrupted)")
-    return data
-
-
-def _tensor(root: Path, rel: str, blobs: dict) -> torch.Tensor:
-    data = _read_blob(root, rel, blobs)
-    meta = blobs[rel]
-    arr = np.frombuffer(data, dtype=np.dtype(meta["dtype"])).astype(np.int64)
-    if arr.size != int(np.prod(meta["shape"])):
-        raise ArtifactError(f"{root / rel}: {arr.size} elements, the manifest's shape is {meta['shape']}")
-    return torch.from_numpy(arr.reshape(meta["shape"]).copy())
 
 
 def load_artifact(path: str | Path) -> tuple[IntModel, dict]:
@@ -335,17 +251,10 @@ def load_artifact(path: str | Path) -> tuple[IntModel, dict]:
     """
     root = Path(path)
     mpath = root / MANIFEST
-    if not mpath.is_file():
-        raise ArtifactError(f"{mpath}: missing (not an artifact directory?)")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ArtifactError(f"{mpath}: not valid JSON ({err})") from None
-    if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
-        raise ArtifactError(f"{mpath}: not a {FORMAT} v{FORMAT_VERSION} manifest")
+    manifest = read_manifest(root, FORMAT, FORMAT_VERSION)
     blobs = manifest["blobs"]
     for rel in sorted(blobs):
-        _read_blob(root, rel, blobs)
+        read_blob(root, rel, blobs)
     try:
         cfg = ViTConfig.from_dict(manifest["model"])
         preset = manifest["hardware"]["preset"]
@@ -363,9 +272,9 @@ def load_artifact(path: str | Path) -> tuple[IntModel, dict]:
             if key not in item:
                 continue
             value = item[key]
-            entry[key] = _tensor(root, value, blobs) if isinstance(value, str) else int(value)
+            entry[key] = read_tensor(root, value, blobs) if isinstance(value, str) else int(value)
         layers[item["name"]] = entry
-    tensors = {k: _tensor(root, rel, blobs) for k, rel in manifest["tensors"].items()}
+    tensors = {k: read_tensor(root, rel, blobs) for k, rel in manifest["tensors"].items()}
     thresholds = {int(b): int(s["threshold"]) for b, s in manifest["selectors"].items()}
     im = IntModel(cfg, hw.numerics, float(manifest["input_scale"]), float(manifest["output_scale"]),
                   layers, tensors, thresholds, {it["name"]: it["scales"] for it in manifest["layers"]})

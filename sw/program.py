@@ -15,15 +15,11 @@ for a preset and writes, through the artifact writer:
 
 from __future__ import annotations
 
-import json
-
 from vitforge.hw import compiler as hwp
-from vitforge.hw import isa
 from vitforge.hw.config import HwConfig
-from vitforge.hw.isa import Mem
+from vitforge.quant.selector import head_weight_dims, scorer_dims
 
-#: Number of linear layers of a selector's MLP2 and head-weight MLP (sw/selector.py).
-_MLP2_LAYERS, _WEIGHT_MLP_LAYERS = 3, 2
+from .artifact import write_program
 
 
 def _check_int8(name: str, entry: dict) -> None:
@@ -64,11 +60,13 @@ def hw_model(im) -> hwp.Model:
         if i in im.thresholds:
             sp = f"selectors.{i}"
             heads = range(cfg.num_heads)
+            mlp2_layers = range(len(scorer_dims(cfg.head_dim)) - 1)
+            weight_layers = range(len(head_weight_dims(cfg.num_heads)) - 1)
             selector = hwp.Selector(
                 norms=[layernorm(f"{sp}.scorers.{h}.norm") for h in heads],
                 mlp1=[linear(f"{sp}.scorers.{h}.mlp1") for h in heads],
-                mlp2=[[linear(f"{sp}.scorers.{h}.mlp2.linears.{j}") for j in range(_MLP2_LAYERS)] for h in heads],
-                weight_mlp=[linear(f"{sp}.weight_mlp.linears.{j}") for j in range(_WEIGHT_MLP_LAYERS)],
+                mlp2=[[linear(f"{sp}.scorers.{h}.mlp2.linears.{j}") for j in mlp2_layers] for h in heads],
+                weight_mlp=[linear(f"{sp}.weight_mlp.linears.{j}") for j in weight_layers],
                 threshold=im.thresholds[i],
             )
         blocks.append(hwp.Block(
@@ -87,32 +85,6 @@ def compile_program(im, hw: HwConfig) -> hwp.Program:
 
 
 def build_program(im, hw: HwConfig, writer) -> dict:
-    """Compile ``im`` and write the program, its memory images and LOAD table through ``writer``."""
-    from .export import _words_to_files
-
-    prog = compile_program(im, hw)
-    words = isa.assemble(prog.instrs)
-    digits = isa.INSTR_BITS // 4
-    hexd = "".join(f"{w:0{digits}x}\n" for w in words).encode()
-    mems = {ld.blob: ld.mem for ld in prog.loads}
-    images = {}
-    for name in sorted(prog.blobs):
-        bits = hw.param_word_bits if mems[name] == Mem.PARAM else hw.word_bits
-        raw, hx = _words_to_files(prog.blobs[name], bits)
-        n = len(prog.blobs[name])
-        images[name] = [writer.put(f"program/{name}.bin", raw, words=n, word_bits=bits),
-                        writer.put(f"program/{name}.hex", hx, words=n, word_bits=bits)]
-    table = {
-        "input": {"blob": hwp.INPUT_BLOB, "shape": list(prog.input_shape), "word_bits": hw.word_bits},
-        "output": {"rows": prog.output_rows, "cols": prog.output_cols, "word_bits": hw.word_bits},
-        "loads": prog.load_table(),
-        "layers": prog.layers,
-    }
-    return {
-        "bin": writer.put("program.bin", isa.to_bytes(words), words=len(words), word_bits=isa.INSTR_BITS),
-        "hex": writer.put("program.hex", hexd, words=len(words), word_bits=isa.INSTR_BITS),
-        "loads": writer.put("program/loads.json", (json.dumps(table, sort_keys=True, indent=1) + "\n").encode()),
-        "images": images,
-        "instructions": len(words),
-        "fits_imem": len(words) <= hw.imem_depth,
-    }
+    """Compile ``im`` and write the program, its memory images and LOAD table through ``writer``
+    (an :class:`~.artifact.Writer`); returns the manifest's ``program`` section."""
+    return write_program(compile_program(im, hw), hw, writer)

@@ -34,9 +34,10 @@ import torch
 from vitforge.hw import axi, units
 from vitforge.hw import compiler as hwp
 from vitforge.hw.config import HwConfig, get_preset
-from vitforge.hw.isa import INSTR_BYTES, TOKENS, Mem, Op, decode
+from vitforge.hw.isa import TOKENS, Op
 
-from .export import ArtifactError, IntModel, _read_blob, load_artifact
+from .artifact import ArtifactError, read_program
+from .export import IntModel, load_artifact
 from .golden import GoldenModel
 
 #: Backends ``vitforge run`` knows.
@@ -134,30 +135,7 @@ class ArtifactProgram:
 
     @classmethod
     def load(cls, root: Path, manifest: dict) -> ArtifactProgram:
-        prog = manifest.get("program")
-        if not prog:
-            raise ArtifactError(f"{root}: the artifact has no program")
-        blobs = manifest["blobs"]
-        raw = _read_blob(root, prog["bin"], blobs)
-        if len(raw) % INSTR_BYTES:
-            raise ArtifactError(f"{root / prog['bin']}: {len(raw)} bytes is not a whole number of instructions")
-        words = [int.from_bytes(raw[i:i + INSTR_BYTES], "little") for i in range(0, len(raw), INSTR_BYTES)]
-        table = json.loads(_read_blob(root, prog["loads"], blobs))
-        images = {}
-        for name, (rel, _hex) in prog["images"].items():
-            meta = blobs[rel]
-            nbytes = -(-meta["word_bits"] // 8)
-            data = _read_blob(root, rel, blobs)
-            images[name] = [int.from_bytes(data[i:i + nbytes], "little") for i in range(0, len(data), nbytes)]
-        loads = [hwp.Load(ld["blob"], ld["offset"], ld["count"], Mem[ld["mem"].upper()], ld["addr"])
-                 for ld in table["loads"]]
-        instrs = [decode(w) for w in words]
-        layers = table.get("layers") or []
-        if len(layers) != len(words):
-            raise ArtifactError(f"{root / prog['loads']}: {len(layers)} layer names for {len(words)} instructions")
-        program = hwp.Program(instrs, images, loads, tuple(table["input"]["shape"]), table["output"]["rows"],
-                              table["output"]["cols"], layers)
-        return cls(words, program)
+        return cls(*read_program(root, manifest))
 
 
 def _ceil(x: int, align: int) -> int:

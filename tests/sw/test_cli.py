@@ -38,7 +38,7 @@ def test_train_targets_are_exclusive(tmp_path):
 
 
 def test_eval_refuses_missing_artifact(tmp_path):
-    from vitforge.sw.export import ArtifactError
+    from vitforge.sw.artifact import ArtifactError
 
     args = _parser().parse_args(["eval", "--artifact", str(tmp_path / "nope"), "--json"])
     with pytest.raises(ArtifactError, match=r"manifest\.json: missing"):

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from vitforge.hw.isa import Mem, Op, disassemble
+from vitforge.sw.artifact import ArtifactError
 from vitforge.sw.data import digits_canvas
-from vitforge.sw.export import ArtifactError, load_artifact, weight_words
+from vitforge.sw.export import load_artifact, weight_words
 from vitforge.sw.golden import GoldenModel
 from vitforge.sw.latency import model_macs
 from vitforge.sw.workflow import Target, evaluate_artifact, load_checkpoint, train_to_dir
