@@ -33,6 +33,7 @@ from pathlib import Path
 from vitforge.hw.axi import AxiTop
 from vitforge.hw.config import HwConfig
 from vitforge.hw.timing import DEFAULT_READ_LATENCY
+from vitforge.sim.runner import build_lock
 from vitforge.tools import require
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -223,6 +224,14 @@ def build_model(cfg: HwConfig, quiet: bool = True) -> Path:
     so = folder / "obj" / f"V{TOP}"
     if so.exists():
         return so
+    with build_lock(BUILD_ROOT / f".{TOP}-{key}.lock"):  # another process may be building it
+        if not so.exists():
+            _build_once(cfg, verilog, folder, key, quiet)
+    return so
+
+
+def _build_once(cfg: HwConfig, verilog: str, folder: Path, key: str, quiet: bool) -> None:
+    """Build into a temporary folder, then rename it to ``folder``."""
     tmp = BUILD_ROOT / f".{TOP}-{key}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -233,7 +242,6 @@ def build_model(cfg: HwConfig, quiet: bool = True) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return so
 
 
 class DeviceTimeout(TimeoutError):

@@ -31,12 +31,14 @@ Verilog conversion uses ``amaranth.back.verilog``; the clock is ``clk`` and the 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -194,10 +196,30 @@ def _build_and_run(
     waves: bool,
 ) -> tuple[Path, int, int]:
     """Build (cached) and run once; returns ``(build folder, tests run, tests failed)``."""
-    from cocotb_tools.runner import get_results, get_runner
-
     build_dir = BUILD_ROOT / f"{name}-{key_hash(key)}-{sim}{'-waves' if waves else ''}"
     build_dir.mkdir(parents=True, exist_ok=True)
+    # One process at a time builds and runs in a build folder (pytest-xdist workers share the cache).
+    with build_lock(build_dir):
+        return _build_and_run_locked(build_dir, name=name, design=design, key=key, bench=bench, sim=sim,
+                                     params=params, testcase=testcase, seed=seed, waves=waves)
+
+
+@contextlib.contextmanager
+def build_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` across processes (``flock`` on ``folder/.lock``), held inside the block."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build_and_run_locked(build_dir: Path, *, name, design, key, bench, sim, params, testcase, seed,
+                          waves) -> tuple[Path, int, int]:
+    from cocotb_tools.runner import get_results, get_runner
+
     source = build_dir / f"{name}.v"
     text = to_verilog(name, design, key)
     _write_if_changed(source, _for_icarus(text) if sim == "icarus" else text)

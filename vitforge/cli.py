@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "vitforge.hw.cli",
     "vitforge.sw.cli",
     "vitforge.sw.runtime",
+    "vitforge.sw.projection",
     "vitforge.sim.cli",
 )
 

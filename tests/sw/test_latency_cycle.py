@@ -1,6 +1,6 @@
 # amaranth: UnusedElaboratable=no
 """sw/latency.py's CycleLatency: the compiler's own program at shape level, the cycle model over it,
-and `vitforge latency` (sim/cli.py)."""
+and `vitforge latency` (sw/projection.py)."""
 
 from __future__ import annotations
 

@@ -15,9 +15,9 @@ from vitforge.hw.compiler import INPUT_BLOB, pack_matrix, unpack_matrix
 from vitforge.hw.config import BASE
 from vitforge.hw.isa import TOKENS, Op
 from vitforge.quant.quantize import quantize
-from vitforge.sim import model_ref
 from vitforge.sim.amsim import run_encoder_top
 from vitforge.sim.runner import assert_equal
+from vitforge.sw import random_model
 from vitforge.sw.golden import GoldenModel
 from vitforge.sw.program import compile_program
 from vitforge.sw.vit import ViTConfig, patchify
@@ -67,12 +67,12 @@ def test_program_load_table_matches_loads():
 
 
 def random_int_model(seed: int, threshold: int, model: ViTConfig = MODEL):
-    return model_ref.random_int_model(seed, threshold, model, HW.numerics)
+    return random_model.random_int_model(seed, threshold, model, HW.numerics)
 
 
 def _image(seed: int) -> torch.Tensor:
-    return model_ref.random_image(seed, MODEL)
+    return random_model.random_image(seed, MODEL)
 
 
 def _mixed_threshold(seed: int, image: torch.Tensor, model: ViTConfig = MODEL) -> int:
-    return model_ref.mixed_threshold(seed, image, model)
+    return random_model.mixed_threshold(seed, image, model)

@@ -19,7 +19,7 @@ from vitforge.hw import axi
 from vitforge.hw.config import get_preset
 from vitforge.hw.cycles import CycleModel
 from vitforge.hw.isa import Op
-from vitforge.sim import model_ref
+from vitforge.sw import random_model
 from vitforge.sw.export import write_artifact
 from vitforge.sw.golden import GoldenModel
 from vitforge.sw.runtime import (
@@ -42,14 +42,14 @@ SEED = 7
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
-    image = model_ref.random_image(SEED, MODEL)
-    threshold = model_ref.mixed_threshold(SEED, image, MODEL)
-    im = model_ref.random_int_model(SEED, threshold, MODEL, DEMO.numerics)
+    image = random_model.random_image(SEED, MODEL)
+    threshold = random_model.mixed_threshold(SEED, image, MODEL)
+    im = random_model.random_int_model(SEED, threshold, MODEL, DEMO.numerics)
     return write_artifact(im, tmp_path_factory.mktemp("rt") / "artifact", "demo")
 
 
 def _images(n: int) -> torch.Tensor:
-    return torch.stack([model_ref.random_image(SEED + i, MODEL) for i in range(n)])
+    return torch.stack([random_model.random_image(SEED + i, MODEL) for i in range(n)])
 
 
 def test_golden_backend_is_the_golden_model(artifact):
@@ -161,8 +161,8 @@ def test_cli_run_rtl_json(artifact, capsys, tmp_path):
 @pytest.mark.rtl
 @pytest.mark.skipif(not DEEP, reason="the zcu102 top's Verilator build takes tens of minutes: VITFORGE_DEEP=1")
 def test_zcu102_smoke_logits_equal_golden():
-    """A random ViT that fits zcu102 (sim/benchmark.py's smoke model) on the zcu102 RTL: 2 images."""
-    from vitforge.sim.benchmark import bench
+    """A random ViT that fits zcu102 (sw/benchmark.py's smoke model) on the zcu102 RTL: 2 images."""
+    from vitforge.sw.benchmark import bench
 
     res = bench("zcu102", None, 2, dense=False)
     assert res["pruned"]["images"] == 2 and res["pruned"]["exact"] == 2, res

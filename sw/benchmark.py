@@ -13,7 +13,7 @@ For a preset it prints, and writes as JSON (and a plot) with ``--out``:
   cycle saving as a fraction of the GMAC saving (the issue's bar: at least 0.9).
 
 ``demo`` runs an artifact (default ``out/demo/train/artifact``, from scripts/demo.sh) on its
-test images. ``zcu102`` runs a seeded random integer ViT (sim/model_ref.py) that fits it, on
+test images. ``zcu102`` runs a seeded random integer ViT (sw/random_model.py) that fits it, on
 random images (the build of the 32x64 array takes minutes).
 """
 
@@ -88,14 +88,15 @@ def _run(backend, golden, codes_list, program, cfg, model_cls) -> dict:
 
 def bench(preset: str, artifact: Path | None, images: int, dense: bool = True) -> dict:
     from vitforge.hw.cycles import CycleModel
-    from vitforge.sim import model_ref
     from vitforge.sim.rtl import RtlDevice
-    from vitforge.sw.data import load_data
-    from vitforge.sw.export import load_artifact, write_artifact
-    from vitforge.sw.golden import GoldenModel
-    from vitforge.sw.program import compile_program
-    from vitforge.sw.runtime import AcceleratorBackend, ArtifactProgram
-    from vitforge.sw.vit import ViTConfig
+
+    from . import random_model
+    from .data import load_data
+    from .export import load_artifact, write_artifact
+    from .golden import GoldenModel
+    from .program import compile_program
+    from .runtime import AcceleratorBackend, ArtifactProgram
+    from .vit import ViTConfig
 
     cfg = get_preset(preset)
     if artifact is None:
@@ -103,10 +104,10 @@ def bench(preset: str, artifact: Path | None, images: int, dense: bool = True) -
             raise ValueError(f"--artifact is needed for preset {preset!r} (only zcu102 has a built-in smoke model)")
         vit = ViTConfig(**ZCU102_MODEL)
         seed = 3
-        thr = model_ref.mixed_threshold(seed, model_ref.random_image(seed, vit), vit)
-        im = model_ref.random_int_model(seed, thr, vit, cfg.numerics)
+        thr = random_model.mixed_threshold(seed, random_model.random_image(seed, vit), vit)
+        im = random_model.random_int_model(seed, thr, vit, cfg.numerics)
         artifact = write_artifact(im, Path(tempfile.mkdtemp(prefix="vitforge-bench-")) / "artifact", preset)
-        imgs = torch.stack([model_ref.random_image(seed + i, vit) for i in range(images)])
+        imgs = torch.stack([random_model.random_image(seed + i, vit) for i in range(images)])
     else:
         im, manifest = load_artifact(artifact)
         if manifest["hardware"]["preset"] != preset:

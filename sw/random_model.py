@@ -9,9 +9,10 @@ import torch
 from vitforge.quant.config import NumericsConfig
 from vitforge.quant.fixed import quantize_multiplier
 from vitforge.sim import block_ref
-from vitforge.sw.export import IntModel
-from vitforge.sw.golden import GoldenModel
-from vitforge.sw.vit import ViTConfig
+
+from .export import IntModel
+from .golden import GoldenModel
+from .vit import ViTConfig
 
 INT8_FMT = (8, 0, True)
 
