@@ -82,6 +82,14 @@ def simulators() -> list[str]:
     return chosen
 
 
+def slow_on_icarus(sims: Sequence[str]) -> list:
+    """``sims`` as pytest parameters with Icarus in the deep tier only (``slow``; tests/conftest.py):
+    for benches that take minutes on Icarus and seconds on Verilator."""
+    import pytest
+
+    return [pytest.param(s, marks=pytest.mark.slow) if s == "icarus" else s for s in sims]
+
+
 def key_hash(key: Any) -> str:
     """A short stable hash of ``key`` (a config dataclass, dict, string...) via its ``repr``."""
     return hashlib.sha256(repr(key).encode()).hexdigest()[:12]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 
 import pytest
@@ -39,8 +38,6 @@ from vitforge.hw.synth import (
     synth_modules,
     synth_script,
 )
-
-DEEP = bool(os.environ.get("VITFORGE_DEEP"))
 
 #: A config small enough to convert to Verilog in a few seconds, with every unit built.
 SMALL = dataclasses.replace(BASE, max_tokens=8, max_embed_dim=16, max_mlp_dim=16, max_heads=1, act_depth=1024,
@@ -235,7 +232,7 @@ def test_overhead_is_relative_to_the_design_without():
     assert over["lut"]["pct"] == 5.0 and over["ff"]["delta"] == 0 and over["bram36"]["pct"] is None
 
 
-@pytest.mark.skipif(not DEEP, reason="demo synthesis takes minutes: VITFORGE_DEEP=1")
+@pytest.mark.slow  # demo synthesis takes minutes: VITFORGE_DEEP=1
 def test_report_demo(capsys):
     assert main(["rtl", "report", "--preset", "demo", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

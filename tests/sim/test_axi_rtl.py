@@ -5,18 +5,15 @@ with VITFORGE_DEEP=1). Whole models through the same top: tests/sw/test_runtime.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from vitforge.hw.axi import AxiTop
 from vitforge.hw.config import get_preset
-from vitforge.sim.runner import run_bench, simulators
+from vitforge.sim.runner import run_bench, simulators, slow_on_icarus
 
 pytestmark = pytest.mark.rtl
 
 DEMO = get_preset("demo")
-DEEP = bool(os.environ.get("VITFORGE_DEEP"))
 
 
 def _run(sim: str, testcase: str, **params) -> None:
@@ -29,10 +26,9 @@ def test_registers(sim):
     _run(sim, "registers")
 
 
-@pytest.mark.parametrize("sim", simulators())
+@pytest.mark.parametrize("sim", slow_on_icarus(simulators()))
 def test_block_through_axi(sim):
-    if sim == "icarus" and not DEEP:
-        pytest.skip("the block through AXI runs on Icarus with VITFORGE_DEEP=1 (minutes); its registers test runs")
+    """On Icarus this takes minutes: deep tier only (its registers test runs in the default tier)."""
     _run(sim, "block", n_tokens=17, seed=21, extra_beats=0)
 
 

@@ -9,18 +9,15 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from vitforge.hw.config import get_preset
 from vitforge.hw.top import EncoderTop
-from vitforge.sim.runner import env_int, run_bench, simulators
+from vitforge.sim.runner import env_int, run_bench, simulators, slow_on_icarus
 
 pytestmark = pytest.mark.rtl
 
 DEMO = get_preset("demo")
-DEEP = bool(os.environ.get("VITFORGE_DEEP"))
 
 GEMM_CASES = [
     {"m": 7, "k": 10, "n": 9, "b_trans": False, "b_act": False, "pad": 1, "saturate": False, "seed": 1},
@@ -49,8 +46,7 @@ def test_encoder_block_with_selector(sim):
 
 
 @pytest.mark.parametrize("keep", ["all", "class_only"])
-@pytest.mark.parametrize("sim", simulators())
+@pytest.mark.parametrize("sim", slow_on_icarus(simulators()))
 def test_encoder_block_selector_corners(sim, keep):
-    if sim == "icarus" and not DEEP:
-        pytest.skip("Icarus corner cases run with VITFORGE_DEEP=1 (the mixed case runs on both)")
+    """Icarus runs these corners in the deep tier only (the mixed case runs on both)."""
     _run(sim, "encoder_block", n_tokens=env_int("VITFORGE_BLOCK_TOKENS", 17), seed=12, selector=True, keep=keep)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from vitforge.hw.config import get_preset
@@ -20,7 +18,7 @@ def test_gemm_engine_demo(sim):
               sim=sim, params={"config": cfg.to_json(), "tiles": env_int("VITFORGE_TILES", 24), "seed": 3})
 
 
-@pytest.mark.skipif(not os.environ.get("VITFORGE_DEEP"), reason="the zcu102 top builds for minutes: VITFORGE_DEEP=1")
+@pytest.mark.slow  # the zcu102 top builds for minutes: VITFORGE_DEEP=1
 def test_gemm_sequencer_zcu102_smoke():
     """A small ragged GEMM (and a Q K^T) through GemmSequencer inside the zcu102 top, on Verilator."""
     from vitforge.hw.top import EncoderTop
@@ -32,7 +30,7 @@ def test_gemm_sequencer_zcu102_smoke():
               sim="verilator", testcase="gemm_programs", params={"config": cfg.to_json(), "gemm_cases": cases})
 
 
-@pytest.mark.skipif(not os.environ.get("VITFORGE_DEEP"), reason="the 32x64 array builds for ~5 min: VITFORGE_DEEP=1")
+@pytest.mark.slow  # the 32x64 array builds for ~5 min: VITFORGE_DEEP=1
 @pytest.mark.parametrize("sim", [s for s in simulators() if s == "verilator"])
 def test_gemm_engine_zcu102_smoke(sim):
     """The 32x64 array of the zcu102 preset on a few tiles (measured: 354 s, mostly the C++ build)."""

@@ -10,8 +10,6 @@ model) run on Verilator.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from vitforge.hw import timing
@@ -21,7 +19,6 @@ from vitforge.hw.isa import PER_TOKEN, TOKENS, Instr, Mem, Op
 from vitforge.hw.timing import port_timing
 from vitforge.sim.latency_calib import DEMO_CASES, SMALL_CASES, calibrate
 
-DEEP = bool(os.environ.get("VITFORGE_DEEP"))
 #: The task's budget for a layer's modeled cycles against the RTL's.
 LAYER_TOLERANCE = 0.05
 
@@ -43,8 +40,6 @@ def test_model_equals_amaranth_rtl(case):
 @pytest.mark.rtl
 @pytest.mark.parametrize("case", DEMO_CASES, ids=[c.name for c in DEMO_CASES])
 def test_model_equals_verilator_on_demo_shapes(case):
-    if not DEEP:
-        pytest.skip("the demo model's full-size shapes run with VITFORGE_DEEP=1 (Verilator)")
     _check(calibrate(case, "verilator"))
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get("VITFORGE_DEEP") != "1", reason="full demo training; set VITFORGE_DEEP=1"),
 ]
 
 

@@ -8,7 +8,6 @@ exported as an artifact for the demo preset.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -33,7 +32,6 @@ from vitforge.sw.runtime import (
 from vitforge.sw.vit import ViTConfig
 
 DEMO = get_preset("demo")
-DEEP = bool(os.environ.get("VITFORGE_DEEP"))
 #: 16x16 images in 4x4 patches: 16 patches + class token; the demo preset's D and heads.
 MODEL = ViTConfig(image_size=16, patch_size=4, in_chans=1, num_classes=4, embed_dim=64, depth=2, num_heads=4,
                   mlp_ratio=2.0, selector_blocks=(1,), keep_rates=(0.5,))
@@ -159,7 +157,7 @@ def test_cli_run_rtl_json(artifact, capsys, tmp_path):
 
 
 @pytest.mark.rtl
-@pytest.mark.skipif(not DEEP, reason="the zcu102 top's Verilator build takes tens of minutes: VITFORGE_DEEP=1")
+@pytest.mark.slow  # the zcu102 top's Verilator build takes tens of minutes: VITFORGE_DEEP=1
 def test_zcu102_smoke_logits_equal_golden():
     """A random ViT that fits zcu102 (sw/benchmark.py's smoke model) on the zcu102 RTL: 2 images."""
     from vitforge.sw.benchmark import bench
