@@ -12,7 +12,7 @@ three buffers in memory, writes their addresses into the register file and sets 
 3. **output**: ``STORE`` words land here, ``cfg.beats(word_bits)`` beats each, in order.
 
 Words are little endian and zero-padded to whole beats. Buffers must be 4 KiB aligned (reads go
-in bursts of up to :data:`BURST` beats that then never cross a 4 KiB boundary); a start with a
+in bursts of up to ``cfg.axi_burst`` beats that then never cross a 4 KiB boundary); a start with a
 misaligned address stops at once with ``STATUS.addr_error``.
 
 Register file (32-bit registers, byte addresses; :class:`Reg`): ``CTRL`` (write bit 0 = start),
@@ -23,7 +23,7 @@ profile window at :data:`PROFILE_BASE` + 4 i holds the controller's ``cycles`` v
 instruction ``i`` was dispatched (per-instruction, hence per-layer, cycle counts on the board).
 
 Timing: reads sustain one beat per cycle while the controller takes words (up to
-:data:`MAX_INFLIGHT` beats in flight); a ``LOAD`` word costs ``beats`` cycles once the data
+``cfg.axi_max_inflight`` beats in flight); a ``LOAD`` word costs ``beats`` cycles once the data
 flows. Writes are single beats, one at a time (outputs are a few words). ``CYCLES`` counts the
 controller's cycles (start to ``END``), ``TOTAL_CYCLES`` also the program fetch and the drain.
 """
@@ -37,25 +37,16 @@ import json
 from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 
+from .bus import axi4, axi4_lite, flat
 from .config import HwConfig
 from .controller import CYCLE_BITS
 from .isa import INSTR_BITS, Mem
 from .top import EncoderTop
 
-#: AXI address width of the memory port (the ZynqMP's HP ports take 49; 40 bits cover its DDR).
-ADDR_BITS = 40
-#: Register-file address width (byte addresses): registers below 0x1000, the profile above.
-REG_ADDR_BITS = 13
-#: Byte address of the profile window.
+#: Byte address of the profile window (registers lie below it).
 PROFILE_BASE = 0x1000
-#: Longest read burst, in beats.
-BURST = 16
-#: Most read beats requested and not yet received.
-MAX_INFLIGHT = 64
-#: Buffers must be aligned to this many bytes.
-ALIGN = 4096
 #: ``ID`` register value: "VF" and the register-map version.
 MAGIC = 0x5646_0001
 
@@ -90,7 +81,7 @@ class Status(enum.IntFlag):
     DONE = 2
     ERROR = 4  # the controller stopped on an opcode whose unit is not built
     BUS_ERROR = 8  # a read or write response was not OKAY
-    ADDR_ERROR = 16  # a buffer address was not ALIGN-aligned
+    ADDR_ERROR = 16  # a buffer address was not cfg.axi_align-aligned
     IN_LEFT = 32  # the program ended before taking every input beat (the rest was drained)
 
 
@@ -149,26 +140,18 @@ def output_bytes(cfg: HwConfig, words: int) -> int:
 # --- hardware ------------------------------------------------------------------------------------
 
 
-def _signature(cfg: HwConfig) -> dict:
-    bus = cfg.bus_bits
+def reg_addr_bits(cfg: HwConfig) -> int:
+    """Byte-address width of the register file: registers below :data:`PROFILE_BASE`, then one 32-bit
+    profile word per instruction of the instruction memory."""
+    return (PROFILE_BASE + 4 * cfg.imem_depth - 1).bit_length()
+
+
+def signature(cfg: HwConfig) -> dict:
+    """AxiTop's ports: the AXI4-Lite slave ``s_axil_*`` (the register file), the AXI4 master ``m_axi_*``
+    (the memory port, ``cfg.bus_bits`` wide) and the level interrupt ``irq`` (``STATUS.done``)."""
     return {
-        # AXI4-Lite slave: the register file.
-        "s_axil_awaddr": In(REG_ADDR_BITS), "s_axil_awvalid": In(1), "s_axil_awready": Out(1),
-        "s_axil_wdata": In(32), "s_axil_wstrb": In(4), "s_axil_wvalid": In(1), "s_axil_wready": Out(1),
-        "s_axil_bresp": Out(2), "s_axil_bvalid": Out(1), "s_axil_bready": In(1),
-        "s_axil_araddr": In(REG_ADDR_BITS), "s_axil_arvalid": In(1), "s_axil_arready": Out(1),
-        "s_axil_rdata": Out(32), "s_axil_rresp": Out(2), "s_axil_rvalid": Out(1), "s_axil_rready": In(1),
-        # AXI4 master: the memory port.
-        "m_axi_awid": Out(1), "m_axi_awaddr": Out(ADDR_BITS), "m_axi_awlen": Out(8), "m_axi_awsize": Out(3),
-        "m_axi_awburst": Out(2), "m_axi_awvalid": Out(1), "m_axi_awready": In(1),
-        "m_axi_wdata": Out(bus), "m_axi_wstrb": Out(bus // 8), "m_axi_wlast": Out(1), "m_axi_wvalid": Out(1),
-        "m_axi_wready": In(1),
-        "m_axi_bid": In(1), "m_axi_bresp": In(2), "m_axi_bvalid": In(1), "m_axi_bready": Out(1),
-        "m_axi_arid": Out(1), "m_axi_araddr": Out(ADDR_BITS), "m_axi_arlen": Out(8), "m_axi_arsize": Out(3),
-        "m_axi_arburst": Out(2), "m_axi_arvalid": Out(1), "m_axi_arready": In(1),
-        "m_axi_rid": In(1), "m_axi_rdata": In(bus), "m_axi_rresp": In(2), "m_axi_rlast": In(1),
-        "m_axi_rvalid": In(1), "m_axi_rready": Out(1),
-        # Level interrupt: STATUS.done.
+        **flat("s_axil", axi4_lite(reg_addr_bits(cfg)).flip()),
+        **flat("m_axi", axi4(cfg.axi_addr_bits, cfg.bus_bits)),
         "irq": Out(1),
     }
 
@@ -185,7 +168,7 @@ class AxiTop(wiring.Component):
         if not isinstance(config, HwConfig):
             raise TypeError(f"config must be a HwConfig, not {type(config).__name__}")
         self._config = config
-        super().__init__(_signature(config))
+        super().__init__(signature(config))
 
     @property
     def config(self) -> HwConfig:
@@ -200,7 +183,7 @@ class AxiTop(wiring.Component):
         prof_w, prof_r = profile.write_port(), profile.read_port()
 
         # --- registers ---------------------------------------------------------------------------
-        prog_addr, in_addr, out_addr = Signal(ADDR_BITS), Signal(ADDR_BITS), Signal(ADDR_BITS)
+        prog_addr, in_addr, out_addr = Signal(cfg.axi_addr_bits), Signal(cfg.axi_addr_bits), Signal(cfg.axi_addr_bits)
         prog_count, in_beats = Signal(32), Signal(32)
         out_beats, in_read, total = Signal(32), Signal(32), Signal(32)
         done, busy_top = Signal(), Signal()
@@ -214,7 +197,7 @@ class AxiTop(wiring.Component):
 
         # --- AXI4-Lite slave ---------------------------------------------------------------------
         bvalid, rvalid, r_pending = Signal(), Signal(), Signal()
-        r_addr = Signal(REG_ADDR_BITS)
+        r_addr = Signal(reg_addr_bits(cfg))
         rdata = Signal(32)
         m.d.comb += [self.s_axil_bvalid.eq(bvalid), self.s_axil_rvalid.eq(rvalid), self.s_axil_rdata.eq(rdata),
                      self.s_axil_bresp.eq(0), self.s_axil_rresp.eq(0)]
@@ -231,7 +214,7 @@ class AxiTop(wiring.Component):
                                        (Reg.IN_ADDR_LO, in_addr, 0), (Reg.IN_ADDR_HI, in_addr, 1),
                                        (Reg.OUT_ADDR_LO, out_addr, 0), (Reg.OUT_ADDR_HI, out_addr, 1)):
                     with m.Case(reg):
-                        lo, hi = 32 * part, min(32 * part + 32, ADDR_BITS)
+                        lo, hi = 32 * part, min(32 * part + 32, cfg.axi_addr_bits)
                         m.d.sync += sig[lo:hi].eq(data[:hi - lo])
                 with m.Case(Reg.PROG_COUNT):
                     m.d.sync += prog_count.eq(data)
@@ -269,14 +252,14 @@ class AxiTop(wiring.Component):
         m.d.comb += [prof_w.addr.eq(core.instr), prof_w.data.eq(core.cycles), prof_w.en.eq(core.issue)]
 
         # --- read engine: AR requests for [rd_addr, rd_addr + rd_left beats) ----------------------
-        rd_addr = Signal(ADDR_BITS)
+        rd_addr = Signal(cfg.axi_addr_bits)
         rd_left = Signal(32)
-        inflight = Signal(range(MAX_INFLIGHT + 1))
-        burst = Signal(range(BURST + 1))
-        m.d.comb += burst.eq(Mux(rd_left >= BURST, BURST, rd_left))
+        inflight = Signal(range(cfg.axi_max_inflight + 1))
+        burst = Signal(range(cfg.axi_burst + 1))
+        m.d.comb += burst.eq(Mux(rd_left >= cfg.axi_burst, cfg.axi_burst, rd_left))
         ar_ok = Signal()
         m.d.comb += [
-            ar_ok.eq((rd_left != 0) & (inflight + burst <= MAX_INFLIGHT)),
+            ar_ok.eq((rd_left != 0) & (inflight + burst <= cfg.axi_max_inflight)),
             self.m_axi_arvalid.eq(ar_ok), self.m_axi_araddr.eq(rd_addr), self.m_axi_arlen.eq(burst - 1),
             self.m_axi_arsize.eq(bus_bytes.bit_length() - 1), self.m_axi_arburst.eq(1), self.m_axi_arid.eq(0),
         ]
@@ -328,7 +311,7 @@ class AxiTop(wiring.Component):
         # --- write engine: one STORE word -> single-beat writes -------------------------------------
         w_buf = Signal(n_word * bus)
         w_left = Signal(range(n_word + 1))
-        w_ptr = Signal(ADDR_BITS)
+        w_ptr = Signal(cfg.axi_addr_bits)
         aw_pending, w_pending, b_pending = Signal(), Signal(), Signal()
         m.d.comb += [
             self.m_axi_awid.eq(0), self.m_axi_awaddr.eq(w_ptr), self.m_axi_awlen.eq(0),
@@ -360,7 +343,7 @@ class AxiTop(wiring.Component):
         m.d.comb += [self.irq.eq(done), core.start.eq(0)]
         with m.If(busy_top):
             m.d.sync += total.eq(total + 1)
-        mask = ALIGN - 1
+        mask = cfg.axi_align - 1
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(start_req):
@@ -388,5 +371,5 @@ class AxiTop(wiring.Component):
         return m
 
 
-__all__ = ["ADDR_BITS", "ALIGN", "BURST", "MAGIC", "MAX_INFLIGHT", "PROFILE_BASE", "REG_ADDR_BITS", "AxiTop", "Reg",
-           "Status", "config_id", "output_bytes", "pack_beats", "program_image", "stream_image", "unpack_beats"]
+__all__ = ["MAGIC", "PROFILE_BASE", "AxiTop", "Reg", "Status", "config_id", "output_bytes", "pack_beats",
+           "program_image", "reg_addr_bits", "signature", "stream_image", "unpack_beats"]

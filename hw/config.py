@@ -42,6 +42,10 @@ MACS_PER_DSP = 2
 BRAM36_DEPTH, BRAM36_WIDTH = 512, 72
 #: AXI4 data widths the memory port may have.
 BUS_BITS = (32, 64, 128, 256, 512, 1024)
+#: The longest AXI4 INCR burst, in beats.
+AXI_MAX_BURST = 256
+#: No AXI4 burst may cross this many bytes' boundary.
+AXI_BOUNDARY = 4096
 
 
 def _check_positive(value: object, name: str) -> None:
@@ -70,6 +74,12 @@ class HwConfig:
         clock_mhz: target clock frequency in MHz.
         bus_bits: data width of the AXI4 memory port (:mod:`vitforge.hw.axi`): 32..1024, a power of
             two. A scratchpad word travels as ``beats(bits)`` beats.
+        axi_addr_bits: byte-address width of the AXI4 memory port (the ZynqMP's HP ports take 49; 40
+            bits cover its DDR).
+        axi_burst: the longest read burst in beats (1..256, AXI4 INCR).
+        axi_max_inflight: most read beats requested and not yet received (at least ``axi_burst``).
+        axi_align: byte alignment of the host's buffers (a power of two, 4 KiB at least: a burst of
+            ``axi_burst`` beats then never crosses a 4 KiB boundary).
     """
 
     numerics: NumericsConfig = field(default_factory=lambda: DEFAULT_NUMERICS)
@@ -90,6 +100,10 @@ class HwConfig:
     selector: bool = True
     clock_mhz: float = 100.0
     bus_bits: int = 64
+    axi_addr_bits: int = 40
+    axi_burst: int = 16
+    axi_max_inflight: int = 64
+    axi_align: int = 4096
 
     def __post_init__(self) -> None:
         if not isinstance(self.numerics, NumericsConfig):
@@ -110,6 +124,18 @@ class HwConfig:
         if self.bus_bits not in BUS_BITS:
             raise ValueError(f"bus_bits must be one of {', '.join(map(str, BUS_BITS))} (AXI4 data widths), "
                              f"not {self.bus_bits!r}")
+        for name in ("axi_addr_bits", "axi_burst", "axi_max_inflight", "axi_align"):
+            _check_positive(getattr(self, name), name)
+        if not 32 <= self.axi_addr_bits <= 64:
+            raise ValueError(f"axi_addr_bits must be in 32..64, not {self.axi_addr_bits}")
+        if self.axi_burst > AXI_MAX_BURST:
+            raise ValueError(f"axi_burst must be in 1..{AXI_MAX_BURST} (AXI4 INCR bursts), not {self.axi_burst}")
+        if self.axi_max_inflight < self.axi_burst:
+            raise ValueError(f"axi_max_inflight {self.axi_max_inflight} must be at least axi_burst {self.axi_burst}")
+        burst_bytes = self.axi_burst * self.bus_bits // 8
+        if self.axi_align & (self.axi_align - 1) or self.axi_align < max(AXI_BOUNDARY, burst_bytes):
+            raise ValueError(f"axi_align must be a power of two of at least {AXI_BOUNDARY} bytes and one burst "
+                             f"({burst_bytes} bytes), not {self.axi_align}")
         for name in ("act_depth", "weight_depth", "param_depth", "imem_depth"):
             depth = getattr(self, name)
             if depth > 1 << MAX_ADDR_BITS:

@@ -41,6 +41,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import units
+from .bus import flat, scratchpad_read, scratchpad_write
 from .config import HwConfig
 from .gemm import param_lane_layout
 from .isa import INSTR_BITS, INSTR_LAYOUT, MAX_ADDR_BITS, PER_TOKEN, TOKENS, Mem, Op
@@ -48,6 +49,12 @@ from .selector import SCORE_BITS
 
 #: Width of the cycle counter.
 CYCLE_BITS = 32
+
+
+def scratchpads(cfg: HwConfig) -> tuple[tuple[str, int, int], ...]:
+    """The three scratchpads as ``(port prefix, depth in words, word width)``: activations, weights, parameters."""
+    return (("act", cfg.act_depth, cfg.word_bits), ("wt", cfg.weight_depth, cfg.word_bits),
+            ("prm", cfg.param_depth, cfg.param_word_bits))
 
 
 def _ceil_div(x, d: int):
@@ -90,23 +97,10 @@ class Controller(wiring.Component):
             "error": Out(1),
             "cycles": Out(CYCLE_BITS),
             "tokens": Out(range(TOKENS + 1)),
-            "imem_raddr": Out(cfg.addr_bits(cfg.imem_depth)),
-            "imem_rdata": In(INSTR_BITS),
-            "act_raddr": Out(cfg.addr_bits(cfg.act_depth)),
-            "act_rdata": In(cfg.word_bits),
-            "act_waddr": Out(cfg.addr_bits(cfg.act_depth)),
-            "act_wdata": Out(cfg.word_bits),
-            "act_we": Out(1),
-            "wt_raddr": Out(cfg.addr_bits(cfg.weight_depth)),
-            "wt_rdata": In(cfg.word_bits),
-            "wt_waddr": Out(cfg.addr_bits(cfg.weight_depth)),
-            "wt_wdata": Out(cfg.word_bits),
-            "wt_we": Out(1),
-            "prm_raddr": Out(cfg.addr_bits(cfg.param_depth)),
-            "prm_rdata": In(cfg.param_word_bits),
-            "prm_waddr": Out(cfg.addr_bits(cfg.param_depth)),
-            "prm_wdata": Out(cfg.param_word_bits),
-            "prm_we": Out(1),
+            **flat("imem", scratchpad_read(cfg.addr_bits(cfg.imem_depth), INSTR_BITS)),
+            **{name: member for prefix, depth, bits in scratchpads(cfg)
+               for sig in (scratchpad_read(cfg.addr_bits(depth), bits), scratchpad_write(cfg.addr_bits(depth), bits))
+               for name, member in flat(prefix, sig).items()},
             "dma_in": In(stream.Signature(self.dma_bits)),
             "dma_out": Out(stream.Signature(cfg.word_bits)),
             "instr": Out(cfg.addr_bits(cfg.imem_depth)),

@@ -25,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 from vitforge.quant.fixed import INT8, REQUANT_MAX_SHIFT
 from vitforge.quant.selector import MEAN_RECIP_BITS
 
+from .bus import flat, scratchpad_read, scratchpad_write
 from .config import HwConfig
 from .divider import Divider
 from .isa import FIELDS, Op
@@ -261,15 +262,10 @@ class GemmSequencer(wiring.Component):
             "start": In(1),
             "instr": In(gemm_fields),
             "busy": Out(1),
-            "act_raddr": Out(cfg.addr_bits(cfg.act_depth)),
-            "act_rdata": In(word),
-            "wt_raddr": Out(cfg.addr_bits(cfg.weight_depth)),
-            "wt_rdata": In(word),
-            "prm_raddr": Out(cfg.addr_bits(cfg.param_depth)),
-            "prm_rdata": In(param_word_layout(cfg)),
-            "act_waddr": Out(cfg.addr_bits(cfg.act_depth)),
-            "act_wdata": Out(word),
-            "act_we": Out(1),
+            **flat("act", scratchpad_read(cfg.addr_bits(cfg.act_depth), word)),
+            **flat("wt", scratchpad_read(cfg.addr_bits(cfg.weight_depth), word)),
+            **flat("prm", scratchpad_read(cfg.addr_bits(cfg.param_depth), param_word_layout(cfg))),
+            **flat("act", scratchpad_write(cfg.addr_bits(cfg.act_depth), word)),
         })
 
     @property

@@ -170,8 +170,8 @@ class AcceleratorBackend:
     def __init__(self, device: Device, hw: HwConfig, program: ArtifactProgram, name: str,
                  budget: int | None = None, base: int = 0) -> None:
         cfg = hw
-        if base % axi.ALIGN:
-            raise ValueError(f"base must be {axi.ALIGN}-byte aligned, not {base:#x}")
+        if base % hw.axi_align:
+            raise ValueError(f"base must be {hw.axi_align}-byte aligned, not {base:#x}")
         self.name, self.device, self.cfg, self.prog = name, device, cfg, program
         if len(program.words) > cfg.imem_depth:
             raise ArtifactError(f"the program has {len(program.words)} instructions; imem_depth is {cfg.imem_depth}")
@@ -188,8 +188,8 @@ class AcceleratorBackend:
         prog_bytes = axi.program_image(cfg, program.words)
         probe = axi.stream_image(cfg, p, {hwp.INPUT_BLOB: [0] * (p.input_shape[0] * cfg.row_words(p.input_shape[1]))})
         self.prog_addr = base
-        self.out_addr = _ceil(base + len(prog_bytes), axi.ALIGN)
-        self.in_addr = _ceil(self.out_addr + axi.output_bytes(cfg, self.out_words), axi.ALIGN)
+        self.out_addr = _ceil(base + len(prog_bytes), cfg.axi_align)
+        self.in_addr = _ceil(self.out_addr + axi.output_bytes(cfg, self.out_words), cfg.axi_align)
         self.in_beats = len(probe) * 8 // cfg.bus_bits
         device.write_mem(self.prog_addr, prog_bytes)
         for reg, value in ((axi.Reg.PROG_ADDR_LO, self.prog_addr), (axi.Reg.PROG_ADDR_HI, self.prog_addr >> 32),
