@@ -3,14 +3,16 @@ stream transfers.
 
 * :func:`simulate` — run ``testbenches`` (``async def tb(ctx)``) against ``dut`` with a clock;
   optional VCD when ``VITFORGE_WAVES_AMARANTH`` names a folder.
-* :func:`put` / :func:`get` — one transfer into / out of an ``amaranth.lib.stream`` interface.
+* :func:`put` / :func:`get` — one transfer into / out of an ``amaranth.lib.stream`` interface;
+  :func:`send` / :func:`recv` — many, with random idle cycles and back-pressure.
 * :func:`load_and_start` / :func:`run_encoder_top` — a program on EncoderTop.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,16 @@ from amaranth.sim import Simulator
 CLOCK_PERIOD = 1e-8
 
 
-def simulate(dut: Any, *testbenches: Callable, processes: tuple[Callable, ...] = (), name: str = "dut") -> None:
-    """Simulate ``dut`` with a ``sync`` clock until every testbench returns."""
+def simulate(dut: Any, *testbenches: Callable, processes: tuple[Callable, ...] = (), background: Sequence = (),
+             name: str = "dut") -> None:
+    """Simulate ``dut`` with a ``sync`` clock until every testbench returns (``background`` testbenches
+    and ``processes`` run beside them without holding the simulation up)."""
     sim = Simulator(dut)
     sim.add_clock(CLOCK_PERIOD)
     for tb in testbenches:
         sim.add_testbench(tb)
+    for tb in background:
+        sim.add_testbench(tb, background=True)
     for proc in processes:
         sim.add_process(proc)
     folder = os.environ.get("VITFORGE_WAVES_AMARANTH")
@@ -35,6 +41,48 @@ def simulate(dut: Any, *testbenches: Callable, processes: tuple[Callable, ...] =
             sim.run()
     else:
         sim.run()
+
+
+async def send(ctx, port, items: Iterable, *, rng: random.Random | None = None, p_idle: float = 0.0) -> None:
+    """Drive ``items`` (payload values: ints or dicts for struct layouts) into stream ``port``."""
+    for item in items:
+        while rng is not None and rng.random() < p_idle:
+            ctx.set(port.valid, 0)
+            await ctx.tick()
+        ctx.set(port.payload, item)
+        ctx.set(port.valid, 1)
+        await ctx.tick().until(port.ready)
+    ctx.set(port.valid, 0)
+
+
+async def recv(
+    ctx,
+    port,
+    count: int,
+    *,
+    rng: random.Random | None = None,
+    p_stall: float = 0.0,
+    max_cycles: int = 50_000,
+    convert: Callable = lambda payload: payload,
+) -> list:
+    """Take ``count`` transfers from stream ``port``; ``convert`` maps each sampled payload.
+
+    Raises:
+        TimeoutError: fewer than ``count`` transfers arrived within ``max_cycles`` cycles.
+    """
+    out: list = []
+    for _ in range(max_cycles):
+        if len(out) == count:
+            break
+        ready = not (rng is not None and rng.random() < p_stall)
+        ctx.set(port.ready, ready)
+        _, _, valid, payload = await ctx.tick().sample(port.valid, port.payload)
+        if valid and ready:
+            out.append(convert(payload))
+    ctx.set(port.ready, 0)
+    if len(out) != count:
+        raise TimeoutError(f"{len(out)} of {count} transfers arrived within {max_cycles} cycles")
+    return out
 
 
 async def put(ctx, stream, payload) -> None:

@@ -5,7 +5,7 @@ comparison with the analytical model of hw/cycles.py.
   one word per cycle; ``dma_out`` always ready) and latch the ``cycles`` port at every ``issue``
   pulse: per-instruction cycles (dispatch to next dispatch), the token count each ``SELECT`` left,
   the total.
-* :func:`profile_program_rtl` — the same on Verilator or Icarus through cocotb (sim/bench_latency.py):
+* :func:`profile_program_rtl` — the same on Verilator or Icarus through cocotb (sim/benches/latency.py):
   much faster for the demo model's full-size blocks.
 * :func:`compare` — the model's cycles for the same run, per instruction and per layer, with errors.
 """
@@ -191,13 +191,13 @@ def profile_program_rtl(cfg, program, inputs: dict[str, list[int]], sim: str = "
     from vitforge.hw.timing import START_CYCLES
     from vitforge.hw.top import EncoderTop
 
-    from .runner import run_bench
+    from .benches.runner import run_bench
 
     with tempfile.TemporaryDirectory() as tmp:
         job, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
         job.write_text(json.dumps({"words": assemble(program.instrs), "feed": program.dma_words(inputs)}))
         run_bench(name="latency_top", design=lambda: EncoderTop(config=cfg), key=cfg,
-                  bench="vitforge.sim.bench_latency", sim=sim,
+                  bench="vitforge.sim.benches.latency", sim=sim,
                   params={"config": cfg.to_json(), "job": str(job), "out": str(out)})
         res = json.loads(out.read_text())
     seen = {instr: (cycles, tokens) for instr, cycles, tokens in res["issues"]}

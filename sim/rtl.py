@@ -33,8 +33,7 @@ from pathlib import Path
 from vitforge.hw.axi import AxiTop
 from vitforge.hw.config import HwConfig
 from vitforge.hw.timing import DEFAULT_READ_LATENCY
-from vitforge.sim.runner import build_lock
-from vitforge.tools import require
+from vitforge.tools import build_lock, require
 
 _REPO = Path(__file__).resolve().parent.parent
 BUILD_ROOT = _REPO / "build" / "rtl"

@@ -1,5 +1,5 @@
 """Random integer ViTs for tests and benches: an :class:`~vitforge.sw.export.IntModel` built from
-sim/block_ref's random blocks (requantizations that keep the codes spread), so that whole-model
+sim/benches/reference.py's random blocks (requantizations that keep the codes spread), so that whole-model
 programs can be checked against the golden model without training anything."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 
 from vitforge.quant.config import NumericsConfig
 from vitforge.quant.fixed import quantize_multiplier
-from vitforge.sim import block_ref
+from vitforge.sim.benches import reference as block_ref
 
 from .export import IntModel
 from .golden import GoldenModel
@@ -27,7 +27,7 @@ def _ln(ln) -> dict:
 
 
 def random_int_model(seed: int, threshold: int, model: ViTConfig, numerics: NumericsConfig | None = None) -> IntModel:
-    """An IntModel with sim/block_ref's random blocks (requantizations that keep codes spread)."""
+    """An IntModel with sim/benches/reference.py's random blocks (requantizations that keep codes spread)."""
     gen = torch.Generator().manual_seed(seed)
     d, heads, mlp = model.embed_dim, model.num_heads, int(model.embed_dim * model.mlp_ratio)
     layers: dict[str, dict] = {}

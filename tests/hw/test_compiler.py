@@ -12,7 +12,7 @@ import torch
 from vitforge.hw.compiler import INPUT_BLOB, compile_block, pack_matrix, unpack_matrix
 from vitforge.hw.config import BASE
 from vitforge.hw.isa import PER_TOKEN, TOKENS, Op
-from vitforge.sim import block_ref
+from vitforge.sim.benches import reference as block_ref
 
 TINY = dataclasses.replace(BASE, act_depth=4096, weight_depth=1024, param_depth=64, imem_depth=128,
                            max_tokens=6, max_embed_dim=16, max_mlp_dim=32, max_heads=2)

@@ -15,9 +15,9 @@ from vitforge.hw.compiler import INPUT_BLOB, Program
 from vitforge.hw.config import BASE, HwConfig
 from vitforge.hw.controller import Controller
 from vitforge.hw.isa import Instr, Op
-from vitforge.sim import block_ref
 from vitforge.sim.amsim import run_encoder_top
-from vitforge.sim.runner import assert_equal
+from vitforge.sim.benches import reference as block_ref
+from vitforge.sim.scoreboard import assert_equal
 
 #: Tiny block: D=16, 2 heads of 8, MLP 32, up to 6 tokens.
 TINY = dataclasses.replace(BASE, act_depth=4096, weight_depth=1024, param_depth=64, imem_depth=128,

@@ -15,7 +15,8 @@ from vitforge.hw.gemm import GemmEngine, Requantizer
 from vitforge.quant.fixed import REQUANT_MAX_SHIFT, REQUANT_MULT_BITS, requantize
 from vitforge.quant.ops import gemm
 from vitforge.sim.amsim import get, put, simulate
-from vitforge.sim.runner import assert_equal, env_int
+from vitforge.sim.scoreboard import assert_equal
+from vitforge.tools import env_int
 
 MMAX = (1 << REQUANT_MULT_BITS) - 1
 I32 = (-(1 << 31), (1 << 31) - 1)

@@ -22,8 +22,8 @@ from vitforge.hw.gemm import GemmSequencer
 from vitforge.hw.isa import FIELDS, Op
 from vitforge.quant.ops import gemm
 from vitforge.sim.amsim import simulate
-from vitforge.sim.block_ref import GemmCase, gemm_case, unpack_matrix
-from vitforge.sim.runner import assert_equal
+from vitforge.sim.benches.reference import GemmCase, gemm_case, unpack_matrix
+from vitforge.sim.scoreboard import assert_equal
 
 #: A small config (4x4 array, small memories) so that the Python simulator stays fast.
 SMALL = dataclasses.replace(BASE, act_depth=2048, weight_depth=512, param_depth=16, imem_depth=16,

@@ -12,8 +12,9 @@ from vitforge.hw.config import get_preset
 from vitforge.hw.nonlinear import LN_BETA_BITS, LayerNormUnit
 from vitforge.quant.fixed import REQUANT_MAX_SHIFT, REQUANT_MULT_BITS, FixedFormat, int_format
 from vitforge.quant.nonlinear import int_layernorm
-from vitforge.sim.bench_nonlinear_amaranth import first_mismatch, recv, run, send
-from vitforge.sim.runner import env_int
+from vitforge.sim.amsim import recv, send, simulate
+from vitforge.sim.scoreboard import describe_mismatch
+from vitforge.tools import env_int
 
 CFG = get_preset("demo")
 NUM = CFG.numerics
@@ -73,7 +74,7 @@ def _simulate(unit: LayerNormUnit, cases: list[dict], seed: int = 4) -> list[tup
         await recv(ctx, unit.o, sum(len(c["x"]) for c in cases), rng=random.Random(seed + 1), p_stall=0.3,
                    convert=lambda p: got.append((p.data, p.first, p.last)))
 
-    run(unit, producer, params, consumer)
+    simulate(unit, producer, params, consumer)
     return got
 
 
@@ -86,9 +87,9 @@ def test_layernorm_rows_random_and_corners() -> None:
     cases += [_case(rng, rng.randint(2, max_dim)) for _ in range(ROWS)]
     got = _simulate(unit, cases)
     want = [v for case in cases for v in _reference(case)]
-    assert (msg := first_mismatch([g[0] for g in got], want, "layernorm")) is None, msg
+    assert (msg := describe_mismatch([g[0] for g in got], want, "layernorm")) is None, msg
     markers = [(k == 0, k == len(c["x"]) - 1) for c in cases for k in range(len(c["x"]))]
-    assert (msg := first_mismatch([(bool(g[1]), bool(g[2])) for g in got], markers, "(first, last)")) is None, msg
+    assert (msg := describe_mismatch([(bool(g[1]), bool(g[2])) for g in got], markers, "(first, last)")) is None, msg
     flat = cases[2]
     assert _reference(flat) != _reference({**flat, "eps_q": 0}), "the flat case must depend on eps_q"
     saturated = _reference(cases[1])
@@ -117,7 +118,7 @@ def test_layernorm_latency_property() -> None:
                 break
             await ctx.tick()
 
-    run(unit, tb)
+    simulate(unit, tb)
     assert seen == [unit.latency(len(row))]
 
 

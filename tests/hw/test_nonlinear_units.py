@@ -16,8 +16,9 @@ from vitforge.hw.config import get_preset
 from vitforge.hw.nonlinear import ExpUnit, GeluUnit, SigmoidUnit, SoftmaxUnit
 from vitforge.quant.fixed import FixedFormat
 from vitforge.quant.nonlinear import int_exp, int_gelu, int_sigmoid, int_softmax
-from vitforge.sim.bench_nonlinear_amaranth import first_mismatch, recv, run, send
-from vitforge.sim.runner import env_int
+from vitforge.sim.amsim import recv, send, simulate
+from vitforge.sim.scoreboard import describe_mismatch
+from vitforge.tools import env_int
 
 CFG = get_preset("demo")
 NUM = CFG.numerics
@@ -35,7 +36,7 @@ def _stream(unit, inputs: list[int], seed: int = 5) -> list[int]:
     async def consumer(ctx):
         got.extend(await recv(ctx, unit.o, len(inputs), rng=random.Random(seed + 1), p_stall=0.3))
 
-    run(unit, producer, consumer)
+    simulate(unit, producer, consumer)
     return got
 
 
@@ -54,7 +55,7 @@ def test_elementwise_unit_every_code(make, codes: list[int], ref) -> None:
     unit = make()
     got = _stream(unit, codes)
     want = ref(torch.tensor(codes, dtype=torch.int64)).tolist()
-    assert (msg := first_mismatch(got, want, "output")) is None, msg
+    assert (msg := describe_mismatch(got, want, "output")) is None, msg
 
 
 def test_elementwise_latency_property() -> None:
@@ -72,7 +73,7 @@ def test_elementwise_latency_property() -> None:
                 seen.append(cycle)
             await ctx.tick()
 
-    run(unit, tb)
+    simulate(unit, tb)
     assert seen == [unit.latency]
 
 
@@ -89,7 +90,7 @@ def _softmax(unit: SoftmaxUnit, rows: list[list[int]], seed: int = 9) -> list[tu
         got.extend(await recv(ctx, unit.o, sum(map(len, rows)), rng=random.Random(seed + 1), p_stall=0.3,
                               convert=lambda p: (p.data, p.first, p.last)))
 
-    run(unit, producer, consumer)
+    simulate(unit, producer, consumer)
     return got
 
 
@@ -98,8 +99,8 @@ def _check_rows(got, rows) -> None:
     for row in rows:
         want += int_softmax(torch.tensor(row), NUM.softmax_in, NUM.softmax_out, NUM.exp_out).tolist()
         markers += [(k == 0, k == len(row) - 1) for k in range(len(row))]
-    assert (msg := first_mismatch([g[0] for g in got], want, "probability")) is None, msg
-    assert (msg := first_mismatch([(bool(g[1]), bool(g[2])) for g in got], markers, "(first, last)")) is None, msg
+    assert (msg := describe_mismatch([g[0] for g in got], want, "probability")) is None, msg
+    assert (msg := describe_mismatch([(bool(g[1]), bool(g[2])) for g in got], markers, "(first, last)")) is None, msg
 
 
 def test_softmax_rows_random_and_corners() -> None:
@@ -137,7 +138,7 @@ def test_softmax_latency_property() -> None:
                 break
             await ctx.tick()
 
-    run(unit, tb)
+    simulate(unit, tb)
     assert seen == [unit.latency(len(row))]
 
 

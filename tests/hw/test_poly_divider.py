@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from vitforge.hw.divider import Divider, Isqrt
 from vitforge.quant.nonlinear import isqrt
-from vitforge.sim.bench_nonlinear_amaranth import first_mismatch, recv, run, send
+from vitforge.sim.amsim import recv, send, simulate
+from vitforge.sim.scoreboard import describe_mismatch
 
 
 def _divide(unit: Divider, pairs: list[tuple[int, int]]) -> list[int]:
@@ -24,7 +25,7 @@ def _divide(unit: Divider, pairs: list[tuple[int, int]]) -> list[int]:
         got.extend(await recv(ctx, unit.o, len(pairs), rng=random.Random(3), p_stall=0.3,
                               convert=lambda p: p.quotient))
 
-    run(unit, producer, consumer)
+    simulate(unit, producer, consumer)
     return got
 
 
@@ -37,7 +38,7 @@ def _sqrt(unit: Isqrt, values: list[int]) -> list[int]:
     async def consumer(ctx):
         got.extend(await recv(ctx, unit.o, len(values)))
 
-    run(unit, producer, consumer)
+    simulate(unit, producer, consumer)
     return got
 
 
@@ -46,14 +47,14 @@ def test_divider_reciprocal_exact() -> None:
     rng = random.Random(11)
     dens = [1, 2, 3, (1 << 24) - 1, 32767, 32768] + [rng.randrange(1, 1 << 24) for _ in range(20)]
     got = _divide(unit, [(1 << 40, d) for d in dens])
-    assert (msg := first_mismatch(got, [(1 << 40) // d for d in dens], "quotient")) is None, msg
+    assert (msg := describe_mismatch(got, [(1 << 40) // d for d in dens], "quotient")) is None, msg
 
 
 def test_divider_short_quotient_and_saturation() -> None:
     unit = Divider(dividend_width=12, divisor_width=6, quotient_width=4)
     pairs = [(100, 7), (15, 1), (0, 5), (16, 1), (4095, 1), (5, 0)]
     want = [14, 15, 0, 15, 15, 15]  # quotients >= 16 and divide-by-zero saturate to 2**4 - 1
-    assert (msg := first_mismatch(_divide(unit, pairs), want, "quotient")) is None, msg
+    assert (msg := describe_mismatch(_divide(unit, pairs), want, "quotient")) is None, msg
 
 
 def test_divider_latency_property() -> None:
@@ -71,7 +72,7 @@ def test_divider_latency_property() -> None:
                 assert ctx.get(unit.o.payload.quotient) == 33
             await ctx.tick()
 
-    run(unit, tb)
+    simulate(unit, tb)
     assert seen == [unit.latency]
 
 
@@ -79,7 +80,7 @@ def test_divider_latency_property() -> None:
 @given(st.lists(st.tuples(st.integers(0, (1 << 20) - 1), st.integers(1, (1 << 8) - 1)), min_size=1, max_size=8))
 def test_divider_hypothesis(pairs: list[tuple[int, int]]) -> None:
     got = _divide(Divider(dividend_width=20, divisor_width=8), pairs)
-    assert (msg := first_mismatch(got, [a // b for a, b in pairs], "quotient")) is None, msg
+    assert (msg := describe_mismatch(got, [a // b for a, b in pairs], "quotient")) is None, msg
 
 
 @pytest.mark.parametrize("width", [1, 7, 46])
@@ -90,7 +91,7 @@ def test_isqrt_exact(width: int) -> None:
     values += [min(k * k + d, top) for k in (2, 1000, 1 << 20) for d in (-1, 0) if 0 <= k * k + d <= top]
     want = isqrt(torch.tensor(values, dtype=torch.int64)).tolist()
     got = _sqrt(Isqrt(width=width), values)
-    assert (msg := first_mismatch(got, want, "isqrt")) is None, msg
+    assert (msg := describe_mismatch(got, want, "isqrt")) is None, msg
 
 
 def test_divider_rejects_bad_widths() -> None:

@@ -11,7 +11,8 @@ from amaranth import unsigned
 from vitforge.hw.poly_unit import PolyUnit
 from vitforge.quant import poly_tables
 from vitforge.quant.poly import PiecewisePoly
-from vitforge.sim.bench_nonlinear_amaranth import first_mismatch, recv, run, send
+from vitforge.sim.amsim import recv, send, simulate
+from vitforge.sim.scoreboard import describe_mismatch
 
 TABLES = [(poly_tables.GELU_RESIDUAL, 4, 8), (poly_tables.SIGMOID_POS, 4, 8), (poly_tables.EXP2_NEG, 14, 14)]
 
@@ -27,7 +28,7 @@ def _simulate(unit: PolyUnit, inputs: list[int], seed: int) -> tuple[list[int], 
         got.extend(await recv(ctx, unit.o, len(inputs), rng=rng_out, p_stall=0.3,
                               convert=lambda p: (p.y, p.tag)))
 
-    run(unit, producer, consumer)
+    simulate(unit, producer, consumer)
     return [y for y, _ in got], [t for _, t in got]
 
 
@@ -43,7 +44,7 @@ def test_poly_unit_matches_reference(poly: PiecewisePoly, in_frac: int, in_width
     inputs = corners + [rng.randrange(top + 1) for _ in range(200)]
     ys, tags = _simulate(unit, inputs, seed=7)
     want = poly.evaluate(torch.tensor(inputs, dtype=torch.int64), in_frac).tolist()
-    assert (msg := first_mismatch(ys, want, poly.name)) is None, msg
+    assert (msg := describe_mismatch(ys, want, poly.name)) is None, msg
     assert tags == list(range(len(inputs))), "tags must come out in order with their values"
 
 
@@ -62,7 +63,7 @@ def test_poly_unit_latency_property() -> None:
                 seen.append(cycle)
             await ctx.tick()
 
-    run(unit, tb)
+    simulate(unit, tb)
     assert seen == [unit.latency]
 
 

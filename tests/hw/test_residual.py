@@ -12,7 +12,8 @@ from vitforge.hw.residual import ResidualAdder
 from vitforge.quant.fixed import REQUANT_MAX_SHIFT, REQUANT_MULT_BITS
 from vitforge.quant.ops import residual_add
 from vitforge.sim.amsim import get, put, simulate
-from vitforge.sim.runner import assert_equal, env_int
+from vitforge.sim.scoreboard import assert_equal
+from vitforge.tools import env_int
 
 MMAX = (1 << REQUANT_MULT_BITS) - 1
 

@@ -15,7 +15,8 @@ from vitforge.hw.config import get_preset
 from vitforge.hw.selector import FuseScore, TokenCompactor, TokenMean, TokenSelector
 from vitforge.quant.fixed import INT8
 from vitforge.quant.selector import SCORE_FMT, WEIGHT_FMT, fuse_scores, keep_mask, select_tokens, token_mean
-from vitforge.sim.bench_nonlinear_amaranth import first_mismatch, recv, run, send
+from vitforge.sim.amsim import recv, send, simulate
+from vitforge.sim.scoreboard import describe_mismatch
 
 CFG = get_preset("demo")
 
@@ -63,11 +64,11 @@ def test_fuse_score_matches_reference() -> None:
         got.extend(await recv(ctx, unit.o, len(img["scores"]), rng=random.Random(1), p_stall=0.3,
                               convert=lambda p: (p.fused, p.keep)))
 
-    run(unit, producer, consumer)
+    simulate(unit, producer, consumer)
     fused = fuse_scores(torch.tensor(img["scores"]), torch.tensor(img["weights"]))
     keep = keep_mask(fused, img["threshold"])
-    assert (msg := first_mismatch([f for f, _ in got], fused.tolist(), "fused")) is None, msg
-    assert (msg := first_mismatch([k for _, k in got], keep.int().tolist(), "keep")) is None, msg
+    assert (msg := describe_mismatch([f for f, _ in got], fused.tolist(), "fused")) is None, msg
+    assert (msg := describe_mismatch([k for _, k in got], keep.int().tolist(), "keep")) is None, msg
     assert 0 in fused.tolist(), "the zero-weight token must fuse to 0"
 
 
@@ -93,7 +94,7 @@ def _select(unit: TokenSelector, images: list[dict], seed: int = 8) -> list[tupl
         await recv(ctx, unit.o, sum(counts), rng=random.Random(seed + 1), p_stall=0.3,
                    convert=lambda p: got.append((p.data, p.first, p.last, p.package, p.end)))
 
-    run(unit, scores, tokens, consumer)
+    simulate(unit, scores, tokens, consumer)
     return got
 
 
@@ -122,8 +123,8 @@ def test_token_selector_images() -> None:
                 flags.append((j == 0, j == d - 1, is_pkg, r == len(tokens) - 1 and j == d - 1))
     assert _reference(images[0])[1] == [1] * 6, "keep_all must keep every token"
     assert _reference(images[1])[1] == [1] + [0] * 6, "prune_all must keep only the class token"
-    assert (msg := first_mismatch([g[0] for g in got], want, "tokens")) is None, msg
-    assert (msg := first_mismatch([tuple(map(bool, g[1:])) for g in got], flags,
+    assert (msg := describe_mismatch([g[0] for g in got], want, "tokens")) is None, msg
+    assert (msg := describe_mismatch([tuple(map(bool, g[1:])) for g in got], flags,
                                   "(first, last, package, end)")) is None, msg
 
 
@@ -143,9 +144,9 @@ def test_token_mean_rows() -> None:
     async def consumer(ctx):
         got.extend(await recv(ctx, unit.o, len(rows), rng=random.Random(6), p_stall=0.3))
 
-    run(unit, producer, consumer)
+    simulate(unit, producer, consumer)
     want = [int(token_mean(torch.tensor(row), dim=0)) for row in rows]
-    assert (msg := first_mismatch(got, want, "mean")) is None, msg
+    assert (msg := describe_mismatch(got, want, "mean")) is None, msg
 
 
 def test_token_mean_latency_property() -> None:
@@ -167,7 +168,7 @@ def test_token_mean_latency_property() -> None:
                 break
             await ctx.tick()
 
-    run(unit, tb)
+    simulate(unit, tb)
     assert seen == [unit.latency]
 
 

@@ -1,5 +1,5 @@
 """The board-level top (hw/axi.py AxiTop) through cocotb with cocotbext-axi's AXI4-Lite master and
-AXI4 RAM (sim/bench_axi.py): the register file, and an encoder block with a selector run from a
+AXI4 RAM (sim/benches/axi.py): the register file, and an encoder block with a selector run from a
 program and an input stream in the RAM, bit for bit against sim/block_ref (Icarus runs the block
 with VITFORGE_DEEP=1). Whole models through the same top: tests/sw/test_runtime.py."""
 
@@ -9,7 +9,7 @@ import pytest
 
 from vitforge.hw.axi import AxiTop
 from vitforge.hw.config import get_preset
-from vitforge.sim.runner import run_bench, simulators, slow_on_icarus
+from vitforge.sim.benches.runner import run_bench, simulators, slow_on_icarus
 
 pytestmark = pytest.mark.rtl
 
@@ -17,7 +17,7 @@ DEMO = get_preset("demo")
 
 
 def _run(sim: str, testcase: str, **params) -> None:
-    run_bench(name="axi_top", design=lambda: AxiTop(config=DEMO), key=DEMO, bench="vitforge.sim.bench_axi",
+    run_bench(name="axi_top", design=lambda: AxiTop(config=DEMO), key=DEMO, bench="vitforge.sim.benches.axi",
               sim=sim, testcase=testcase, params={"config": DEMO.to_json(), "test": testcase, **params})
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from vitforge.hw.config import get_preset
-from vitforge.sim.bench_nonlinear_cocotb import NonlinearTop
-from vitforge.sim.runner import env_int, run_bench, simulators
+from vitforge.sim.benches.runner import run_bench, simulators
+from vitforge.sim.benches.tops import NonlinearTop
+from vitforge.tools import env_int
 
 pytestmark = pytest.mark.rtl
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.rtl
 def test_nonlinear_units_demo(sim: str) -> None:
     cfg = get_preset("demo")
     run_bench(name="nonlinear_top", design=lambda: NonlinearTop(config=cfg), key=cfg,
-              bench="vitforge.sim.bench_nonlinear", sim=sim,
+              bench="vitforge.sim.benches.nonlinear", sim=sim,
               params={"config": cfg.to_json(), "rows": env_int("VITFORGE_ROWS", 4), "seed": 17})
 
 
@@ -23,5 +24,5 @@ def test_nonlinear_units_demo(sim: str) -> None:
 def test_nonlinear_units_zcu102_smoke(sim: str) -> None:
     cfg = get_preset("zcu102")
     run_bench(name="nonlinear_top", design=lambda: NonlinearTop(config=cfg), key=cfg,
-              bench="vitforge.sim.bench_nonlinear", sim=sim,
+              bench="vitforge.sim.benches.nonlinear", sim=sim,
               params={"config": cfg.to_json(), "rows": env_int("VITFORGE_ROWS", 2), "seed": 18})

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from vitforge.hw.config import get_preset
-from vitforge.sim.bench_nonlinear_cocotb import SelectorTop
-from vitforge.sim.runner import env_int, run_bench, simulators
+from vitforge.sim.benches.runner import run_bench, simulators
+from vitforge.sim.benches.tops import SelectorTop
+from vitforge.tools import env_int
 
 pytestmark = pytest.mark.rtl
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.rtl
 def test_token_selector_demo(sim: str) -> None:
     cfg = get_preset("demo")
     run_bench(name="selector_top", design=lambda: SelectorTop(config=cfg), key=cfg,
-              bench="vitforge.sim.bench_selector", sim=sim,
+              bench="vitforge.sim.benches.selector", sim=sim,
               params={"config": cfg.to_json(), "images": env_int("VITFORGE_IMAGES", 4), "seed": 17})
 
 
@@ -23,5 +24,5 @@ def test_token_selector_demo(sim: str) -> None:
 def test_token_selector_zcu102_smoke(sim: str) -> None:
     cfg = get_preset("zcu102")
     run_bench(name="selector_top", design=lambda: SelectorTop(config=cfg), key=cfg,
-              bench="vitforge.sim.bench_selector", sim=sim,
+              bench="vitforge.sim.benches.selector", sim=sim,
               params={"config": cfg.to_json(), "images": env_int("VITFORGE_IMAGES", 1), "seed": 18})

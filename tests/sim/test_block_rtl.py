@@ -1,4 +1,4 @@
-"""The accelerator top (hw/top.py) on Verilator and Icarus through cocotb (sim/bench_block.py).
+"""The accelerator top (hw/top.py) on Verilator and Icarus through cocotb (sim/benches/block.py).
 
 * GEMM instructions from scratchpads (ragged M/N/K, strides, b_trans, b_act, K=1, saturation)
   vs quant.ops.gemm.
@@ -13,7 +13,8 @@ import pytest
 
 from vitforge.hw.config import get_preset
 from vitforge.hw.top import EncoderTop
-from vitforge.sim.runner import env_int, run_bench, simulators, slow_on_icarus
+from vitforge.sim.benches.runner import run_bench, simulators, slow_on_icarus
+from vitforge.tools import env_int
 
 pytestmark = pytest.mark.rtl
 
@@ -30,7 +31,7 @@ GEMM_CASES = [
 
 
 def _run(sim: str, testcase: str, **params) -> None:
-    run_bench(name="encoder_top", design=lambda: EncoderTop(config=DEMO), key=DEMO, bench="vitforge.sim.bench_block",
+    run_bench(name="encoder_top", design=lambda: EncoderTop(config=DEMO), key=DEMO, bench="vitforge.sim.benches.block",
               sim=sim, testcase=testcase, params={"config": DEMO.to_json(), **params})
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from vitforge.hw.config import get_preset
 from vitforge.hw.residual import ResidualAdder
-from vitforge.sim.runner import env_int, run_bench, simulators
+from vitforge.sim.benches.runner import run_bench, simulators
+from vitforge.tools import env_int
 
 pytestmark = pytest.mark.rtl
 
@@ -15,5 +16,5 @@ pytestmark = pytest.mark.rtl
 def test_residual_demo(sim):
     cfg = get_preset("demo")
     run_bench(name="residual", design=lambda: ResidualAdder(config=cfg), key=cfg,
-              bench="vitforge.sim.bench_residual", sim=sim,
+              bench="vitforge.sim.benches.residual", sim=sim,
               params={"config": cfg.to_json(), "vectors": env_int("VITFORGE_SAMPLES", 12), "seed": 5})

@@ -5,7 +5,7 @@ from amaranth import Module, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from vitforge.sim.runner import run_bench, simulators
+from vitforge.sim.benches.runner import run_bench, simulators
 
 pytestmark = pytest.mark.rtl
 
@@ -25,7 +25,7 @@ class PlusOne(wiring.Component):
 @pytest.mark.parametrize("sim", simulators())
 def test_a_failing_bench_leaves_a_waveform(sim, monkeypatch):
     monkeypatch.delenv("VITFORGE_WAVES", raising=False)
-    common = dict(name="plus_one", design=PlusOne, key="plus_one", bench="vitforge.sim.bench_selftest", sim=sim)
+    common = dict(name="plus_one", design=PlusOne, key="plus_one", bench="vitforge.sim.benches.selftest", sim=sim)
     build_dir = run_bench(**common, params={"offset": 0})
     assert not list(build_dir.glob("*.fst")), "a passing run keeps no waveform"
     with pytest.raises(AssertionError, match=r"1 of 1 cocotb test\(s\).*waveforms: \S+\.fst") as err:

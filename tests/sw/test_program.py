@@ -16,7 +16,7 @@ from vitforge.hw.config import BASE
 from vitforge.hw.isa import TOKENS, Op
 from vitforge.quant.quantize import quantize
 from vitforge.sim.amsim import run_encoder_top
-from vitforge.sim.runner import assert_equal
+from vitforge.sim.scoreboard import assert_equal
 from vitforge.sw import random_model
 from vitforge.sw.golden import GoldenModel
 from vitforge.sw.program import compile_program

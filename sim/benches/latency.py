@@ -16,8 +16,8 @@ import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from vitforge.hw.isa import Mem
-from vitforge.sim.bench_block import host_write, reset, stream_words
-from vitforge.sim.runner import bench_config
+from vitforge.sim.benches.block import host_write, reset, stream_words
+from vitforge.sim.benches.runner import bench_config
 
 
 @cocotb.test()

@@ -7,7 +7,8 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
-from vitforge.sim.runner import assert_equal, bench_config
+from vitforge.sim.benches.runner import bench_config
+from vitforge.sim.scoreboard import assert_equal
 
 
 @cocotb.test()

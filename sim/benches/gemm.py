@@ -1,6 +1,6 @@
 """cocotb bench of the GEMM engine (hw/gemm.py GemmEngine) against quant.ops.gemm.
 
-Run through :func:`vitforge.sim.runner.run_bench`; params: ``config`` (HwConfig.to_json()),
+Run through :func:`vitforge.sim.benches.runner.run_bench`; params: ``config`` (HwConfig.to_json()),
 ``tiles`` (random tiles), ``seed``. Sizes come from the config; ports are packed with the
 design's own layouts (hw/gemm.py). The consumer throttles ``result.ready`` at random.
 """
@@ -11,62 +11,16 @@ import random
 
 import cocotb
 import torch
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
 from vitforge.hw.config import HwConfig
 from vitforge.hw.gemm import operand_layout, param_word_layout, result_layout
 from vitforge.quant.fixed import REQUANT_MAX_SHIFT, REQUANT_MULT_BITS
 from vitforge.quant.ops import gemm
-from vitforge.sim.runner import assert_equal, bench_config
+from vitforge.sim.benches.drivers import receive, reset, send
+from vitforge.sim.benches.runner import bench_config
+from vitforge.sim.scoreboard import assert_equal
 
 MMAX = (1 << REQUANT_MULT_BITS) - 1
-
-
-async def reset(dut, idle: tuple[str, ...] = ("operands__valid", "params__valid", "result__ready")) -> None:
-    """Start the clock, hold reset two cycles with the ``idle`` handshake signals low."""
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    for name in idle:
-        getattr(dut, name).value = 0
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-
-
-async def send(dut, port: str, words: list[int]) -> None:
-    """Drive ``port``'s stream with ``words`` (packed payloads), honouring ready.
-
-    Every write happens at a falling edge and every handshake is sampled in the read-only phase
-    after it, so the rising edge sees settled values in both simulators.
-    """
-    valid, payload, ready = (getattr(dut, f"{port}__{s}") for s in ("valid", "payload", "ready"))
-    for word in words:
-        await FallingEdge(dut.clk)
-        payload.value = word
-        valid.value = 1
-        while True:
-            await ReadOnly()
-            if ready.value:
-                break
-            await FallingEdge(dut.clk)
-    await FallingEdge(dut.clk)
-    valid.value = 0
-
-
-async def receive(dut, port: str, count: int, rng: random.Random) -> list[int]:
-    """Take ``count`` transfers from ``port``, with ready high 3 cycles in 4 on average."""
-    valid, payload, ready = (getattr(dut, f"{port}__{s}") for s in ("valid", "payload", "ready"))
-    out = []
-    while len(out) < count:
-        await FallingEdge(dut.clk)
-        take = int(rng.random() < 0.75)
-        ready.value = take
-        await ReadOnly()
-        if take and valid.value:
-            out.append(int(payload.value))
-    await FallingEdge(dut.clk)
-    ready.value = 0
-    return out
 
 
 def make_tiles(cfg: HwConfig, count: int, seed: int):
@@ -105,10 +59,10 @@ async def gemm_tiles_match_quant(dut):
                      for s in range(k)]
         prm_words.append(prm_l.const([{"bias": int(b), "mult": int(m), "shift": int(s)}
                                       for b, m, s in zip(bias, mult, shift, strict=True)]).as_bits())
-    await reset(dut)
+    await reset(dut, ["operands", "params"])
     cocotb.start_soon(send(dut, "operands", op_words))
     cocotb.start_soon(send(dut, "params", prm_words))
-    out = await receive(dut, "result", rows * len(tiles), random.Random(params["seed"]))
+    out = await receive(dut, "result", rows * len(tiles), random.Random(params["seed"]), p_stall=0.25)
     for t, (a, w, bias, mult, shift) in enumerate(tiles):
         got = []
         for r in range(rows):

@@ -1,7 +1,7 @@
-"""cocotb bench of the token selector control logic (:class:`~vitforge.sim.bench_nonlinear_cocotb.SelectorTop`)
+"""cocotb bench of the token selector control logic (:class:`~vitforge.sim.benches.drivers.SelectorTop`)
 against quant.selector, exact.
 
-Run through :func:`vitforge.sim.runner.run_bench`; params: ``config`` (``HwConfig.to_json()``),
+Run through :func:`vitforge.sim.benches.runner.run_bench`; params: ``config`` (``HwConfig.to_json()``),
 ``images`` (random images), ``seed``. Sizes (heads, tokens, token width) come from the config.
 Cases: all tokens kept, all pruned but the class token, the class token alone, saturating
 package tokens, tokens with all head weights 0, random images; token means of random rows.
@@ -18,9 +18,11 @@ from cocotb.triggers import RisingEdge
 from vitforge.hw.config import HwConfig
 from vitforge.quant.fixed import INT8
 from vitforge.quant.selector import SCORE_FMT, WEIGHT_FMT, select_tokens, token_mean
-from vitforge.sim.bench_nonlinear import pack, unpack
-from vitforge.sim.bench_nonlinear_cocotb import SelectorTop, receive, reset, send
-from vitforge.sim.runner import assert_equal, bench_config
+from vitforge.sim.benches.drivers import receive, reset, send
+from vitforge.sim.benches.nonlinear import pack, unpack
+from vitforge.sim.benches.runner import bench_config
+from vitforge.sim.benches.tops import SelectorTop
+from vitforge.sim.scoreboard import assert_equal
 
 STREAM_INPUTS = ["sel_scores", "sel_tokens", "mean_i"]
 

@@ -1,6 +1,6 @@
 """cocotb bench of the accelerator top (hw/top.py EncoderTop) against the pure-quant references.
 
-Run through :func:`vitforge.sim.runner.run_bench`; params: ``config`` (HwConfig.to_json()), and
+Run through :func:`vitforge.sim.benches.runner.run_bench`; params: ``config`` (HwConfig.to_json()), and
 per test:
 
 * ``gemm_programs``: ``gemm_cases`` — GEMM instructions (sim/block_ref.gemm_case arguments), each
@@ -12,7 +12,7 @@ per test:
   the output tokens taken from ``STORE`` on ``dma_out`` and compared bit for bit with
   sim/block_ref.reference; the cycle count is read from the design's ``cycles`` port.
 
-Every write happens at a falling edge (see sim/bench_gemm.py).
+Every write happens at a falling edge (see sim/benches/gemm.py).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 from vitforge.hw.compiler import INPUT_BLOB
 from vitforge.hw.config import HwConfig
 from vitforge.hw.isa import Mem, assemble
-from vitforge.sim import block_ref
-from vitforge.sim.runner import assert_equal, bench_config
+from vitforge.sim.benches import reference as block_ref
+from vitforge.sim.benches.runner import bench_config
+from vitforge.sim.scoreboard import assert_equal
 
 #: Give up on a program after this many cycles.
 MAX_CYCLES = 5_000_000

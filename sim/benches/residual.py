@@ -15,8 +15,9 @@ from vitforge.hw.config import HwConfig
 from vitforge.hw.gemm import word_layout
 from vitforge.quant.fixed import REQUANT_MAX_SHIFT, REQUANT_MULT_BITS
 from vitforge.quant.ops import residual_add
-from vitforge.sim.bench_gemm import receive, reset, send
-from vitforge.sim.runner import assert_equal, bench_config
+from vitforge.sim.benches.drivers import receive, reset, send
+from vitforge.sim.benches.runner import bench_config
+from vitforge.sim.scoreboard import assert_equal
 
 MMAX = (1 << REQUANT_MULT_BITS) - 1
 
@@ -27,7 +28,7 @@ async def residual_matches_quant(dut):
     cfg = HwConfig.from_json(params["config"])
     gen = torch.Generator().manual_seed(params["seed"])
     word = word_layout(cfg)
-    await reset(dut, ("input__valid", "output__ready"))
+    await reset(dut, ["input"])
     cases = [(127, 127, MMAX, MMAX, 0), (-128, -128, MMAX, MMAX, REQUANT_MAX_SHIFT), (-128, 127, 1, 1, 1)]
     cases = [(torch.full((4, cfg.lanes), a), torch.full((4, cfg.lanes), b), ma, mb, s) for a, b, ma, mb, s in cases]
     for _ in range(params["vectors"]):
@@ -43,6 +44,6 @@ async def residual_matches_quant(dut):
         words = [(word.const(a[r].tolist()).as_bits()) | (word.const(b[r].tolist()).as_bits() << cfg.word_bits)
                  for r in range(a.shape[0])]
         cocotb.start_soon(send(dut, "input", words))
-        out = await receive(dut, "output", len(words), rng)
+        out = await receive(dut, "output", len(words), rng, p_stall=0.25)
         got = [[word.from_bits(w)[j] for j in range(cfg.lanes)] for w in out]
         assert_equal(got, residual_add(a, b, ma, mb, s), f"residual vector {i} (mult {ma}/{mb}, shift {s})")

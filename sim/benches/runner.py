@@ -10,9 +10,8 @@ API (everything else here is private):
   ``@pytest.mark.parametrize("sim", simulators())``.
 * :func:`bench_config` — inside a cocotb test: the JSON-able dict the pytest side passed as
   ``params`` (config fields, sizes, seeds), so benches never restate a size.
-* :func:`first_mismatch` / :func:`assert_equal` — scoreboard: exact equality of integer
-  sequences or tensors; on mismatch, the first mismatching element with its index.
-* :func:`env_int` — an integer from the environment with a default (sample counts, sizes).
+* the scoreboard (exact equality, the first mismatch named) is :mod:`vitforge.sim.scoreboard`,
+  shared with the Amaranth-simulator tests; ``assert_equal`` is re-exported here for the benches.
 
 Example (pytest side)::
 
@@ -20,7 +19,7 @@ Example (pytest side)::
     def test_gemm_rtl(sim):
         cfg = get_preset("demo")
         run_bench(name="gemm", design=lambda: GemmEngine(config=cfg), key=cfg,
-                  bench="vitforge.sim.bench_gemm", sim=sim, params={"config": cfg.describe()})
+                  bench="vitforge.sim.benches.gemm", sim=sim, params={"config": cfg.describe()})
 
 Waveforms (FST): passing runs record none (tracing slows the simulators several-fold); a
 failing run is rebuilt with tracing and rerun, so every failure leaves a waveform whose path the
@@ -31,20 +30,18 @@ Verilog conversion uses ``amaranth.back.verilog``; the clock is ``clk`` and the 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
+from vitforge.tools import build_lock, require
 
-from vitforge.tools import require
+from .scoreboard import assert_equal
 
 #: Simulators the suite knows, in the order tests run them.
 SIMULATORS = ("verilator", "icarus")
@@ -57,17 +54,6 @@ _REPO = Path(__file__).resolve().parent.parent
 BUILD_ROOT = _REPO / "build" / "sim"
 
 _verilog_cache: dict[tuple[str, str], str] = {}
-
-
-def env_int(name: str, default: int) -> int:
-    """``int(os.environ[name])`` or ``default``; a non-integer value raises ``ValueError`` naming it."""
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {name} must be an integer, not {raw!r}") from None
 
 
 def simulators() -> list[str]:
@@ -153,7 +139,7 @@ def run_bench(
         name: design name: the Verilog top module and the build folder's prefix.
         design: zero-argument factory of the Amaranth component (called only when not cached).
         key: everything the design depends on (usually its config); its ``repr`` is hashed.
-        bench: dotted module name of the cocotb tests (e.g. ``"vitforge.sim.bench_gemm"``).
+        bench: dotted module name of the cocotb tests (e.g. ``"vitforge.sim.benches.gemm"``).
         sim: ``"verilator"`` or ``"icarus"``.
         params: JSON-able values the bench reads with :func:`bench_config`.
         testcase: run only these cocotb tests (default: all in ``bench``).
@@ -210,18 +196,6 @@ def _build_and_run(
     with build_lock(build_dir):
         return _build_and_run_locked(build_dir, name=name, design=design, key=key, bench=bench, sim=sim,
                                      params=params, testcase=testcase, seed=seed, waves=waves)
-
-
-@contextlib.contextmanager
-def build_lock(folder: Path) -> Iterator[None]:
-    """An exclusive lock on ``folder`` across processes (``flock`` on ``folder/.lock``), held inside the block."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _build_and_run_locked(build_dir: Path, *, name, design, key, bench, sim, params, testcase, seed,
@@ -295,52 +269,9 @@ def bench_config() -> dict[str, Any]:
     """Inside a cocotb test: the ``params`` given to :func:`run_bench`."""
     raw = os.environ.get(_PARAMS_ENV)
     if raw is None:
-        raise RuntimeError(f"{_PARAMS_ENV} is not set: run benches through vitforge.sim.runner.run_bench")
+        raise RuntimeError(f"{_PARAMS_ENV} is not set: run benches through vitforge.sim.benches.runner.run_bench")
     return json.loads(raw)
 
 
-def _as_list(x: Any) -> list[int]:
-    """Flatten a tensor or (nested) sequence of integers, row-major."""
-    return [int(v) for v in torch.as_tensor(x, dtype=torch.int64).flatten().tolist()]
-
-
-def first_mismatch(got: Any, expected: Any) -> tuple[int, int, int] | None:
-    """``(index, got, expected)`` of the first differing element (flattened, row-major), or None.
-
-    Both are flattened row-major; different lengths raise ``ValueError`` naming both.
-    """
-    g, e = _as_list(got), _as_list(expected)
-    if len(g) != len(e):
-        raise ValueError(f"scoreboard lengths differ: got {len(g)} values, expected {len(e)}")
-    for i, (a, b) in enumerate(zip(g, e, strict=True)):
-        if a != b:
-            return i, a, b
-    return None
-
-
-def assert_equal(got: Any, expected: Any, what: str, shape: Sequence[int] | None = None) -> None:
-    """Scoreboard check: exact equality; on mismatch raise ``AssertionError`` with the first bad index.
-
-    Args:
-        got, expected: integer tensors or sequences (compared flattened, row-major).
-        what: what is compared, for the message.
-        shape: if given (or if ``expected`` is a tensor), the index is also shown per dimension.
-    """
-    bad = first_mismatch(got, expected)
-    if bad is None:
-        return
-    index, g, e = bad
-    if shape is None and isinstance(expected, torch.Tensor):
-        shape = tuple(expected.shape)
-    where = f"[{index}]"
-    if shape:
-        coords, rest = [], index
-        for dim in reversed(shape):
-            coords.append(rest % dim)
-            rest //= dim
-        where += f" (index {tuple(reversed(coords))})"
-    total = len(_as_list(expected))
-    n_bad = sum(a != b for a, b in zip(_as_list(got), _as_list(expected), strict=True))
-    raise AssertionError(
-        f"{what}: first mismatch at element {where}: got {g}, expected {e} ({n_bad} of {total} differ)"
-    )
+__all__ = ["SIMULATORS", "TIMESCALE", "assert_equal", "bench_config", "build_lock", "run_bench",
+           "simulators", "slow_on_icarus"]

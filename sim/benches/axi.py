@@ -1,7 +1,7 @@
 """cocotb bench of the board-level top (hw/axi.py AxiTop) with cocotbext-axi's bus models.
 
 An ``AxiLiteMaster`` drives the register file and an ``AxiRam`` plays the board's DDR (the
-memory port's slave). Run through :func:`vitforge.sim.runner.run_bench`; params: ``config``
+memory port's slave). Run through :func:`vitforge.sim.benches.runner.run_bench`; params: ``config``
 (HwConfig.to_json()) and per test:
 
 * ``registers``: ``ID`` and ``CONFIG`` read back; address registers read back what was written;
@@ -26,8 +26,9 @@ from vitforge.hw.axi import unpack_beats as unpack
 from vitforge.hw.compiler import INPUT_BLOB
 from vitforge.hw.config import HwConfig
 from vitforge.hw.isa import assemble
-from vitforge.sim import block_ref
-from vitforge.sim.runner import assert_equal, bench_config
+from vitforge.sim.benches import reference as block_ref
+from vitforge.sim.benches.runner import bench_config
+from vitforge.sim.scoreboard import assert_equal
 
 RAM_BYTES = 1 << 22
 PROG, STREAM, OUT = 0x0000, 0x10000, 0x3F0000

@@ -1,7 +1,7 @@
-"""cocotb bench of the nonlinear units (:class:`~vitforge.sim.bench_nonlinear_cocotb.NonlinearTop`)
+"""cocotb bench of the nonlinear units (:class:`~vitforge.sim.benches.drivers.NonlinearTop`)
 against quant.nonlinear, exact.
 
-Run through :func:`vitforge.sim.runner.run_bench`; params: ``config`` (``HwConfig.to_json()``),
+Run through :func:`vitforge.sim.benches.runner.run_bench`; params: ``config`` (``HwConfig.to_json()``),
 ``rows`` (random rows per row-wise unit), ``seed``. Every code of the GELU and sigmoid input
 formats; softmax rows of length 1, saturating rows and random rows up to ``max_tokens``;
 LayerNorm rows of length 1, saturating rows and random rows up to ``max_embed_dim``.
@@ -20,8 +20,10 @@ from vitforge.hw.config import HwConfig
 from vitforge.hw.nonlinear import LN_BETA_BITS
 from vitforge.quant.fixed import REQUANT_MAX_SHIFT, REQUANT_MULT_BITS, FixedFormat, int_format
 from vitforge.quant.nonlinear import int_gelu, int_layernorm, int_sigmoid, int_softmax
-from vitforge.sim.bench_nonlinear_cocotb import NonlinearTop, receive, reset, send
-from vitforge.sim.runner import assert_equal, bench_config
+from vitforge.sim.benches.drivers import receive, reset, send
+from vitforge.sim.benches.runner import bench_config
+from vitforge.sim.benches.tops import NonlinearTop
+from vitforge.sim.scoreboard import assert_equal
 
 STREAM_INPUTS = ["gelu_i", "sigmoid_i", "softmax_i", "ln_i", "ln_params"]
 
