@@ -103,44 +103,13 @@ class MacLatency:
         return model_macs(cfg, tokens) / self.macs_per_s * 1e3
 
 
-def shape_model(cfg: ViTConfig):
-    """A :class:`vitforge.hw.compiler.Model` with ``cfg``'s shapes and zero values (selectors where
-    ``cfg.selector_blocks`` puts them): what the compiler needs to emit ``cfg``'s program."""
-    import torch
-
-    from vitforge.hw import compiler as hwp
-
-    def linear(k: int, n: int) -> hwp.Linear:
-        z = torch.zeros(n, dtype=torch.int64)
-        return hwp.Linear(torch.zeros((k, n), dtype=torch.int8), z, z, z)
-
-    def norm(d: int) -> hwp.LayerNorm:
-        return hwp.LayerNorm(torch.zeros(d, dtype=torch.int64), torch.zeros(d, dtype=torch.int64), 0, 0, 0)
-
-    d, h, hd, mlp = cfg.embed_dim, cfg.num_heads, cfg.head_dim, cfg.mlp_dim
-    scorer, weights = scorer_dims(hd), head_weight_dims(h)
-    blocks = []
-    for b in range(cfg.depth):
-        selector = None
-        if b in cfg.selector_blocks:
-            selector = hwp.Selector(norms=[norm(hd)] * h, mlp1=[linear(hd, hd)] * h,
-                                    mlp2=[[linear(a, z) for a, z in itertools.pairwise(scorer)]] * h,
-                                    weight_mlp=[linear(a, z) for a, z in itertools.pairwise(weights)], threshold=0)
-        blocks.append(hwp.Block(heads=h, ln1=norm(d), qkv=linear(d, 3 * d), qk=hwp.Requant(0, 0),
-                                av=hwp.Requant(0, 0), proj=linear(d, d), add1=hwp.Add(0, 0, 0), ln2=norm(d),
-                                fc1=linear(d, mlp), fc2=linear(mlp, d), add2=hwp.Add(0, 0, 0), selector=selector))
-    return hwp.Model(patch_embed=linear(cfg.in_chans * cfg.patch_size**2, d),
-                     cls=torch.zeros(d, dtype=torch.int64), pos=torch.zeros((cfg.num_tokens, d), dtype=torch.int64),
-                     pos_add=hwp.Add(0, 0, 0), blocks=blocks, norm=norm(d), head=linear(d, cfg.num_classes))
-
-
 def shape_program(cfg: ViTConfig, hw):
     """The program hw/compiler.py compiles for ``cfg`` on ``hw`` (a HwConfig), with zero memory images
     (the instruction stream depends only on the shapes; packing is vectorized, so this takes well under a
     second for DeiT-S)."""
-    from vitforge.hw.compiler import compile_model
+    from .program import compile_program, zero_int_model
 
-    return compile_model(shape_model(cfg), hw)
+    return compile_program(zero_int_model(cfg, hw.numerics), hw)
 
 
 def _shape_key(cfg: ViTConfig) -> tuple:

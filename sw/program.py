@@ -15,11 +15,69 @@ for a preset and writes, through the artifact writer:
 
 from __future__ import annotations
 
+import itertools
+
+import torch
+
 from vitforge.hw import compiler as hwp
 from vitforge.hw.config import HwConfig
 from vitforge.quant.selector import head_weight_dims, scorer_dims
 
 from .artifact import write_program
+
+#: The int8 output format of every layer the hardware runs: (bits, frac, signed).
+INT8_OUT = (8, 0, True)
+
+
+def layer_shapes(cfg) -> dict[str, tuple]:
+    """Every integer layer of a model of ``cfg`` (a :class:`~.vit.ViTConfig`), by the names of
+    :mod:`.golden` and :mod:`.export`: ``("linear", in, out)``, ``("layernorm", dim)``, ``("matmul",)`` or
+    ``("add",)``, in program order. The one place that lists them for :func:`zero_int_model`."""
+    d, heads, hd = cfg.embed_dim, cfg.num_heads, cfg.head_dim
+    out: dict[str, tuple] = {"patch_embed": ("linear", cfg.in_chans * cfg.patch_size ** 2, d), "pos_add": ("add",)}
+    for i in range(cfg.depth):
+        if i in cfg.selector_blocks:
+            sp = f"selectors.{i}"
+            for h in range(heads):
+                out[f"{sp}.scorers.{h}.norm"] = ("layernorm", hd)
+                out[f"{sp}.scorers.{h}.mlp1"] = ("linear", hd, hd)
+                for j, (a, z) in enumerate(itertools.pairwise(scorer_dims(hd))):
+                    out[f"{sp}.scorers.{h}.mlp2.linears.{j}"] = ("linear", a, z)
+            for j, (a, z) in enumerate(itertools.pairwise(head_weight_dims(heads))):
+                out[f"{sp}.weight_mlp.linears.{j}"] = ("linear", a, z)
+        pre = f"blocks.{i}"
+        out.update({f"{pre}.norm1": ("layernorm", d), f"{pre}.attn.qkv": ("linear", d, 3 * d),
+                    f"{pre}.attn.qk": ("matmul",), f"{pre}.attn.av": ("matmul",), f"{pre}.attn.proj": ("linear", d, d),
+                    f"{pre}.add1": ("add",), f"{pre}.norm2": ("layernorm", d), f"{pre}.fc1": ("linear", d, cfg.mlp_dim),
+                    f"{pre}.fc2": ("linear", cfg.mlp_dim, d), f"{pre}.add2": ("add",)})
+    out.update({"norm": ("layernorm", d), "head": ("linear", d, cfg.num_classes)})
+    return out
+
+
+def zero_int_model(cfg, numerics=None):
+    """An :class:`~.export.IntModel` of ``cfg``'s shapes with every value zero: what the compiler needs to
+    emit ``cfg``'s instruction stream, which depends on the shapes only (sw/latency.py's programs)."""
+    from vitforge.quant.config import NumericsConfig
+
+    from .export import IntModel
+
+    def zeros(*shape):
+        return torch.zeros(shape, dtype=torch.int64)
+
+    layers = {}
+    for name, (kind, *dims) in layer_shapes(cfg).items():
+        entry = {"kind": kind, "out_fmt": INT8_OUT}
+        if kind == "linear":
+            entry.update(w=zeros(*dims), b=zeros(dims[1]), mult=zeros(dims[1]), shift=zeros(dims[1]))
+        elif kind == "layernorm":
+            entry.update(gamma=zeros(dims[0]), beta=zeros(dims[0]), mult=0, shift=0, eps_q=0)
+        elif kind == "matmul":
+            entry.update(mult=0, shift=0)
+        else:
+            entry.update(mult_a=0, mult_b=0, shift=0)
+        layers[name] = entry
+    tensors = {"cls": zeros(cfg.embed_dim), "pos": zeros(cfg.num_tokens, cfg.embed_dim)}
+    return IntModel(cfg, numerics or NumericsConfig(), 1.0, 1.0, layers, tensors, dict.fromkeys(cfg.selector_blocks, 0))
 
 
 def _check_int8(name: str, entry: dict) -> None:

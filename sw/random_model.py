@@ -32,7 +32,7 @@ def random_int_model(seed: int, threshold: int, model: ViTConfig, numerics: Nume
     d, heads, mlp = model.embed_dim, model.num_heads, int(model.embed_dim * model.mlp_ratio)
     layers: dict[str, dict] = {}
     stem = block_ref.make_block_params(dim=d, heads=heads, mlp=mlp, selector=False, seed=seed + 100)
-    layers["patch_embed"] = _linear(block_ref._linear(gen, model.in_chans * model.patch_size**2, d, 2000.0))
+    layers["patch_embed"] = _linear(block_ref.random_linear(gen, model.in_chans * model.patch_size**2, d, 2000.0))
     add = quantize_multiplier(0.7)
     layers["pos_add"] = {"kind": "add", "out_fmt": INT8_FMT, "mult_a": add[0], "mult_b": add[0], "shift": add[1]}
     for i in range(model.depth):
@@ -57,7 +57,7 @@ def random_int_model(seed: int, threshold: int, model: ViTConfig, numerics: Nume
             for j, lin in enumerate(p.sel_wmlp):
                 layers[f"{sp}.weight_mlp.linears.{j}"] = _linear(lin)
     layers["norm"] = _ln(stem.ln1)
-    layers["head"] = _linear(block_ref._linear(gen, d, model.num_classes, 2000.0))
+    layers["head"] = _linear(block_ref.random_linear(gen, d, model.num_classes, 2000.0))
     tensors = {"cls": torch.randint(-128, 128, (d,), generator=gen),
                "pos": torch.randint(-128, 128, (model.num_tokens, d), generator=gen)}
     thresholds = {b: threshold for b in model.selector_blocks}

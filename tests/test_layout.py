@@ -92,15 +92,33 @@ def test_imports_go_one_way():
     assert not bad, "upward imports:\n" + "\n".join(bad)
 
 
+def _private_uses(path: Path, root: Path = ROOT) -> list[str]:
+    """Underscore names of other vitforge modules that ``path`` imports, or reads as ``module._name``."""
+    import ast
+
+    bad, aliases = [], set()
+    for line, module, names in _imports(path, root):
+        if not module.startswith("vitforge"):
+            continue
+        bad += [f"{line}: {module}.{n}" for n in names if n.startswith("_") and not n.startswith("__")]
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("vitforge")):
+            aliases |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            aliases |= {a.asname or a.name.split(".")[0] for a in node.names if a.name.startswith("vitforge")}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            bad.append(f"{node.lineno}: {node.value.id}.{node.attr}")
+    return bad
+
+
 def test_no_private_names_across_modules():
-    """A module imports no underscore name of another vitforge module."""
-    bad = []
-    for path in [*_sources(), *sorted((ROOT / "scripts").rglob("*.py"))]:
-        for line, module, names in _imports(path):
-            if module.startswith("vitforge"):
-                bad += [f"{path.relative_to(ROOT)}:{line} imports {module}.{n}" for n in names
-                        if n.startswith("_") and not n.startswith("__")]
-    assert not bad, "private names imported:\n" + "\n".join(bad)
+    """A module imports no underscore name of another vitforge module, nor reads one as an attribute."""
+    bad = [f"{path.relative_to(ROOT)}:{use}" for path in [*_sources(), *sorted((ROOT / "scripts").rglob("*.py"))]
+           for use in _private_uses(path)]
+    assert not bad, "private names of other modules used:\n" + "\n".join(bad)
 
 
 def test_no_mock_in_library_code():
@@ -119,3 +137,5 @@ def test_the_layout_check_can_fail(tmp_path):
     found = found[:1]
     assert found == [(2, "vitforge.sw.export", ("_x",))]
     assert _layer("vitforge.sw.export") == "sw" and _layer("vitforge.cli") == "vitforge"
+    probe.write_text("from vitforge.sim.benches import reference as ref\nx = ref._linear\nfrom .x import _y\n")
+    assert _private_uses(probe, tmp_path) == ["3: vitforge.quant.x._y", "2: ref._linear"]

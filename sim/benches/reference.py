@@ -12,6 +12,7 @@ The scratchpad word layout helpers (:func:`pack_matrix`, :func:`unpack_matrix`,
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ from vitforge.hw.compiler import pack_matrix, pack_params, unpack_matrix
 from vitforge.hw.config import HwConfig
 from vitforge.hw.isa import Instr, Op
 from vitforge.quant.fixed import REQUANT_MULT_BITS
+from vitforge.quant.selector import head_weight_dims, scorer_dims
 
 __all__ = ["Instr", "Op", "as_block", "block_program", "choose_threshold", "gemm_case", "make_block_params",
            "pack_matrix", "pack_params", "reference", "selector_reference", "unpack_matrix"]
@@ -156,7 +158,7 @@ class BlockParams:
         return self.dim // self.heads
 
 
-def _linear(gen: torch.Generator, k: int, n: int, bias_std: float = 0.0, bias_offset=None) -> Linear:
+def random_linear(gen: torch.Generator, k: int, n: int, bias_std: float = 0.0, bias_offset=None) -> Linear:
     w = torch.randint(-128, 128, (k, n), generator=gen)
     mult, shift = _requant_for(k)
     bias = torch.zeros(n, dtype=torch.int64)
@@ -190,22 +192,22 @@ def make_block_params(*, dim: int, heads: int, mlp: int, selector: bool, seed: i
     add = quantize_multiplier(0.7)
     p = BlockParams(
         dim=dim, heads=heads, mlp=mlp,
-        ln1=_layernorm(gen, dim), qkv=_linear(gen, dim, 3 * dim, 2000.0),
+        ln1=_layernorm(gen, dim), qkv=random_linear(gen, dim, 3 * dim, 2000.0),
         qk=_requant_for(hd, 24.0), av=_requant_for(8, 40.0, 20.0),
-        proj=_linear(gen, dim, dim, 2000.0), add1=(add[0], add[0], add[1]),
-        ln2=_layernorm(gen, dim), fc1=_linear(gen, dim, mlp, 2000.0), fc2=_linear(gen, mlp, dim, 2000.0),
+        proj=random_linear(gen, dim, dim, 2000.0), add1=(add[0], add[0], add[1]),
+        ln2=_layernorm(gen, dim), fc1=random_linear(gen, dim, mlp, 2000.0), fc2=random_linear(gen, mlp, dim, 2000.0),
         add2=(add[0], add[0], add[1]), threshold=threshold,
     )
     if selector:
         p.sel_ln = _layernorm(gen, hd)
-        p.sel_mlp1 = [_linear(gen, hd, hd, 1000.0) for _ in range(heads)]
+        p.sel_mlp1 = [random_linear(gen, hd, hd, 1000.0) for _ in range(heads)]
         p.sel_mlp2 = []
         for _ in range(heads):
             last_bias = torch.tensor([0, prune_bias], dtype=torch.int64)
-            p.sel_mlp2.append([_linear(gen, hd, hd // 2, 1000.0), _linear(gen, hd // 2, hd // 4, 1000.0),
-                               _linear(gen, hd // 4, 2, 1000.0, bias_offset=last_bias)])
-        h2 = max(heads // 2, 1)
-        p.sel_wmlp = [_linear(gen, heads, h2, 1000.0), _linear(gen, h2, heads, 1000.0)]
+            pairs = list(itertools.pairwise(scorer_dims(hd)))
+            p.sel_mlp2.append([random_linear(gen, a, z, 1000.0, bias_offset=last_bias if j == len(pairs) - 1 else None)
+                               for j, (a, z) in enumerate(pairs)])
+        p.sel_wmlp = [random_linear(gen, a, z, 1000.0) for a, z in itertools.pairwise(head_weight_dims(heads))]
     return p
 
 
@@ -259,7 +261,7 @@ def reference(x: torch.Tensor, p: BlockParams, num) -> tuple[torch.Tensor, torch
     return block_reference(x, p, num), keep
 
 
-def _lin(lin: Linear) -> hwp.Linear:
+def as_linear(lin: Linear) -> hwp.Linear:
     return hwp.Linear(lin.w, lin.bias, lin.mult, lin.shift)
 
 
@@ -271,12 +273,12 @@ def as_block(p: BlockParams) -> hwp.Block:
     """``p`` as :mod:`vitforge.hw.compiler`'s description (the selector's LayerNorm shared by every head)."""
     selector = None
     if p.sel_mlp1 is not None:
-        selector = hwp.Selector(norms=[_ln(p.sel_ln)] * p.heads, mlp1=[_lin(lin) for lin in p.sel_mlp1],
-                                mlp2=[[_lin(lin) for lin in mlp] for mlp in p.sel_mlp2],
-                                weight_mlp=[_lin(lin) for lin in p.sel_wmlp], threshold=p.threshold)
-    return hwp.Block(heads=p.heads, ln1=_ln(p.ln1), qkv=_lin(p.qkv), qk=hwp.Requant(*p.qk), av=hwp.Requant(*p.av),
-                     proj=_lin(p.proj), add1=hwp.Add(*p.add1), ln2=_ln(p.ln2), fc1=_lin(p.fc1), fc2=_lin(p.fc2),
-                     add2=hwp.Add(*p.add2), selector=selector)
+        selector = hwp.Selector(norms=[_ln(p.sel_ln)] * p.heads, mlp1=[as_linear(lin) for lin in p.sel_mlp1],
+                                mlp2=[[as_linear(lin) for lin in mlp] for mlp in p.sel_mlp2],
+                                weight_mlp=[as_linear(lin) for lin in p.sel_wmlp], threshold=p.threshold)
+    return hwp.Block(heads=p.heads, ln1=_ln(p.ln1), qkv=as_linear(p.qkv), qk=hwp.Requant(*p.qk),
+                     av=hwp.Requant(*p.av), proj=as_linear(p.proj), add1=hwp.Add(*p.add1), ln2=_ln(p.ln2),
+                     fc1=as_linear(p.fc1), fc2=as_linear(p.fc2), add2=hwp.Add(*p.add2), selector=selector)
 
 
 def block_program(cfg: HwConfig, p: BlockParams, n_tokens: int) -> hwp.Program:
