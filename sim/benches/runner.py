@@ -39,9 +39,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vitforge.sim.scoreboard import assert_equal
 from vitforge.tools import build_lock, require
-
-from .scoreboard import assert_equal
 
 #: Simulators the suite knows, in the order tests run them.
 SIMULATORS = ("verilator", "icarus")
