@@ -48,7 +48,7 @@ SIMULATORS = ("verilator", "icarus")
 TIMESCALE = ("1ns", "1ps")
 #: Environment variable carrying the bench parameters (JSON) to the cocotb side.
 _PARAMS_ENV = "VITFORGE_BENCH_PARAMS"
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = Path(__file__).resolve().parents[2]
 #: Build cache: one folder per (design name, key hash, simulator).
 BUILD_ROOT = _REPO / "build" / "sim"
 
