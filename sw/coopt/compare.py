@@ -80,7 +80,13 @@ class CompareConfig:
 def _run_one(cfg: CompareConfig, method: str, seed: int, out: Path, log) -> OptimizationResult:
     run_dir = out / "runs" / method / f"seed{seed}"
     if (run_dir / STATE_FILE).exists():
-        if load_state(run_dir)["done"]:
+        state = load_state(run_dir)
+        want = {"budget": cfg.budget_of(method), "max_evals": cfg.max_evals.get(method), "seed": seed,
+                "method": method}
+        have = {k: state["config"][k] for k in want}
+        if have != want or (state["problem"] or {}).get("options", {}) != dict(cfg.problem_options):
+            raise ValueError(f"{run_dir} holds a run with {have}, not {want}: use another --out or remove it")
+        if state["done"]:
             return result_from_dir(run_dir)
         return resume(run_dir, log=log)
     return optimize(cfg.problem, method=method, budget=cfg.budget_of(method), seed=seed, workers=cfg.workers,

@@ -39,7 +39,7 @@ def test_eg_information_approaches_mesmo_as_rho_goes_to_one():
 
 
 def test_bad_acquisition_config():
-    with pytest.raises(ValueError, match="info_gain must be one of .* not 'xx'"):
+    with pytest.raises(ValueError, match=r"info_gain must be one of .* not 'xx'"):
         AcquisitionConfig(info_gain="xx")
     with pytest.raises(ValueError, match="fidelity_levels must be >= 2"):
         AcquisitionConfig(fidelity_levels=1)

@@ -45,7 +45,7 @@ def test_integer_and_categorical_variables_are_rounded_before_f_sees_them():
 def test_bad_variable_declarations():
     with pytest.raises(ValueError, match="categories\\[0\\] must be non-empty values within bounds"):
         Problem(bounds=[(0, 1)], objectives=toy_objectives, cost=toy_cost, ref_point=[1, 1], categories={0: (2,)})
-    with pytest.raises(ValueError, match="integer variable index must be in 0..0, not 3"):
+    with pytest.raises(ValueError, match=r"integer variable index must be in 0\.\.0, not 3"):
         Problem(bounds=[(0, 1)], objectives=toy_objectives, cost=toy_cost, ref_point=[1, 1], integers=[3])
 
 
