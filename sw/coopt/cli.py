@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="evaluations in flight: 1 runs in-process, N > 1 starts a local Ray with N CPUs")
     r.add_argument("--ray-address", default=None, help="join a running Ray cluster instead (ADDR)")
     r.add_argument("--max-evals", type=int, default=None, help="stop after N evaluations even below the budget")
+    r.add_argument("--n-init", type=int, default=None, help="initial-design size (default 2 d + 2)")
     r.add_argument("--out", type=Path, required=True, metavar="DIR")
     r.add_argument("--json", action="store_true", help="print the run's figures as JSON")
     r.set_defaults(func=run_run)
@@ -58,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--method-budget", nargs="*", metavar="METHOD=B", help="per-method budgets overriding --budget")
     c.add_argument("--max-evals", nargs="*", metavar="METHOD=N", help="per-method caps on evaluations")
     c.add_argument("--workers", type=int, default=1)
+    c.add_argument("--n-init", type=int, default=None, help="initial-design size (default 2 d + 2)")
     c.add_argument("--recommend", type=int, default=0,
                    help="evaluate the model's predicted front (K designs) per model-based run")
     c.add_argument("--out", type=Path, required=True, metavar="DIR")
@@ -90,7 +92,8 @@ def _report(result, args: argparse.Namespace) -> int:
               "top_fidelity_evaluations": int(np.sum(s >= 1.0)), "hypervolume": float(hv[-1]) if len(hv) else 0.0,
               "max_hv": result.problem.max_hv,
               "overhead_s_median": float(np.median(overhead)) if overhead else None,
-              "overhead_s_max": float(np.max(overhead)) if overhead else None, "plot": fig}
+              "overhead_s_max": float(np.max(overhead)) if overhead else None,
+              "overhead_cpu_s_median": float(np.median(result.overhead_cpu)) if overhead else None, "plot": fig}
     if args.json:
         print(json.dumps(report, sort_keys=True))
     else:
@@ -106,7 +109,8 @@ def run_run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     result = optimize(args.problem, method=args.method, budget=args.budget, seed=args.seed, workers=args.workers,
-                      out=args.out, ray_address=args.ray_address, log=_log(args), max_evals=args.max_evals)
+                      out=args.out, ray_address=args.ray_address, log=_log(args), max_evals=args.max_evals,
+                      n_init=args.n_init)
     return _report(result, args)
 
 
@@ -128,7 +132,7 @@ def run_compare(args: argparse.Namespace) -> int:
     cfg = CompareConfig(problem=args.problem, methods=tuple(args.methods), seeds=args.seeds, budget=args.budget,
                         budgets=_pairs(args.method_budget, float, "--method-budget"),
                         max_evals=_pairs(args.max_evals, int, "--max-evals"), workers=args.workers,
-                        recommend=args.recommend)
+                        recommend=args.recommend, n_init=args.n_init)
     log = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
     summary = compare(cfg, args.out, log=log)
     if args.json:

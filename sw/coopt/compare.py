@@ -46,6 +46,7 @@ class CompareConfig:
         workers: evaluations in flight per run.
         recommend: size of the recommended set evaluated per model-based run (0: none).
         problem_options: options of the built-in problem.
+        n_init: initial-design size of every run (default ``2 d + 2``).
     """
 
     problem: str
@@ -57,6 +58,7 @@ class CompareConfig:
     workers: int = 1
     recommend: int = 0
     problem_options: Mapping = field(default_factory=dict)
+    n_init: int | None = None
 
     def __post_init__(self) -> None:
         ProblemSpec(self.problem, self.problem_options)
@@ -82,7 +84,7 @@ def _run_one(cfg: CompareConfig, method: str, seed: int, out: Path, log) -> Opti
     if (run_dir / STATE_FILE).exists():
         state = load_state(run_dir)
         want = {"budget": cfg.budget_of(method), "max_evals": cfg.max_evals.get(method), "seed": seed,
-                "method": method}
+                "method": method, "n_init": cfg.n_init}
         have = {k: state["config"][k] for k in want}
         if have != want or (state["problem"] or {}).get("options", {}) != dict(cfg.problem_options):
             raise ValueError(f"{run_dir} holds a run with {have}, not {want}: use another --out or remove it")
@@ -90,7 +92,8 @@ def _run_one(cfg: CompareConfig, method: str, seed: int, out: Path, log) -> Opti
             return result_from_dir(run_dir)
         return resume(run_dir, log=log)
     return optimize(cfg.problem, method=method, budget=cfg.budget_of(method), seed=seed, workers=cfg.workers,
-                    out=run_dir, log=log, max_evals=cfg.max_evals.get(method), problem_options=cfg.problem_options)
+                    out=run_dir, log=log, max_evals=cfg.max_evals.get(method), problem_options=cfg.problem_options,
+                    n_init=cfg.n_init)
 
 
 def _write_json(path: Path, obj) -> None:
@@ -169,8 +172,10 @@ def summarize(cfg: CompareConfig, problem: Problem, curves: dict, results: dict,
             entry["cost_ratio_to_nsga2_best"] = {**censored_summary(ratios), "per_seed": _finite(ratios)}
         overhead = [f + a for r in results[m] for f, a in r.overhead]
         if overhead:
+            cpu = [c for r in results[m] for c in r.overhead_cpu]
             entry["overhead_s"] = {"median": float(np.median(overhead)), "max": float(np.max(overhead)),
-                                   "mean": float(np.mean(overhead)), "proposals": len(overhead)}
+                                   "mean": float(np.mean(overhead)), "proposals": len(overhead),
+                                   "cpu_median": float(np.median(cpu)), "cpu_max": float(np.max(cpu))}
         if recs.get(m):
             hvs = [r["hv"] for r in recs[m]]
             entry["recommended_hv"] = {"median": float(np.median(hvs)), "per_seed": hvs,

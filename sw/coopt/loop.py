@@ -116,7 +116,8 @@ class OptimizationResult:
         evaluations: every evaluation in finishing order.
         config: the run's configuration.
         problem: the problem.
-        overhead: per model-based proposal, ``(fit_s, acq_s)`` seconds.
+        overhead: per model-based proposal, ``(fit_s, acq_s)`` wall seconds.
+        overhead_cpu: per model-based proposal, CPU seconds of fit and acquisition together.
         out: the run's directory (None if it ran in memory).
     """
 
@@ -125,6 +126,7 @@ class OptimizationResult:
     problem: Problem
     overhead: list[tuple[float, float]]
     out: Path | None = None
+    overhead_cpu: list[float] = field(default_factory=list)
 
     @property
     def spent(self) -> float:
@@ -238,7 +240,8 @@ class _Run:
         x = self.problem.from_unit(u[None, :])[0]
         cost = float(self.problem.relative_cost(np.array([prop.s]))[0])
         rec = {"id": pid, "u": u.tolist(), "x": x.tolist(), "s": float(prop.s), "cost": cost,
-               "fit_s": prop.fit_s, "acq_s": prop.acq_s, "score": None if math.isnan(prop.score) else prop.score}
+               "fit_s": prop.fit_s, "acq_s": prop.acq_s, "cpu_s": prop.cpu_s,
+               "score": None if math.isnan(prop.score) else prop.score}
         self.state["proposals"].append(rec)
         self.state["pending"].append(pid)
         self.save()
@@ -259,8 +262,9 @@ class _Run:
     def result(self) -> OptimizationResult:
         evs = [Evaluation(e["id"], e["x"], e["fidelity"], e["y"], e["cost"], e["error"], e["seconds"])
                for e in self.state["evaluations"]]
-        overhead = [(p["fit_s"], p["acq_s"]) for p in self.state["proposals"] if p["fit_s"] or p["acq_s"]]
-        return OptimizationResult(evs, self.cfg, self.problem, overhead, self.out)
+        model = [p for p in self.state["proposals"] if p["fit_s"] or p["acq_s"]]
+        return OptimizationResult(evs, self.cfg, self.problem, [(p["fit_s"], p["acq_s"]) for p in model], self.out,
+                                  [p.get("cpu_s", 0.0) for p in model])
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> OptimizationResult:

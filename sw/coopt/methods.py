@@ -59,8 +59,9 @@ class Proposal:
     Attributes:
         u: ``(d,)`` float64 unit-cube design.
         s: fidelity in ``[0, 1]``.
-        fit_s, acq_s: seconds spent fitting the model and optimizing the acquisition.
+        fit_s, acq_s: wall seconds spent fitting the model and optimizing the acquisition.
         score: the acquisition value (NaN where there is none).
+        cpu_s: this process's CPU seconds for both (what the wall time is on an idle machine).
     """
 
     u: np.ndarray
@@ -68,6 +69,7 @@ class Proposal:
     fit_s: float = 0.0
     acq_s: float = 0.0
     score: float = float("nan")
+    cpu_s: float = 0.0
 
 
 class RandomSearch:
@@ -153,7 +155,7 @@ class Mesmo:
     def propose(self, history: History, rng: np.random.Generator) -> Proposal:
         from .surrogate import fit_models
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         train_x = np.hstack([history.u[history.ok], history.s[history.ok, None]])
         models = fit_models(train_x, history.y[history.ok], seed=int(rng.integers(2**31 - 1)))
         pending = np.hstack([history.pending_u, history.pending_s[:, None]])
@@ -168,7 +170,8 @@ class Mesmo:
         score = self.score(models, xz, y_star)
         i = int(np.argmax(score))
         t2 = time.perf_counter()
-        return Proposal(xz[i, :-1].copy(), float(xz[i, -1]), fit_s=t1 - t0, acq_s=t2 - t1, score=float(score[i]))
+        return Proposal(xz[i, :-1].copy(), float(xz[i, -1]), fit_s=t1 - t0, acq_s=t2 - t1, score=float(score[i]),
+                        cpu_s=time.process_time() - c0)
 
     def score(self, models, xz: np.ndarray, y_star: np.ndarray) -> np.ndarray:
         """Information per unit cost at ``xz (n, d + 1)``, pruned fidelities at ``-inf``: ``(n,)``."""
@@ -204,7 +207,7 @@ class Momf:
         from botorch.utils.multi_objective.box_decompositions.non_dominated import FastNondominatedPartitioning
         from gpytorch.mlls import ExactMarginalLogLikelihood
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         dt = torch.float64
         ok = history.ok
         x = torch.as_tensor(np.hstack([history.u[ok], history.s[ok, None]]), dtype=dt)
@@ -237,7 +240,8 @@ class Momf:
                               for chunk in np.array_split(xz, max(1, len(xz) // 512))]).numpy()
         i = int(np.argmax(vals))
         t2 = time.perf_counter()
-        return Proposal(xz[i, :-1].copy(), float(xz[i, -1]), fit_s=t1 - t0, acq_s=t2 - t1, score=float(vals[i]))
+        return Proposal(xz[i, :-1].copy(), float(xz[i, -1]), fit_s=t1 - t0, acq_s=t2 - t1, score=float(vals[i]),
+                        cpu_s=time.process_time() - c0)
 
 
 def _snapper(problem: Problem) -> Callable[[np.ndarray], np.ndarray]:
