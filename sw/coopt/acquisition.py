@@ -38,6 +38,8 @@ RHO_MAX = 0.999
 START_POOL = 4
 #: y* sits at least this far (standardized) below the best top-fidelity observation of each objective.
 Y_STAR_MARGIN = 1e-2
+#: ... and at least this many of the GP's noise sds below it.
+Y_STAR_NOISE_SDS = 3.0
 #: Noise floor (standardized variance) of the function samples' linear regression.
 MIN_SAMPLE_NOISE = 1e-6
 
@@ -159,7 +161,11 @@ def sample_fronts(models: ObjectiveModels, cfg: AcquisitionConfig, rng: np.rando
     # standard max-value-entropy clamp): otherwise known points look informative.
     top = models.train_x[:, -1] >= 1.0
     if np.any(top):
-        y_star = np.minimum(y_star, models.train_y[top].min(axis=0) - Y_STAR_MARGIN)
+        # The margin is at least a few noise sds: at an observed extreme the posterior sd is about
+        # the noise sd, and a margin below it would keep that known point looking informative.
+        noise_sd = np.sqrt([models.kernel_params(j)[2] for j in range(models.train_y.shape[1])])
+        margin = np.maximum(Y_STAR_MARGIN, Y_STAR_NOISE_SDS * noise_sd)
+        y_star = np.minimum(y_star, models.train_y[top].min(axis=0) - margin)
     return y_star, np.vstack(sets)
 
 

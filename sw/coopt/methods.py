@@ -168,7 +168,13 @@ class Mesmo:
         zs = self.fidelities()
         xz = np.hstack([np.repeat(cand_u, len(zs), axis=0), np.tile(zs, len(cand_u))[:, None]])
         score = self.score(models, xz, y_star)
-        i = int(np.argmax(score))
+        # Never the same (design, fidelity) twice; exact ties (information underflows to 0 far
+        # from the front) are broken by the proposal's generator, not by the candidates' order.
+        seen = {tuple(r) for r in np.hstack([history.u, history.s[:, None]]).round(12)}
+        seen |= {tuple(r) for r in pending.round(12)}
+        score = np.where([tuple(r) in seen for r in xz.round(12)], -np.inf, score)
+        best = np.flatnonzero(score >= score.max())
+        i = int(best[rng.integers(len(best))]) if len(best) > 1 else int(best[0])
         t2 = time.perf_counter()
         return Proposal(xz[i, :-1].copy(), float(xz[i, -1]), fit_s=t1 - t0, acq_s=t2 - t1, score=float(score[i]),
                         cpu_s=time.process_time() - c0)
