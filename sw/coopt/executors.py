@@ -1,7 +1,8 @@
 """Where evaluations run: in this process (one worker) or as Ray tasks (``workers > 1`` or a cluster).
 
-An evaluation never raises: an exception or a non-finite objective comes back as a failed
-:class:`Outcome` carrying the error, and the run goes on.
+An evaluation does not raise: an exception or a non-finite objective comes back as a failed
+:class:`Outcome` carrying the error, and the run goes on. The exception is objectives of the wrong
+shape (:class:`ObjectiveShapeError`): a bug in the problem, refused at once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .problem import Problem
+from .problem import ObjectiveShapeError, Problem
 
 #: Ray 2.60 turns on token authentication by default (it writes ~/.ray/auth_token); a local
 #: cluster started here opts out through this variable unless the user set it.
@@ -39,6 +40,8 @@ def evaluate_point(problem: Problem, pid: int, x: np.ndarray, s: float) -> Outco
         if not np.all(np.isfinite(y)):
             return Outcome(pid, None, f"non-finite objectives {y.tolist()}", time.perf_counter() - t0)
         return Outcome(pid, y, None, time.perf_counter() - t0)
+    except ObjectiveShapeError:
+        raise
     except Exception as err:
         tb = traceback.format_exception_only(type(err), err)[-1].strip()
         return Outcome(pid, None, tb, time.perf_counter() - t0)
@@ -97,6 +100,8 @@ class RayPool:
         pid = self.inflight.pop(ready[0])
         try:
             return self.ray.get(ready[0])
+        except ObjectiveShapeError:  # Ray's task error is an instance of its cause
+            raise
         except Exception as err:
             return Outcome(pid, None, f"ray task failed: {type(err).__name__}: {err}", float("nan"))
 

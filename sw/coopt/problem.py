@@ -17,6 +17,10 @@ import numpy as np
 #: The top fidelity: the only one whose evaluations count towards hypervolume.
 TOP_FIDELITY = 1.0
 
+class ObjectiveShapeError(ValueError):
+    """A problem's objectives or cost returned the wrong shape: a bug to fix, not a failed evaluation."""
+
+
 Objectives = Callable[[np.ndarray, np.ndarray], np.ndarray]
 Cost = Callable[[np.ndarray], np.ndarray]
 
@@ -130,7 +134,7 @@ class Problem:
         """Objectives of rounded designs: ``x (n, d)``, ``fidelity (n,)`` -> ``(n, m)`` float64.
 
         Raises:
-            ValueError: if ``f`` returns another shape than ``(n, m)``.
+            ObjectiveShapeError: if ``f`` returns another shape than ``(n, m)``.
         """
         x = self.round(np.atleast_2d(np.asarray(x, dtype=np.float64)))
         s = np.asarray(fidelity, dtype=np.float64).reshape(-1)
@@ -140,7 +144,7 @@ class Problem:
         y = np.asarray(self.objectives(x, s), dtype=np.float64)
         want = (len(s), self.num_objectives)
         if y.shape != want:
-            raise ValueError(f"objectives of problem {self.name!r} must return shape {want} "
+            raise ObjectiveShapeError(f"objectives of problem {self.name!r} must return shape {want} "
                              f"(n points x m objectives, m = len(ref_point)), not {y.shape}")
         return y
 
@@ -153,7 +157,7 @@ class Problem:
         s = np.asarray(fidelity, dtype=np.float64).reshape(-1)
         c = np.asarray(self.cost(np.concatenate([s, [TOP_FIDELITY]])), dtype=np.float64)
         if c.shape != (len(s) + 1,):
-            raise ValueError(f"cost of problem {self.name!r} must return shape ({len(s) + 1},), not {c.shape}")
+            raise ObjectiveShapeError(f"cost of problem {self.name!r} must return shape ({len(s) + 1},), not {c.shape}")
         if not np.all(np.isfinite(c) & (c > 0)):
             raise ValueError(f"cost of problem {self.name!r} must be positive and finite, got {c.tolist()}")
         return c[:-1] / c[-1]

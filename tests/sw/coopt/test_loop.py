@@ -73,6 +73,12 @@ def test_bad_run_arguments_are_named(toy, kw, match):
         optimize(toy, **{"method": "random", "budget": 3, **kw})
 
 
+def test_objectives_of_the_wrong_shape_stop_the_run_at_once():
+    p = Problem(bounds=[(0, 1)] * 2, objectives=lambda x, s: x[:, :1], cost=toy_cost, ref_point=[1, 1])
+    with pytest.raises(ValueError, match=r"must return shape \(1, 2\) .* not \(1, 1\)"):
+        optimize(p, method="random", budget=3)
+
+
 def test_a_hopeless_reference_point_is_refused_after_the_initial_design():
     p = Problem(bounds=[(0, 1)] * 2, objectives=toy_objectives, cost=toy_cost, ref_point=[-5, -5])
     with pytest.raises(ValueError, match=r"ref_point \[-5.0, -5.0\] .* pick a point slightly worse"):
