@@ -47,7 +47,7 @@ from .problem import Problem
 #: The small ViT: 16x16 canvas, 4x4 patches (16 + class token), D = 32, 3 blocks, one head.
 MODEL = {"image_size": 16, "patch_size": 4, "in_chans": 1, "num_classes": 10, "embed_dim": 32, "depth": 3,
          "num_heads": 1, "mlp_ratio": 2.0}
-DENSE_EPOCHS = 8.0
+DENSE_EPOCHS = 5.0
 PRUNE_EPOCHS = 0.5
 LEARNING_RATE = 3e-3
 TEST_IMAGES = 300
