@@ -5,8 +5,9 @@ Every method of a seed shares the seed's initial design. Runs live in
 ``OUT/summary.json`` holds, per method, the paper's figure (cost to reach NSGA-II's best
 hypervolume of the same seed, as a ratio to NSGA-II's cost), the cost to reach 90% and 95% of a
 reference hypervolume (the known maximum, else the best of all runs pooled; with a known maximum,
-also of the pooled best) with the share of seeds that reach it, the final hypervolume, the recommended set's hypervolume and the
-model-based methods' overhead per proposal. ``OUT/hv_vs_cost.png`` and ``OUT/pareto.png`` plot them.
+also of the pooled best) with the share of seeds that reach it, the final hypervolume, the
+recommended set's hypervolume and the model-based methods' overhead per proposal.
+``OUT/hv_vs_cost.png`` and ``OUT/pareto.png`` plot them.
 """
 
 from __future__ import annotations
