@@ -40,6 +40,10 @@ def test_compare_writes_summary_and_plots(tmp_path, capsys):
     assert summary["reference_hv"] == pytest.approx(0.5235514, abs=1e-7)
     assert methods["nsga2"]["cost_ratio_to_nsga2_best"]["median"] == 1.0
     assert methods["random"]["budget"] == 8 and all(s >= 8 for s in methods["random"]["spent"])
+    pooled = methods["nsga2"]["cost_to_90pct_of_pooled"]
+    assert pooled["n"] == 2 and 0 <= pooled["reached"] <= 1
+    # The pooled best is some run's final hypervolume: that run reaches 95% of it within its budget.
+    assert max(methods[m]["cost_to_95pct_of_pooled"]["reached"] for m in ("nsga2", "random")) > 0
     assert (out / "hv_vs_cost.png").stat().st_size > 0 and (out / "pareto.png").stat().st_size > 0
     # A second compare reuses the finished runs; another budget for them is refused.
     assert main(["coopt", "compare", "--problem", "momf-branin-currin", "--methods", "nsga2", "--seeds", "2",
