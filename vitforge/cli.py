@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "vitforge.sw.runtime",
     "vitforge.sw.projection",
     "vitforge.sim.cli",
+    "vitforge.sw.coopt.cli",
 )
 
 
