@@ -216,7 +216,7 @@ def _loss_fn(model: nn.Module, tc: TrainConfig, stage: str) -> Callable[[torch.T
     return loss
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
+def atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -307,7 +307,7 @@ def train(tc: TrainConfig, data: ImageData, out: Path) -> nn.Module:
             progress.update(stage=si, epoch=epoch + 1)
             if epoch + 1 == n_epochs:
                 progress.update(stage=si + 1, epoch=0)
-            _atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict() if epoch + 1 < n_epochs
+            atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict() if epoch + 1 < n_epochs
                                 else None, "generator": gen.get_state(), "progress": json.dumps(progress),
                                 "config": json.dumps(tc.to_dict(), sort_keys=True)}, state_path)
             _log(tc, f"[reram train] {tc.method} {stage} epoch {epoch + 1}/{n_epochs} loss {last:.4f}")
