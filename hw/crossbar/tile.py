@@ -193,22 +193,27 @@ class CrossbarTile(wiring.Component):
         big_l = cfg.lossless_bits
         m = Module()
 
-        # -- weights: sign and magnitude of every cell -----------------------------------------
-        w_sign = [[Signal(name=f"w_s_{r}_{c}") for c in range(cols)] for r in range(rows)]
-        w_mag = [[Signal(unsigned(MAGNITUDE_BITS), name=f"w_m_{r}_{c}") for c in range(cols)] for r in range(rows)]
-        w_row = Signal(range(rows), name="w_row")
-        x_reg = Signal(input_layout(cfg), name="x_reg")
+        # -- operand registers ------------------------------------------------------------------
+        # Every cell holds its weight's sign and its magnitude padded to n_slices * c bits; the
+        # magnitude rotates right by c bits at every slice step, so the current slice is always its
+        # low c bits (n_slices steps bring it back). Input magnitudes rotate by d bits per chunk.
+        # Operands need no reset (a load or an input transfer writes them before they are read).
+        cell = data.StructLayout({"mag": unsigned(n_k * cfg.cell_bits), "sign": 1})
+        w_cell = [[Signal(cell, name=f"w_{r}_{c}", reset_less=True) for c in range(cols)] for r in range(rows)]
+        x_sign = [Signal(name=f"x_s_{r}", reset_less=True) for r in range(rows)]
+        x_rot = [Signal(unsigned(n_j * cfg.dac_bits), name=f"x_m_{r}", reset_less=True) for r in range(rows)]
+        w_row = Signal(range(rows), name="w_row")  # rows of a load taken so far
 
         # -- conversion counters: stage A (column sums) and stage B (ADC, shift-add) -----------
-        a_px, a_pw = Signal(name="a_px"), Signal(name="a_pw")
         # counters are at least 1 bit wide (a single chunk or slice leaves them at 0)
+        a_px, a_pw = Signal(name="a_px"), Signal(name="a_pw")
         a_j, a_k = Signal(range(max(n_j, 2)), name="a_j"), Signal(range(max(n_k, 2)), name="a_k")
         a_done = Signal(name="a_done")
         b_px, b_pw = Signal(name="b_px"), Signal(name="b_pw")
         b_j, b_k = Signal(range(max(n_j, 2)), name="b_j"), Signal(range(max(n_k, 2)), name="b_k")
         b_valid = Signal(name="b_valid")
         u = Signal(range(max(cpa, 2)), name="u")  # column of each ADC's group being converted
-        s_reg = [Signal(unsigned(big_l), name=f"s_{c}") for c in range(cols)]
+        s_reg = [Signal(unsigned(big_l), name=f"s_{c}", reset_less=True) for c in range(cols)]
         acc = [Signal(signed(OUTPUT_BITS), name=f"acc_{c}") for c in range(cols)]
         state = [Signal(unsigned(STATE_BITS), init=initial_state(0, lane), name=f"lane_{c}")
                  for c, lane in enumerate(self.lanes())]
@@ -228,30 +233,28 @@ class CrossbarTile(wiring.Component):
         for c in range(cols):
             m.d.comb += self.output.payload[c].eq(acc[c])
 
-        # -- weight load ------------------------------------------------------------------------
-        loaded = [magnitude(m, self.weights.payload[c], f"wl_{c}") for c in range(cols)]
+        # -- weight load: rows shift up a chain, the last transfer lands in row rows - 1 ------
         with m.If(self.weights.valid & self.weights.ready):
             m.d.sync += w_row.eq(Mux(w_row == rows - 1, 0, w_row + 1))
-            for r in range(rows):
-                with m.If(w_row == r):
-                    for c, (sign, mag) in enumerate(loaded):
-                        m.d.sync += [w_sign[r][c].eq(sign), w_mag[r][c].eq(mag)]
+            for c in range(cols):
+                sign, mag = magnitude(m, self.weights.payload[c], f"wl_{c}")
+                m.d.sync += [w_cell[rows - 1][c].sign.eq(sign), w_cell[rows - 1][c].mag.eq(mag)]
+                for r in range(rows - 1):
+                    m.d.sync += w_cell[r][c].eq(w_cell[r + 1][c])
 
         # -- stage A: every column's sum for (a_px, a_pw, a_j, a_k) -----------------------------
         x_act = []
         for r in range(rows):
-            sign, mag = magnitude(m, x_reg[r], f"x_{r}")
-            chunk = Array([(mag >> (j * cfg.dac_bits))[:cfg.dac_bits] for j in range(n_j)])[a_j]
             act = Signal(unsigned(cfg.dac_bits), name=f"xa_{r}")
-            m.d.comb += act.eq(Mux(sign == a_px, chunk, 0))
+            m.d.comb += act.eq(Mux(x_sign[r] == a_px, x_rot[r][:cfg.dac_bits], 0))
             x_act.append(act)
         sums = []
         for c in range(cols):
             products = []
             for r in range(rows):
-                piece = Array([(w_mag[r][c] >> (k * cfg.cell_bits))[:cfg.cell_bits] for k in range(n_k)])[a_k]
                 p = Signal(unsigned(cfg.dac_bits + cfg.cell_bits), name=f"p_{r}_{c}")
-                m.d.comb += p.eq(Mux(w_sign[r][c] == a_pw, piece, 0) * x_act[r])
+                w = w_cell[r][c]
+                m.d.comb += p.eq(Mux(w.sign == a_pw, w.mag[:cfg.cell_bits], 0) * x_act[r])
                 products.append(p)
             sums.append(adder_tree(m, products, big_l, f"t_{c}"))
 
@@ -263,6 +266,11 @@ class CrossbarTile(wiring.Component):
                 m.d.sync += [b_px.eq(a_px), b_pw.eq(a_pw), b_j.eq(a_j), b_k.eq(a_k), b_valid.eq(1)]
                 m.d.sync += [s_reg[c].eq(sums[c]) for c in range(cols)]
                 self._advance(m, a_px, a_pw, a_j, a_k, a_done)
+                for r in range(rows):
+                    m.d.sync += [w_cell[r][c].mag.eq(w_cell[r][c].mag.rotate_right(cfg.cell_bits))
+                                 for c in range(cols)]
+                    with m.If(a_k == n_k - 1):
+                        m.d.sync += x_rot[r].eq(x_rot[r].rotate_right(cfg.dac_bits))
             with m.Else():
                 m.d.sync += b_valid.eq(0)
         with m.If(b_valid):
@@ -284,7 +292,10 @@ class CrossbarTile(wiring.Component):
 
         # -- control ----------------------------------------------------------------------------
         with m.If(start):
-            m.d.sync += [x_reg.eq(self.input.payload), running.eq(1), a_px.eq(0), a_pw.eq(0), a_j.eq(0),
+            for r in range(rows):
+                sign, mag = magnitude(m, self.input.payload[r], f"x_{r}")
+                m.d.sync += [x_sign[r].eq(sign), x_rot[r].eq(mag)]
+            m.d.sync += [running.eq(1), a_px.eq(0), a_pw.eq(0), a_j.eq(0),
                          a_k.eq(0), a_done.eq(0), b_valid.eq(0), u.eq(0)]
             m.d.sync += [acc[c].eq(0) for c in range(cols)]
         with m.If(running & a_done & b_valid & (u == cpa - 1)):

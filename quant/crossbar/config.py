@@ -9,9 +9,10 @@ benches and the PyTorch simulator (``vitforge.sw.reram``) all read it; nothing r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 #: Weight and input magnitudes are 7 bits (int8 is symmetric: -127..127, sign apart).
 MAGNITUDE_BITS = 7
@@ -127,6 +128,25 @@ class CrossbarConfig:
         _check_float(self.rtn_fraction, "rtn_fraction", low=0.0, high=1.0)
         _check_float(self.rtn_a, "rtn_a", low=0.0)
         _check_float(self.rtn_b, "rtn_b", low=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-able dict (``adc_bits`` a list when it is a tuple)."""
+        out = dataclasses.asdict(self)
+        if isinstance(self.adc_bits, tuple):
+            out["adc_bits"] = list(self.adc_bits)
+        return out
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> CrossbarConfig:
+        """The config :meth:`to_dict` wrote; unknown keys raise ``ValueError`` naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"unknown CrossbarConfig field(s) {unknown}; valid: {sorted(known)}")
+        values = dict(fields)
+        if isinstance(values.get("adc_bits"), list):
+            values["adc_bits"] = tuple(values["adc_bits"])
+        return cls(**values)
 
     # -- slicing -----------------------------------------------------------------------------
     @property

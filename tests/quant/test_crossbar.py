@@ -215,3 +215,12 @@ def test_column_sums_shape_and_bound():
     s = column_sums(x, w, cfg)
     assert s.shape == (2, 3, 2, 2, cfg.n_chunks, cfg.n_slices, 5)
     assert s.min() >= 0 and s.max() < 2**cfg.lossless_bits
+
+
+def test_config_round_trips_through_json():
+    import json
+
+    cfg = CrossbarConfig(rows=64, cols=16, cell_bits=1, dac_bits=2, adc_bits=(3, 3, 3, 3, 3, 3, 1), prog_sigma=0.2)
+    assert CrossbarConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match=re.escape("unknown CrossbarConfig field(s) ['bogus']")):
+        CrossbarConfig.from_dict({"bogus": 1})
