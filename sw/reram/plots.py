@@ -30,6 +30,7 @@ def plot_zero_ratio(series: dict[str, list[float]], path: Path) -> Path:
     for i, (label, ratios) in enumerate(series.items()):
         xs = [k + (i - (n - 1) / 2) * width for k in range(len(ratios))]
         ax.bar(xs, [100 * r for r in ratios], width, label=label)
+    ax.set_xticks(range(max((len(r) for r in series.values()), default=0)))
     ax.set_xlabel("slice (0 = least significant)")
     ax.set_ylabel("zero slices (%)")
     ax.legend(fontsize=8)
