@@ -7,12 +7,14 @@ import pytest
 from vitforge.hw.axi import AxiTop
 from vitforge.hw.config import get_preset
 from vitforge.hw.controller import Controller
+from vitforge.hw.crossbar import CrossbarTile
 from vitforge.hw.gemm import GemmEngine, GemmSequencer
 from vitforge.hw.nonlinear import GeluUnit, LayerNormUnit, SigmoidUnit, SoftmaxUnit
 from vitforge.hw.residual import ResidualAdder
 from vitforge.hw.selector import TokenMean, TokenSelector
 from vitforge.hw.top import EncoderTop
 from vitforge.hw.verilog import HEADER, LINT_WAIVERS, generate, lint
+from vitforge.quant.crossbar import CrossbarConfig
 
 pytestmark = pytest.mark.rtl
 
@@ -31,6 +33,11 @@ DESIGNS = {
     "token_selector": lambda cfg: TokenSelector(heads=cfg.max_heads, max_tokens=cfg.max_tokens,
                                                 max_dim=cfg.max_embed_dim),
     "token_mean": lambda cfg: TokenMean(max_len=cfg.max_tokens),
+    # the crossbar tiles do not depend on the HwConfig: the default tile (as `rtl generate` writes it),
+    # and one with scaled per-slice ADCs shared by two columns each
+    "crossbar_tile": lambda cfg: CrossbarTile(config=CrossbarConfig()),
+    "crossbar_tile_shared": lambda cfg: CrossbarTile(config=CrossbarConfig(
+        rows=8, cols=8, cell_bits=2, dac_bits=2, adc_bits=(1, 3, 3, 3), adc_mode="scaled", cols_per_adc=2)),
 }
 
 
