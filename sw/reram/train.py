@@ -24,7 +24,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -255,7 +255,7 @@ def train(tc: TrainConfig, data: ImageData, out: Path) -> nn.Module:
         progress = json.loads(st["progress"])
         opt_state = st["optimizer"] or None
         _log(tc, f"[reram train] resuming at stage {progress['stage']} epoch {progress['epoch']}")
-    sessions_noise = tc.noise()
+    train_noise = tc.noise()
     for si, (stage, epochs) in enumerate(tc.stages):
         if si < progress["stage"]:
             continue
@@ -265,7 +265,7 @@ def train(tc: TrainConfig, data: ImageData, out: Path) -> nn.Module:
                 progress["calibrated"] = True
             set_mode(model, "noisy" if tc.method == "resna" else "qat")
             if tc.method == "resna":
-                attach(model, tc.crossbar, sessions_noise, seed=tc.seed * 31 + si,
+                attach(model, tc.crossbar, train_noise, seed=tc.seed * 31 + si,
                        last_layer_noise_scale=tc.last_layer_noise_scale)
         if stage == "finetune" and not progress.get("pruned_done"):
             progress["pruned"] = prune(model, tc.prune_codes)
@@ -330,7 +330,3 @@ def id_of(layer: nn.Module, model: nn.Module) -> int:
             return i
     raise ValueError("layer is not one of the model's crossbar layers")
 
-
-def with_method(tc: TrainConfig, method: str, **changes) -> TrainConfig:
-    """``tc`` with another method (and any other field changed)."""
-    return replace(tc, method=method, **changes)
