@@ -1,11 +1,14 @@
-"""Crossbar tile RTL (Verilator, Icarus) vs quant.crossbar.mvm through cocotb, noise off and on."""
+"""Crossbar tile RTL (Verilator, Icarus) vs quant.crossbar.mvm through cocotb, noise off and on.
+
+The tiles of a tier are built together (sim/bench_crossbar.TileGroup): one simulator build per tier.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from vitforge.hw.crossbar import CrossbarTile
 from vitforge.quant.crossbar import CrossbarConfig
+from vitforge.sim.bench_crossbar import TileGroup
 from vitforge.sim.runner import env_int, run_bench, simulators
 
 pytestmark = pytest.mark.rtl
@@ -30,21 +33,21 @@ SLOW_CONFIGS = {
 NOISE_RUNS = [[0, 0.0], [0x1234ABCD, 1.5], [7, 6.0]]
 
 
-def _run(name: str, cfg: CrossbarConfig, sim: str) -> None:
-    run_bench(name="crossbar_tile", design=lambda: CrossbarTile(config=cfg), key=cfg,
+def _run(name: str, configs: dict[str, CrossbarConfig], sim: str) -> None:
+    """One build of all ``configs`` as a TileGroup, every tile checked by the bench."""
+    tiles = tuple(configs.values())
+    run_bench(name=name, design=lambda: TileGroup(configs=tiles), key=tiles,
               bench="vitforge.sim.bench_crossbar", sim=sim,
-              params={"config": cfg.to_dict(), "vectors": env_int("VITFORGE_SAMPLES", 6), "seed": len(name),
-                      "noise": NOISE_RUNS})
+              params={"configs": [c.to_dict() for c in tiles], "vectors": env_int("VITFORGE_SAMPLES", 6),
+                      "seed": 3, "noise": NOISE_RUNS})
 
 
 @pytest.mark.parametrize("sim", simulators())
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_crossbar_tile_rtl(name, sim):
-    _run(name, CONFIGS[name], sim)
+def test_crossbar_tiles_rtl(sim):
+    _run("crossbar_tiles", CONFIGS, sim)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sim", simulators())
-@pytest.mark.parametrize("name", list(SLOW_CONFIGS))
-def test_crossbar_tile_rtl_big(name, sim):
-    _run(name, SLOW_CONFIGS[name], sim)
+def test_crossbar_tiles_rtl_big(sim):
+    _run("crossbar_tiles_big", SLOW_CONFIGS, sim)
