@@ -73,7 +73,7 @@ def output_bound(config: CrossbarConfig) -> int:
 
 
 def adder_tree(m: Module, terms: list, width: int, name: str):
-    """Balanced adder tree of ``terms`` (unsigned values), each level registered in comb signals."""
+    """Balanced (log-depth) combinational adder tree of ``terms`` (unsigned values), ``width`` bits wide."""
     level = list(terms)
     depth = 0
     while len(level) > 1:

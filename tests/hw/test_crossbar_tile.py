@@ -143,6 +143,15 @@ def test_tiles_at_every_position_sum_to_the_noisy_mvm():
     assert_equal(y, mvm(xs, w, cfg, noise=noise), "9 tiles vs mvm with noise")
 
 
+def test_minus_128_reads_as_minus_127():
+    """Outside the contract (int8 is symmetric), the tile saturates -128 to -127 on both operands."""
+    cfg = CrossbarConfig(rows=4, cols=2, cell_bits=2, dac_bits=2)
+    w = np.array([[-128, 5], [3, -128], [0, 1], [-2, 2]])
+    xs = np.array([[-128, 1, -128, 7], [3, -128, 0, 0]])
+    got = run_tile(CrossbarTile(config=cfg), w, xs, None)["y"]
+    assert_equal(got, mvm(np.maximum(xs, -127), np.maximum(w, -127), cfg), "tile with -128 operands")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "err", "match"),
     [
