@@ -391,3 +391,33 @@ def report(config: HwConfig, *, device: str = DEFAULT_DEVICE, selector_overhead:
         out["selector_overhead"] = overhead(out, base)
     out.update(yosys=yosys_version(), seconds=round(time.perf_counter() - start, 1))
     return out
+
+
+#: Top module name of the crossbar tile in ``rtl generate`` and ``rtl report --crossbar``.
+CROSSBAR_TOP = "crossbar_tile"
+
+
+def crossbar_report(config, *, device: str = DEFAULT_DEVICE) -> dict:
+    """Resources of one crossbar tile (:class:`~vitforge.hw.crossbar.CrossbarTile` of ``config``,
+    a :class:`~vitforge.quant.crossbar.CrossbarConfig`), synthesized alone as ``synth_modules`` does.
+
+    Returns ``{dsp, lut, ff, bram36, top, config, timing: {latency, interval, conversion_cycles,
+    load_cycles}, device, yosys, seconds}``.
+    """
+    from .crossbar import CrossbarTile
+    from .verilog import generate
+
+    start = time.perf_counter()
+    tile = CrossbarTile(config=config)
+    modules = synth_modules(generate(tile, CROSSBAR_TOP), CROSSBAR_TOP)
+    totals = summarize(rollup(modules, CROSSBAR_TOP))
+    return {
+        **totals,
+        "top": CROSSBAR_TOP,
+        "config": config.to_dict(),
+        "timing": {"latency": tile.latency, "interval": tile.interval, "conversion_cycles": tile.conversion_cycles,
+                   "load_cycles": tile.load_cycles},
+        "device": device_fit(totals, device),
+        "yosys": yosys_version(),
+        "seconds": round(time.perf_counter() - start, 1),
+    }

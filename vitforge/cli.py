@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "vitforge.sw.projection",
     "vitforge.sim.cli",
     "vitforge.sw.coopt.cli",
+    "vitforge.sw.reram.cli",
 )
 
 

@@ -6,12 +6,20 @@ import pytest
 
 from vitforge.hw.cli import lint_designs
 from vitforge.hw.config import get_preset
+from vitforge.hw.crossbar import CrossbarTile
 from vitforge.hw.verilog import HEADER, LINT_WAIVERS, generate, lint
+from vitforge.quant.crossbar import CrossbarConfig
 
 pytestmark = pytest.mark.rtl
 
-#: Every block (hw/units.py's units, the two tops and the controller), built from the demo config.
-DESIGNS = lint_designs(get_preset("demo"))
+#: Every block (hw/units.py's units, the two tops, the default crossbar tile as `rtl generate` writes it, and
+#: the controller), built from the demo config; and a crossbar tile with scaled per-slice ADCs shared by
+#: two columns each (the tiles do not depend on the HwConfig).
+DESIGNS = {
+    **lint_designs(get_preset("demo")),
+    "crossbar_tile_shared": lambda: CrossbarTile(config=CrossbarConfig(
+        rows=8, cols=8, cell_bits=2, dac_bits=2, adc_bits=(1, 3, 3, 3), adc_mode="scaled", cols_per_adc=2)),
+}
 
 
 @pytest.mark.parametrize("name", sorted(DESIGNS))
