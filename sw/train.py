@@ -5,7 +5,7 @@
   picked for the latency target; loss (SPViT's weights) = cross-entropy + 2.0 x mean over
   selectors of (mean keep - target)^2 + 0.5 x KL to the dense teacher + 0.5 x token-feature MSE.
   Decisions are hard Gumbel-softmax masks; afterwards each selector's inference threshold is set
-  so that its mean keep rate on the validation images matches its target.
+  so that its mean keep rate on (the first ``calib_images``) validation images matches its target.
 * Stage 3: 8-bit QAT: calibrate activation scales, then fine-tune with the integer forward and
   the float twins' gradients (cross-entropy + 0.5 x KL to the dense teacher), thresholds
   recalibrated on the quantized scores.
@@ -66,6 +66,9 @@ MIN_CHECKS_PER_BUDGET = 8
 MIN_EVAL_EVERY = 5
 #: Gradient-norm clip of every stage.
 CLIP_NORM = 1.0
+#: QAT's forward is the integer path, so its stage checks the validation set fewer times (this
+#: many per budget) on fewer images (at most ``calib_images``).
+QAT_CHECKS = 2
 #: Fixed seed of the validation passes of stages with random decisions (Gumbel noise).
 VAL_NOISE_SEED = 7
 
@@ -332,6 +335,7 @@ class _Reporter:
 def fit(
     model: VisionTransformer, split: Split, tc: TrainConfig, name: str, budget: int, lr: float,
     loss_fn: LossFn, seed_offset: int, state_dir: Path | None = None, log: Callable[[str], None] = print,
+    eval_every: int | None = None, val_limit: int | None = None,
 ) -> StageResult:
     """Train ``model`` in place with AdamW to convergence on the validation loss (module docstring).
 
@@ -340,6 +344,8 @@ def fit(
             constant-phase learning rate; ``loss_fn(x, y) -> (loss, logits)``: the objective, also
             evaluated on the validation images.
         seed_offset: separates the data order of stages (seeded from ``tc.seed``).
+        eval_every, val_limit: steps between checks and validation images per check, when not
+            ``tc.eval_every`` / ``tc.val_images`` (default: :func:`default_eval_every`).
         state_dir: where the stage's checkpoint lives; an existing one is resumed (or, finished,
             loaded and returned as is).
 
@@ -347,10 +353,11 @@ def fit(
         The :class:`StageResult`; ``model`` holds the best validation checkpoint, in eval mode.
     """
     x, y = split.x_fit, split.y_fit
-    xv, yv = split.x_val[: tc.val_images], split.y_val[: tc.val_images]
+    n_val = tc.val_images if val_limit is None else min(val_limit, tc.val_images)
+    xv, yv = split.x_val[:n_val], split.y_val[:n_val]
     gen = torch.Generator().manual_seed(tc.seed * 1000 + seed_offset)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=tc.weight_decay)
-    eval_every = tc.eval_every or default_eval_every(budget, len(y), tc.batch_size)
+    eval_every = tc.eval_every or eval_every or default_eval_every(budget, len(y), tc.batch_size)
     stable_cap = max(1, math.floor(budget / (1 + DECAY_FRACTION)))
     result, loop = StageResult(name, budget), _Loop()
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -566,7 +573,7 @@ def train_selectors(
         model.active_selectors = k
         results.append(fit(model, split, tc, f"prune{k}", budget, tc.prune_lr, loss_fn, 10 + k, state_dir, log))
     model.set_decision("threshold")
-    calibrate_thresholds(model, split.x_val)
+    calibrate_thresholds(model, split.x_val[: tc.calib_images])
     return model, results
 
 
@@ -615,7 +622,7 @@ def train_qat(pruned: VisionTransformer, teacher: VisionTransformer, split: Spli
     model = copy.deepcopy(pruned)
     model.set_poly(model.cfg.poly)
     calibrate_quant(model, split.x_fit[: tc.calib_images])
-    calibrate_thresholds(model, split.x_val)
+    calibrate_thresholds(model, split.x_val[: tc.calib_images])
     model.set_decision("threshold")
 
     def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -626,8 +633,9 @@ def train_qat(pruned: VisionTransformer, teacher: VisionTransformer, split: Spli
 
     result = None
     if budget > 0:
-        result = fit(model, split, tc, "qat", budget, tc.qat_lr, loss_fn, 20, state_dir, log)
-        calibrate_thresholds(model, split.x_val)
+        result = fit(model, split, tc, "qat", budget, tc.qat_lr, loss_fn, 20, state_dir, log,
+                     eval_every=math.ceil(budget / QAT_CHECKS), val_limit=tc.calib_images)
+        calibrate_thresholds(model, split.x_val[: tc.calib_images])
     return model, result
 
 
