@@ -460,12 +460,14 @@ def default_eval_every(budget: int, n_images: int, batch: int) -> int:
 
 
 def _still_improving(history: list[dict], tc: TrainConfig) -> bool:
-    """Whether the best validation loss of the last ``patience`` checks beats the best before them
-    by more than ``min_delta`` (relative)."""
-    if len(history) <= tc.patience:
-        return True
-    before = min(h["val_loss"] for h in history[: -tc.patience])
-    recent = min(h["val_loss"] for h in history[-tc.patience:])
+    """Whether the validation loss is still falling: the best of the last ``patience`` checks beats
+    the best before them by more than ``min_delta`` (relative). With ``patience`` checks or fewer,
+    the later ones against the first; a single check shows nothing (False)."""
+    if len(history) < 2:
+        return False
+    split = max(1, len(history) - tc.patience)
+    before = min(h["val_loss"] for h in history[:split])
+    recent = min(h["val_loss"] for h in history[split:])
     return recent < before * (1 - tc.min_delta)
 
 

@@ -122,3 +122,11 @@ def test_progress_lines_when_not_a_terminal(tiny_cfg):
     fit(model, split, TrainConfig(batch_size=32, eval_every=3, progress=None), "dense", 6, 1e-3, _loss(model), 1,
         log=lines.append)
     assert [ln.split(":")[0] for ln in lines] == ["dense step 3/6 (constant)", "dense step 5/6 (decay)"]
+
+
+def test_too_few_checks_show_no_improvement(tiny_cfg):
+    """A stage checked only at its end (QAT's case) has no evidence of still improving: no warning."""
+    split, model = _toy(tiny_cfg), _model(tiny_cfg)
+    tc = TrainConfig(batch_size=32, eval_every=10, progress=False)
+    res = fit(model, split, tc, "qat", 10, 3e-3, _loss(model), 1, log=lambda s: None)
+    assert res.stopped == "budget" and res.converged and len(res.history) == 1
