@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+
+from vitforge import KERNEL_PROFILES, KERNELS_ENV, set_kernel_profile
 
 from .train import TrainConfig
 
@@ -17,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with the integer golden model and writes DIR/report.json, checkpoints and plots.",
     )
     p.add_argument("--preset", default="demo", help="model preset: demo, deit-tiny, deit-small, deit-base")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output directory (required unless --resume)")
     p.add_argument("--seed", type=int, default=0, help="seed of data placement, init and training (default 0)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--latency-target-ms", type=float,
@@ -28,8 +31,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None,
                    help="data: digits (default, embedded), npz:PATH, folder:PATH, cifar10:DIR")
     p.add_argument("--hw-preset", default="demo", help="hardware preset the artifact targets (default demo)")
-    p.add_argument("--epochs", type=int, default=None, help="dense-stage epochs (default: the preset's)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d = TrainConfig()
+    p.add_argument("--resume", type=Path, metavar="DIR", default=None,
+                   help="continue the killed run in DIR from its checkpoints (its other flags are reused)")
+    g = p.add_argument_group("stages (budgets in optimizer steps; default: scaled to the data set's size)")
+    g.add_argument("--dense-steps", type=int, default=None, help="most steps of the dense stage")
+    g.add_argument("--epochs", type=float, default=None,
+                   help="dense-stage budget in passes over the training images (sets --dense-steps)")
+    g.add_argument("--prune-steps", type=int, default=None, help="most steps after inserting each selector")
+    g.add_argument("--qat-steps", type=int, default=None, help="most steps of int8 QAT (0: calibration only)")
+    g.add_argument("--patience", type=int, default=d.patience,
+                   help=f"validation checks without improvement that end a stage's constant phase ({d.patience})")
+    g.add_argument("--eval-every", type=int, default=None, help="steps between validation checks "
+                   "(default: about 20 per budget)")
+    g.add_argument("--lr", type=float, default=d.lr, help=f"dense learning rate ({d.lr:g})")
+    g.add_argument("--prune-lr", type=float, default=d.prune_lr, help=f"selector-stage learning rate ({d.prune_lr:g})")
+    g.add_argument("--qat-lr", type=float, default=d.qat_lr, help=f"QAT learning rate ({d.qat_lr:g})")
+    g.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help=f"fraction of the training images held out for validation ({d.val_fraction:g})")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size ({d.batch_size})")
+    p.add_argument("--kernels", choices=KERNEL_PROFILES, default=None,
+                   help=f"CPU kernel profile (default: ${KERNELS_ENV} or portable): portable = the same artifact "
+                   "on every AVX2 x86 CPU, strict = on every x86-64 CPU (about 2x slower), native = CPU-dependent")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or per-check lines (default: "
+                   "bars on a terminal, one line per validation check otherwise)")
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("export", help="export a QAT checkpoint to an int8 artifact directory")
@@ -49,21 +74,53 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_eval)
 
 
+def train_config(args: argparse.Namespace, n_train: int | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` of ``vitforge train``'s flags (``--epochs`` needs ``n_train``, the
+    training images the budget is counted in)."""
+    dense_steps = args.dense_steps
+    if args.epochs is not None:
+        if dense_steps is not None:
+            raise ValueError("give --dense-steps or --epochs, not both")
+        dense_steps = max(1, round(args.epochs * n_train / args.batch_size))
+    return TrainConfig(
+        seed=args.seed, batch_size=args.batch_size, val_fraction=args.val_fraction, dense_steps=dense_steps,
+        prune_steps=args.prune_steps, qat_steps=args.qat_steps, patience=args.patience, eval_every=args.eval_every,
+        lr=args.lr, prune_lr=args.prune_lr, qat_lr=args.qat_lr, progress=False if args.no_progress else None)
+
+
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .workflow import Target, train_to_dir
+    from .workflow import Target, resume_dir, train_to_dir
 
-    tc = TrainConfig(seed=args.seed, progress=not args.no_progress)
-    if args.epochs is not None:
-        tc = TrainConfig(**{**tc.to_dict(), "dense_epochs": args.epochs})
-    torch.set_num_threads(tc.threads)
+    if args.kernels is not None:
+        set_kernel_profile(args.kernels)
     start = time.perf_counter()
-    report = train_to_dir(args.out, args.preset, args.seed, Target(args.latency_target_ms, args.mac_reduction),
-                          args.data, args.hw_preset, tc)
-    print(json.dumps({k: report[k] for k in ("float_dense_acc", "int8_pruned_acc", "gmacs_dense", "gmacs_pruned",
-                                             "keep_rates", "selector_blocks")}, sort_keys=True))
-    print(f"report written to {args.out / 'report.json'} ({time.perf_counter() - start:.0f} s)")
+    if args.resume is not None:
+        out = args.resume
+        torch.set_num_threads(TrainConfig().threads)
+        report = resume_dir(out)
+    else:
+        if args.out is None:
+            raise ValueError("--out DIR is required (or --resume DIR)")
+        out = args.out
+        n_train = None
+        if args.epochs is not None:
+            from .data import load_data, validation_split
+            from .vit import get_config
+
+            data = load_data(args.data, seed=args.seed, size=get_config(args.preset).image_size)
+            n_train = len(validation_split(data, args.val_fraction).y_fit)
+        tc = train_config(args, n_train)
+        torch.set_num_threads(tc.threads)
+        report = train_to_dir(out, args.preset, args.seed, Target(args.latency_target_ms, args.mac_reduction),
+                              args.data, args.hw_preset, tc)
+    keys = ("float_dense_acc", "int8_pruned_acc", "gmacs_dense", "gmacs_pruned", "keep_rates", "selector_blocks",
+            "converged")
+    print(json.dumps({k: report[k] for k in keys if k in report}, sort_keys=True))
+    for w in report.get("warnings", []):
+        print(f"WARNING: {w}", file=sys.stderr)
+    print(f"report written to {out / 'report.json'} ({time.perf_counter() - start:.0f} s)")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Plots of a training run (matplotlib, Agg): accuracy against compute and latency, token-keep heatmaps."""
+"""Plots of a training run (matplotlib, Agg): accuracy against compute and latency, token-keep heatmaps,
+learning curves."""
 
 from __future__ import annotations
 
@@ -50,5 +51,38 @@ def plot_keep_heatmaps(images: torch.Tensor, alive: list[torch.Tensor], patch: i
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_learning_curves(stages: list[dict], path: Path) -> Path:
+    """Train and validation loss, and validation accuracy, against steps: one column per stage.
+
+    Args:
+        stages: the report's ``stages`` (``name``, ``history`` of ``step``/``train_loss``/``val_loss``/
+            ``val_acc``, ``best_step``, ``converged``).
+    """
+    n = max(1, len(stages))
+    fig, axes = plt.subplots(2, n, figsize=(3.0 * n, 4.6), squeeze=False)
+    for j, st in enumerate(stages):
+        h = st["history"]
+        steps = [r["step"] for r in h]
+        top, bottom = axes[0][j], axes[1][j]
+        top.plot(steps, [r["train_loss"] for r in h], label="train loss")
+        top.plot(steps, [r["val_loss"] for r in h], label="val loss")
+        bottom.plot(steps, [r["val_acc"] for r in h], color="tab:green", label="val top-1 (%)")
+        for ax in (top, bottom):
+            ax.axvline(st["best_step"], color="gray", lw=0.8, ls="--")
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+        note = "" if st["converged"] else " (budget hit, not converged)"
+        top.set_title(f"{st['name']}{note}", fontsize=8)
+        bottom.set_xlabel("step", fontsize=8)
+        if j == 0:
+            top.legend(fontsize=7)
+            bottom.set_ylabel("val top-1 (%)", fontsize=8)
+            top.set_ylabel("loss", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

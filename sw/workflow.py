@@ -4,8 +4,13 @@
 
     DIR/checkpoints/{dense,pruned,qat}.safetensors   weights + config (metadata)
     DIR/artifact/                                     the int8 artifact (sw/export.py)
-    DIR/report.json                                   accuracies, GMACs, schedule (deterministic)
-    DIR/plots/*.png                                   accuracy vs GMACs / latency, keep heatmaps
+    DIR/report.json                                   accuracies, GMACs, schedule, stages (deterministic)
+    DIR/plots/*.png                                   accuracy vs GMACs / latency, keep heatmaps, learning curves
+    DIR/timings.json                                  wall seconds per stage (not deterministic)
+    DIR/state/                                        the stages' checkpoints (resume) and run.json (the arguments)
+
+``resume_dir`` continues a killed ``train_to_dir`` from its ``DIR/state/`` (same arguments, read
+from ``run.json``); the artifact is byte-identical to the one an uninterrupted run writes.
 
 The latency target in milliseconds is stated in sw/latency.py's :class:`CycleLatency` (the
 RTL-calibrated cycle model at the hardware preset's clock); a MAC-reduction target in the MAC proxy.
@@ -14,12 +19,15 @@ RTL-calibrated cycle model at the hardware preset's clock); a MAC-reduction targ
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+import vitforge
 from vitforge.quant.fake import set_mode
 
 from .data import ImageData, load_data
@@ -60,7 +68,9 @@ def save_checkpoint(model: VisionTransformer, path: Path, stage: str) -> None:
     meta = {"vitforge": json.dumps({"config": model.cfg.to_dict(), "stage": stage,
                                     "mode": "qat" if model.patch_embed.quantized else "float"}, sort_keys=True)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata=meta)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | Path) -> VisionTransformer:
@@ -110,31 +120,70 @@ def evaluate_artifact(path: Path, data: ImageData | None = None, limit: int | No
             "logits": res["logits"]}
 
 
+#: The arguments of a run, saved in ``DIR/state/run.json`` for ``resume_dir``.
+RUN_FILE = "run.json"
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    """``obj`` as sorted, indented JSON, written to a temporary file and renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, sort_keys=True, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def resume_dir(out: Path, log=print) -> dict:
+    """Continue the ``train_to_dir`` run in ``out`` from its saved state (same arguments)."""
+    run_file = Path(out) / "state" / RUN_FILE
+    if not run_file.is_file():
+        raise FileNotFoundError(f"{run_file}: no saved run to resume (start one with `vitforge train --out {out}`)")
+    a = json.loads(run_file.read_text())
+    if a["kernels"] != vitforge.KERNEL_PROFILE:
+        vitforge.set_kernel_profile(a["kernels"])  # training checks that it took effect
+    target = Target(a["target"]["latency_ms"], a["target"]["mac_reduction"])
+    train = {**a["train"], "progress": None}
+    return train_to_dir(Path(out), a["preset"], a["seed"], target, a["data_spec"], a["hw_preset"],
+                        TrainConfig(**train), ViTConfig.from_dict(a["cfg"]), a["plots"], log, a["eval_limit"],
+                        resume=True)
+
+
 def train_to_dir(
     out: Path, preset: str = "demo", seed: int = 0, target: Target = Target(), data_spec: str | None = None,
     hw_preset: str = "demo", tc: TrainConfig | None = None, cfg: ViTConfig | None = None, plots: bool = True,
-    log=print, eval_limit: int | None = None,
+    log=print, eval_limit: int | None = None, resume: bool = False,
 ) -> dict:
     """Train all stages, export, evaluate the artifact with the golden model, write the report.
 
     ``eval_limit``: evaluate on the first N test images only (recorded in the artifact, so that
-    ``vitforge eval`` uses the same images); None = the whole test split.
+    ``vitforge eval`` uses the same images); None = the whole test split. ``resume``: continue from
+    the checkpoints in ``out/state`` (a fresh run clears them).
     """
     cfg = cfg or get_config(preset)
     tc = tc or TrainConfig(seed=seed)
+    state = Path(out) / "state"
+    run_args = {"preset": preset, "seed": seed, "target": asdict(target), "data_spec": data_spec,
+                "hw_preset": hw_preset, "train": {**tc.to_dict(), "progress": None}, "cfg": cfg.to_dict(),
+                "plots": plots, "eval_limit": eval_limit, "kernels": vitforge.KERNEL_PROFILE}
+    if resume:
+        saved = json.loads((state / RUN_FILE).read_text())
+        if saved != json.loads(json.dumps(run_args)):
+            raise ValueError(f"{state / RUN_FILE}: the saved run has other arguments; resume it with resume_dir")
+    elif state.exists():
+        shutil.rmtree(state)
+    _write_json(state / RUN_FILE, run_args)
     data = load_data(data_spec, seed=seed, size=cfg.image_size)
     if data.image_size != cfg.image_size:
         raise ValueError(f"data {data_spec!r} has {data.image_size}x{data.image_size} images; "
                          f"model preset {preset!r} takes {cfg.image_size}x{cfg.image_size}")
     cfg = ViTConfig.from_dict({**cfg.to_dict(), "in_chans": data.channels, "num_classes": data.num_classes})
     latency = target.latency_model(hw_preset)
-    result = run_pipeline(cfg, data, tc, target.resolve(cfg, latency), latency, log=log)
+    result = run_pipeline(cfg, data, tc, target.resolve(cfg, latency), latency, log=log, state_dir=state)
     out.mkdir(parents=True, exist_ok=True)
     for stage, model in (("dense", result.dense), ("pruned", result.pruned), ("qat", result.qat)):
         save_checkpoint(model, out / "checkpoints" / f"{stage}.safetensors", stage)
     dataset = {"spec": data_spec or "digits", "seed": seed, "limit": eval_limit}
     art = export_model(result.qat, out / "artifact", hw_preset, dataset)
-    ev = evaluate_artifact(art, data, limit=eval_limit, progress=tc.progress)
+    ev = evaluate_artifact(art, data, limit=eval_limit, progress=tc.progress_mode == "bars")
     with torch.no_grad():
         qat_logits = result.qat(data.x_test[:eval_limit])
     codes = torch.round(qat_logits.double() / result.qat.head.out_scale).to(torch.int64)
@@ -157,21 +206,27 @@ def train_to_dir(
         "latency_ms_pruned_model": latency.latency_ms(result.qat.cfg, ev["tokens_per_block"]),
         "latency_target_ms": target.resolve(cfg, latency),
         "test_images": ev["images"],
+        "train_images": len(result.split.y_fit),
+        "val_images": len(result.split.y_val),
+        "stages": [{k: v for k, v in r.to_dict().items() if k != "finished"} for r in result.stages],
+        "converged": all(r.converged for r in result.stages),
+        "warnings": result.warnings,
+        "kernels": result.kernels,
         "model": cfg.to_dict(),
-        "train": tc.to_dict(),
+        "train": {**tc.to_dict(), "progress": None},
         "hw_preset": hw_preset,
     }
     report["gmacs_reduction"] = 1 - report["gmacs_pruned"] / report["gmacs_dense"]
-    text = json.dumps(report, sort_keys=True, indent=2) + "\n"
-    (out / "report.json").write_text(text)
-    report = json.loads(text)
+    _write_json(out / "report.json", report)
+    _write_json(out / "timings.json", {"seconds_per_stage": result.seconds})  # not deterministic: apart
+    report = json.loads((out / "report.json").read_text())
     if plots:
         _plots(out / "plots", report, result, data)
     return report
 
 
 def _plots(folder: Path, report: dict, result, data: ImageData) -> None:
-    from .plots import plot_accuracy, plot_keep_heatmaps
+    from .plots import plot_accuracy, plot_keep_heatmaps, plot_learning_curves
 
     folder.mkdir(parents=True, exist_ok=True)
     gd, gp = report["gmacs_dense"], report["gmacs_pruned"]
@@ -185,6 +240,7 @@ def _plots(folder: Path, report: dict, result, data: ImageData) -> None:
     ]
     plot_accuracy(points, folder / "acc_vs_gmacs.png", "gmacs", "GMACs per image")
     plot_accuracy(points, folder / "acc_vs_latency.png", "ms", f"modeled latency (ms, {report['latency_model']})")
+    plot_learning_curves(report["stages"], folder / "learning_curves.png")
     tr = Trace()
     with torch.no_grad():
         result.qat(data.x_test[:6], trace=tr)

@@ -92,3 +92,37 @@ def test_cifar_loader_refuses_code(tmp_path):
 def test_load_data_spec_errors():
     with pytest.raises(ValueError, match="data spec"):
         D.load_data("imagenet:/x")
+
+
+def test_validation_split_is_fixed_whole_groups_and_never_test():
+    d = D.digits_canvas(seed=0, train_copies=3)
+    s1, s2 = D.validation_split(d, 0.1), D.validation_split(D.digits_canvas(seed=5, train_copies=3), 0.1)
+    assert len(s1.y_fit) + len(s1.y_val) == len(d.y_train)
+    assert torch.equal(s1.y_val, s2.y_val)  # the split does not move with the training seed
+    groups = d.groups_train
+    fit_idx = torch.isin(d.x_train.flatten(1), s1.x_fit.flatten(1)).all(1)
+    assert set(groups[fit_idx].tolist()).isdisjoint(groups[~fit_idx].tolist())  # no digit on both sides
+    assert len(s1.y_val) == 3 * round(len(groups.unique()) * 0.1)
+    with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\), not 0"):
+        D.validation_split(d, 0)
+
+
+def test_npz_groups_and_own_test_split(tmp_path):
+    arrays = D.digits_variant(D.DigitsVariant(copies=2, noise=0.3, distractors=2), seed=0)
+    again = D.digits_variant(D.DigitsVariant(copies=2, noise=0.3, distractors=2), seed=0)
+    assert all(np.array_equal(arrays[k], again[k]) for k in arrays)
+    assert arrays["x"].shape == (1348 * 2, 32, 32) and arrays["x_test"].shape == (449, 32, 32)
+    D.save_npz(tmp_path / "v.npz", **arrays)
+    d = D.load_npz(tmp_path / "v.npz")
+    assert len(d.y_train) == 2696 and len(d.y_test) == 449 and torch.equal(d.groups_train,
+                                                                          torch.from_numpy(arrays["groups"]))
+    s = D.validation_split(d, 0.25)
+    assert len(s.y_val) == 2 * round(1348 * 0.25)  # whole digits: both placements of each
+    np.savez(tmp_path / "half.npz", x=arrays["x"], y=arrays["y"], x_test=arrays["x_test"])
+    with pytest.raises(ValueError, match="x_test and y_test come together"):
+        D.load_npz(tmp_path / "half.npz")
+
+
+def test_digits_variant_names_bad_values():
+    with pytest.raises(ValueError, match=r"scales must be drawn from 1, 2, 3, not \(4,\)"):
+        D.DigitsVariant(scales=(4,))

@@ -18,8 +18,33 @@ def test_demo_meets_issue_targets(tmp_path):
     report = train_to_dir(tmp_path / "demo", "demo", 0, Target(), None, "demo", TrainConfig(progress=False),
                           plots=False, log=lambda s: None)
     assert report["golden_equals_qat"]
+    assert report["float_dense_acc"] >= 89.98 and report["converged"], json.dumps(report)
     assert report["int8_pruned_acc"] >= report["float_dense_acc"] - 1.0, json.dumps(report)
     assert report["gmacs_pruned"] <= 0.6 * report["gmacs_dense"], json.dumps(report)
+
+
+@pytest.mark.parametrize("name", ["digits_noisy", "digits_scaled"])
+def test_harder_data_sets_with_default_flags(tmp_path, name):
+    """The issue's bar on data harder than the default: the dense stage converges or warns, and the
+    int8 pruned model stays within 1.5 points of float dense at >= 40% fewer GMACs."""
+    import importlib.util
+    from pathlib import Path
+
+    from vitforge.sw.data import digits_variant, save_npz
+    from vitforge.sw.train import TrainConfig
+    from vitforge.sw.workflow import Target, train_to_dir
+
+    script = Path(__file__).parents[2] / "scripts" / "make_datasets.py"
+    spec = importlib.util.spec_from_file_location("make_datasets", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = save_npz(tmp_path / f"{name}.npz", **digits_variant(module.VARIANTS[name], seed=0))
+    report = train_to_dir(tmp_path / name, "demo", 0, Target(), f"npz:{path}", "demo", TrainConfig(progress=False),
+                          plots=False, log=lambda s: None)
+    dense = report["stages"][0]
+    assert dense["converged"] or any(w.startswith("stage dense did not converge") for w in report["warnings"])
+    assert report["int8_pruned_acc"] >= report["float_dense_acc"] - 1.5, json.dumps(report)
+    assert report["gmacs_reduction"] >= 0.40, json.dumps(report)
 
 
 def test_latency_target_lands_within_5_percent_in_rtl_cycles(tmp_path):
