@@ -4,7 +4,10 @@ The stand-in (boards/zcu102/standin.py) answers ``pynq.MMIO`` and ``pynq.allocat
 Verilator model of ``axi_top`` (demo preset; built once, cached under build/rtl/, shared with the
 rtl backend's tests). A small random integer ViT exported for the demo preset runs through
 ``Runtime(artifact, backend="board")`` (the ``vitforge.backends`` entry point) and through the rtl
-backend: logits equal to the golden model's, cycles and per-layer cycles equal to the rtl backend's.
+backend's driver: logits equal to the golden model's, cycles and per-layer cycles equal to the rtl
+backend's. One stand-in (one Verilator model instance) serves every test of this module: the rtl
+backend's driver runs on its ``RtlDevice`` directly (buffers at address 0, as ``Runtime(..., "rtl")``
+puts them), the board backend through PYNQ (buffers from ``allocate``, above 1 MiB).
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ from vitforge.hw import axi
 from vitforge.hw.config import get_preset
 from vitforge.sim import model_ref
 from vitforge.sw.export import write_artifact
-from vitforge.sw.runtime import AcceleratorTimeout, Runtime, backend_names, run_images
+from vitforge.sw.runtime import (
+    AcceleratorBackend,
+    AcceleratorTimeout,
+    ArtifactProgram,
+    Runtime,
+    backend_names,
+    run_images,
+)
 from vitforge.sw.vit import ViTConfig
 
 pytest.importorskip("pynq", reason="the board extra (pip install 'vitforge[board]') is not installed")
@@ -39,13 +49,19 @@ def artifact(tmp_path_factory):
     return write_artifact(im, tmp_path_factory.mktemp("board") / "artifact", "demo")
 
 
+@pytest.fixture(scope="module")
+def dev():
+    device = standin.make_standin(DEMO)
+    yield device
+    device.close()
+
+
 def _images(n: int) -> torch.Tensor:
     return torch.stack([model_ref.random_image(SEED + i, MODEL) for i in range(n)])
 
 
-def _board(artifact, **options) -> tuple[Runtime, object]:
-    dev = standin.make_standin(DEMO)
-    return Runtime(artifact, "board", device=dev, reg_base=dev.reg_base, **options), dev
+def _board(artifact, dev, **options) -> Runtime:
+    return Runtime(artifact, "board", device=dev, reg_base=dev.reg_base, **options)
 
 
 def test_board_is_an_entry_point_backend():
@@ -53,11 +69,14 @@ def test_board_is_an_entry_point_backend():
 
 
 @pytest.mark.rtl
-def test_board_backend_on_the_rtl_equals_golden_and_rtl(artifact):
+def test_board_backend_on_the_rtl_equals_golden_and_rtl(artifact, dev):
     images, labels = _images(IMAGES), torch.arange(IMAGES)
-    with Runtime(artifact, "rtl") as rtl:
-        want = [rtl.infer(img) for img in images]
-    board, dev = _board(artifact)
+    board = _board(artifact, dev)
+    # The rtl backend: the same driver straight on the RtlDevice (what Runtime(artifact, "rtl") builds).
+    rtl = AcceleratorBackend(dev.rtl, DEMO, ArtifactProgram.load(artifact, board.manifest), "rtl")
+    want = [rtl.infer(board.input_codes(img)) for img in images]
+    board.close()
+    board = _board(artifact, dev)  # the board driver sets its buffer addresses up again
     with board:
         assert isinstance(board.backend.device, backend.PynqDevice)
         res = run_images(board, images, labels)
@@ -73,9 +92,8 @@ def test_board_backend_on_the_rtl_equals_golden_and_rtl(artifact):
 
 
 @pytest.mark.rtl
-def test_unflushed_writes_do_not_reach_the_rtl(artifact):
-    board, dev = _board(artifact)
-    with board:
+def test_unflushed_writes_do_not_reach_the_rtl(artifact, dev):
+    with _board(artifact, dev) as board:
         pdev = board.backend.device
         addr = pdev.base
         pdev.buffer[0:4] = [1, 2, 3, 4]  # a CPU write still in the cache
@@ -88,10 +106,11 @@ def test_unflushed_writes_do_not_reach_the_rtl(artifact):
 
 
 @pytest.mark.rtl
-def test_polling_stops_at_the_cycle_budget(artifact):
-    board, _ = _board(artifact, budget=20_000)
-    with board, pytest.raises(AcceleratorTimeout, match="did not finish within 20000 cycles; it is at instruction"):
-        board.infer(_images(1)[0])
+def test_polling_stops_at_the_cycle_budget(artifact, dev):
+    with _board(artifact, dev, budget=20_000) as board:
+        with pytest.raises(AcceleratorTimeout, match="did not finish within 20000 cycles; it is at instruction"):
+            board.infer(_images(1)[0])
+        dev.rtl.wait_irq(100 * board.backend.budget)  # let the run finish: the device is shared
 
 
 def test_make_backend_needs_the_bitstream(artifact, tmp_path, monkeypatch):
