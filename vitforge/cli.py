@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "vitforge.sw.cli",
     "vitforge.sw.runtime",
     "vitforge.sim.cli",
+    "vitforge.boards.cli",
 )
 
 

@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from vitforge.hw import axi
@@ -42,6 +43,8 @@ MANIFEST_FILE = "project.json"
 LOG_FILE = "vivado.log"
 #: Environment variable naming the Vivado executable (else ``vivado`` on PATH).
 VIVADO_ENV = "VIVADO"
+#: Vivado output lines echoed as progress.
+STEP_PREFIX = "vitforge: step"
 #: Error lines of the log shown on a failure.
 ERROR_LINES = 15
 
@@ -134,18 +137,23 @@ def log_errors(log: Path, lines: int = ERROR_LINES) -> list[str]:
 def run_vivado(root: Path, jobs: int, vivado: str) -> Path:
     """``vivado -mode batch -source build.tcl -tclargs JOBS`` in ``root``; returns the log's path.
 
+    Prints the script's ``vitforge: step i/n`` lines to stderr as they come.
+
     Raises :class:`VivadoError` (with the log's error lines and path) on a non-zero exit code.
     """
     root = Path(root)
     log = root / LOG_FILE
     cmd = [vivado, "-mode", "batch", "-nojournal", "-log", str(log), "-source", str(root / TCL_FILE),
            "-tclargs", str(jobs)]
-    proc = subprocess.run(cmd, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, check=False)
+    with subprocess.Popen(cmd, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # one line per build step (the full output is in the log)
+            if line.startswith(STEP_PREFIX):
+                print(line.rstrip(), file=sys.stderr, flush=True)
     if proc.returncode:
-        lines = log_errors(log) + ([proc.stderr.strip()] if proc.stderr.strip() else [])
-        raise VivadoError(f"Vivado exited with code {proc.returncode}; last errors:\n  " + "\n  ".join(lines)
-                          + f"\nlog: {log}")
+        raise VivadoError(f"Vivado exited with code {proc.returncode}; last errors:\n  "
+                          + "\n  ".join(log_errors(log)) + f"\nlog: {log}")
     return log
 
 
