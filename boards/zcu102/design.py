@@ -136,7 +136,7 @@ def wrapper_verilog(cfg: HwConfig, preset: str, core_verilog: str) -> str:
              f"(config {axi.config_id(cfg):#010x}): do not edit.",
              f"// The block design's module reference: {CORE} (the accelerator) with the attributes from which",
              "// Vivado infers its AXI4-Lite slave, AXI4 master, clock, active-high reset and level interrupt.",
-             "`timescale 1ns / 1ps", f"module {WRAPPER} ("]
+             f"module {WRAPPER} ("]
     decls = []
     for p in ports(core_verilog):
         attrs = []

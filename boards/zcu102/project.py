@@ -17,6 +17,7 @@ raises :class:`VivadoError` with the log's last error lines and the log's path.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -61,9 +62,16 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@functools.lru_cache(maxsize=2)
+def core_verilog(cfg: HwConfig) -> str:
+    """The accelerator's Verilog (``axi_top``); cached per config in this process (elaborating the
+    ``zcu102`` preset takes minutes)."""
+    return generate(axi.AxiTop(config=cfg), design.CORE)
+
+
 def project_files(cfg: HwConfig, preset: str, jobs: int) -> dict[str, str]:
     """``{relative path: text}`` of every generated file (``project.json`` aside)."""
-    core = generate(axi.AxiTop(config=cfg), design.CORE)
+    core = core_verilog(cfg)
     return {
         CORE_FILE: core,
         WRAPPER_FILE: design.wrapper_verilog(cfg, preset, core),
@@ -214,5 +222,5 @@ def summarize(root: Path, preset: str, log: Path) -> dict:
 
 
 __all__ = ["HEADER_FILE", "LOG_FILE", "MANIFEST_FILE", "TCL_FILE", "VIVADO_ENV", "VivadoError", "VivadoMissing",
-           "find_vivado", "log_errors", "parse_timing", "parse_utilization", "project_files", "run_vivado",
-           "summarize", "write_project"]
+           "core_verilog", "find_vivado", "log_errors", "parse_timing", "parse_utilization", "project_files",
+           "run_vivado", "summarize", "write_project"]
