@@ -19,9 +19,9 @@ from vitforge.hw.verilog import lint
 CFG = get_preset("demo")
 
 
-@pytest.fixture(scope="module")
-def files() -> dict[str, str]:
-    return project.project_files(CFG, "demo", tcl.DEFAULT_JOBS)
+@pytest.fixture
+def files(demo_files) -> dict[str, str]:
+    return demo_files
 
 
 def test_every_generated_file_says_so_in_its_first_line(files):

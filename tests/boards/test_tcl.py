@@ -21,9 +21,9 @@ from vitforge.boards.zcu102 import design, project, tcl
 from vitforge.hw import axi
 from vitforge.hw.config import get_preset
 
-PRESET = "demo"
+from .conftest import PRESET, write_runner
+
 CFG = get_preset(PRESET)
-STUBS = Path(__file__).with_name("stubs.tcl")
 #: The ZCU102's device (UG1182), as the board's documentation names it.
 ZCU102_PART = "xczu9eg-ffvb1156-2-e"
 TCLSH = shutil.which("tclsh")
@@ -43,21 +43,9 @@ class Call:
         return self.args[self.args.index(name) + 1] if name in self.args else None
 
 
-@pytest.fixture(scope="module")
-def files() -> dict[str, str]:
-    return project.project_files(CFG, PRESET, tcl.DEFAULT_JOBS)
-
-
-def inferred(files: dict[str, str]) -> str:
-    """What Vivado infers on the module reference: the wrapper's X_INTERFACE_PARAMETERs, as a Tcl dict."""
-    out = []
-    for intf in (design.LITE_INTF, design.MASTER_INTF):
-        m = re.search(rf'X_INTERFACE_INFO = "\S+ {intf} \w+" \*\)\s+\(\* X_INTERFACE_PARAMETER = "([^"]*)"',
-                      files[project.WRAPPER_FILE])
-        assert m, intf
-        params = " ".join(kv.strip() for kv in m.group(1).split(","))
-        out.append(f"{design.ACCEL_CELL}/{intf} {{{params}}}")
-    return " ".join(out)
+@pytest.fixture
+def files(demo_files) -> dict[str, str]:
+    return demo_files
 
 
 def run_tcl(files: dict[str, str], root: Path, script: str | None = None, hwh_under: str = "gen",
@@ -70,10 +58,7 @@ def run_tcl(files: dict[str, str], root: Path, script: str | None = None, hwh_un
     if script is not None:
         (root / project.TCL_FILE).write_text(script)
     calls_file = root / "calls.txt"
-    runner = root / "runner.tcl"
-    runner.write_text(f"set ::vf_calls_file {{{calls_file}}}\nset ::hwh_under {hwh_under}\n"
-                      f"set ::period_ns {1000 / CFG.clock_mhz}\nset ::inferred {{{inferred(files)}}}\n"
-                      f"source {{{STUBS}}}\n{extra}\nsource {{{root / project.TCL_FILE}}}\nclose $::vf_calls\n")
+    runner = write_runner(files, root, root / "runner.tcl", calls_file, hwh_under=hwh_under, extra=extra)
     proc = subprocess.run([TCLSH, str(runner)], capture_output=True, text=True, check=False, timeout=60)
     if proc.returncode:
         raise TclError(proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else proc.stdout)
