@@ -2,7 +2,8 @@
 
 ``rtl generate`` writes :func:`blocks` (the stand-alone units, the whole accelerator ``encoder_top``
 and the board-level ``axi_top``); ``rtl report`` synthesizes ``encoder_top`` alone
-(:func:`vitforge.hw.synth.report`).
+(:func:`vitforge.hw.synth.report`); ``rtl pnr`` places and routes it on an ECP5
+(:func:`vitforge.hw.pnr.place_and_route`).
 """
 
 from __future__ import annotations
@@ -73,6 +74,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also synthesize the preset without the token selector and report the difference")
     r.add_argument("--json", action="store_true", help="print the figures as JSON")
     r.set_defaults(func=run_report)
+    n = rtl.add_parser("pnr", help="place and route a preset's accelerator core on an ECP5-85F (ULX3S) with the open "
+                       "YoWASP tools: post-route Fmax, critical path, utilization, bitstream")
+    n.add_argument("--preset", default="demo", help=f"hardware preset ({', '.join(sorted(PRESETS))})")
+    n.add_argument("--family", default="ecp5", choices=("ecp5",), help="FPGA family (ecp5: the ULX3S-85F)")
+    n.add_argument("--out", type=Path, default=None, metavar="DIR", help="build folder (default build/pnr/PRESET)")
+    n.add_argument("--json", action="store_true", help="print the figures as JSON")
+    n.set_defaults(func=run_pnr)
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -103,4 +111,26 @@ def run_report(args: argparse.Namespace) -> int:
         over = result["selector_overhead"]
         print(f"{'selector overhead':<24}" + "".join(f"{over[k]['delta']:>+10,}" for k in RESOURCES))
         print(f"{'selector overhead %':<24}" + "".join(f"{over[k]['pct']:>+10}" for k in RESOURCES))
+    return 0
+
+
+def run_pnr(args: argparse.Namespace) -> int:
+    from .pnr import default_build_dir, place_and_route
+    from .top import EncoderTop
+
+    config = get_preset(args.preset)
+    out = args.out or default_build_dir(args.preset)
+    result = place_and_route(EncoderTop(config=config), config, out, name=f"vitforge_{args.preset}_core").to_json()
+    result.update(preset=args.preset, family=args.family, device="LFE5U-85F-6BG381 (ULX3S-85F)")
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    crit = result["critical_path"]
+    print(f"{args.preset} core on the {result['device']}: Fmax {result['fmax_mhz']} MHz after routing (target "
+          f"{result['target_mhz']:g} MHz: {'met' if result['meets_target'] else 'missed'})")
+    if crit:
+        print(f"critical path: {crit['from']} -> {crit['to']} ({crit['delay_ns']} ns)")
+    for name, u in result["utilization"].items():
+        print(f"  {name:<8}{u['used']:>8,} of {u['available']:,}")
+    print(f"bitstream: {result['bitstream']} ({result['seconds']} s)")
     return 0
