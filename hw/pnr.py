@@ -15,13 +15,15 @@ flip-flop, so the reported Fmax is the core's. The image is for timing and resou
 ULX3S it runs the core from whatever the scan chain loads (no host, no DDR), which can start a
 program only if one is shifted into its instruction memory bit by bit.
 
-The clock is the board's 25 MHz ``clk25``, constrained at the preset's ``clock_mhz`` so that nextpnr
-places for the target; ``--timing-allow-fail`` lets it finish (and report) when it misses it.
+The clock is the board's 25 MHz ``clk25`` pin, constrained at the preset's ``clock_mhz``
+(:func:`board_platform`) so that nextpnr places for the target; ``--timing-allow-fail`` lets it
+finish (and report) when it misses it.
 YoWASP compiles its WebAssembly tools on first use (about 2 minutes, cached in ~/.cache/YoWASP).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -30,6 +32,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from amaranth.hdl import Cat, ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
 from amaranth.lib import io, wiring
@@ -61,12 +64,10 @@ class ScanWrapper(Elaboratable):
 
     Args:
         core: a :class:`~amaranth.lib.wiring.Component` (its ports are flattened, nested ones too).
-        clock_hz: the clock constraint for the place and route (default: the board's).
     """
 
-    def __init__(self, core: wiring.Component, clock_hz: float | None = None) -> None:
+    def __init__(self, core: wiring.Component) -> None:
         self.core = core
-        self.clock_hz = clock_hz
         flat = list(core.signature.flatten(core))
         self.inputs = [value for _, member, value in flat if member.flow == Flow.In]
         self.outputs = [value for _, member, value in flat if member.flow == Flow.Out]
@@ -85,8 +86,6 @@ class ScanWrapper(Elaboratable):
         m.submodules.clk_buf = clk
         m.domains.sync = ClockDomain("sync")
         m.d.comb += [ClockSignal("sync").eq(clk.i), ResetSignal("sync").eq(0)]
-        if self.clock_hz is not None:
-            platform.add_clock_constraint(clk.i, self.clock_hz)
         m.submodules.scan_in = sin = io.Buffer("i", platform.request("button", 1, dir="-"))
         m.submodules.scan_shift = shift = io.Buffer("i", platform.request("button", 2, dir="-"))
         m.submodules.scan_out = sout = io.Buffer("o", platform.request("led", 0, dir="-"))
@@ -117,7 +116,7 @@ class PnrResult:
     """
 
     fmax_mhz: float
-    target_mhz: float
+    target_mhz: float  # the constraint nextpnr placed for (from its report)
     critical_path: dict
     utilization: dict[str, dict[str, int]]
     bitstream: str
@@ -129,8 +128,8 @@ class PnrResult:
                 "utilization": self.utilization, "bitstream": self.bitstream, "seconds": self.seconds}
 
 
-def parse_report(report: dict) -> tuple[float, dict, dict]:
-    """``(fmax_mhz, critical_path, utilization)`` from nextpnr's ``--report`` JSON.
+def parse_report(report: dict) -> tuple[float, float, dict, dict]:
+    """``(fmax_mhz, constraint_mhz, critical_path, utilization)`` from nextpnr's ``--report`` JSON.
 
     The Fmax is the lowest achieved over the clocks (one here); the critical path is the first of
     ``critical_paths`` (nextpnr lists the worst path per clock pair), from its first segment's
@@ -140,6 +139,7 @@ def parse_report(report: dict) -> tuple[float, dict, dict]:
     if not fmax:
         raise ValueError("nextpnr's report has no fmax (no constrained clock?)")
     achieved = min(float(c["achieved"]) for c in fmax.values())
+    constraint = min(float(c["constraint"]) for c in fmax.values())
     paths = report.get("critical_paths") or []
     critical: dict = {}
     if paths and paths[0].get("path"):
@@ -149,7 +149,26 @@ def parse_report(report: dict) -> tuple[float, dict, dict]:
     util = report.get("utilization") or {}
     utilization = {name: {"used": int(util[cell]["used"]), "available": int(util[cell]["available"])}
                    for name, cell in CELL_TYPES.items() if cell in util}
-    return round(achieved, 2), critical, utilization
+    return round(achieved, 2), round(constraint, 2), critical, utilization
+
+
+def board_platform(clock_hz: float):
+    """The ULX3S-85F platform with its default clock's constraint at ``clock_hz`` (the pin and its
+    attributes stay the board's): nextpnr places for that target."""
+    from amaranth.build import Clock
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+    def retimed(res):
+        if res.name != ULX3S_85F_Platform.default_clk:
+            return res
+        res = copy.copy(res)
+        res.clock = Clock(clock_hz)
+        return res
+
+    class Platform(ULX3S_85F_Platform):
+        resources: ClassVar[list] = [retimed(r) for r in ULX3S_85F_Platform.resources]
+
+    return Platform()
 
 
 def _tool_env() -> dict[str, str]:
@@ -179,13 +198,11 @@ def place_and_route(core: wiring.Component, cfg: HwConfig, build_dir: Path, name
     Raises:
         RuntimeError: a tool failed (with the last lines of its log).
     """
-    from amaranth_boards.ulx3s import ULX3S_85F_Platform
-
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
     start = time.perf_counter()
     env = _tool_env()
-    platform = ULX3S_85F_Platform()
-    wrapper = ScanWrapper(core, clock_hz=cfg.clock_mhz * 1e6)
+    platform = board_platform(cfg.clock_mhz * 1e6)
+    wrapper = ScanWrapper(core)
     say(f"[pnr] elaborating {name}: {wrapper.in_bits} input and {wrapper.out_bits} output bits on a scan chain")
     opts = f"--report {name}.report.json --timing-allow-fail --seed {SEED}"
     plan = platform.prepare(wrapper, name, nextpnr_opts=opts)
@@ -202,11 +219,11 @@ def place_and_route(core: wiring.Component, cfg: HwConfig, build_dir: Path, name
         raise RuntimeError(f"the ECP5 build failed (exit {proc.returncode}); last lines of {log_path}:\n  "
                            + "\n  ".join(tail))
     report = json.loads((build_dir / f"{name}.report.json").read_text())
-    fmax, critical, utilization = parse_report(report)
+    fmax, constraint, critical, utilization = parse_report(report)
     bit = build_dir / f"{name}.bit"
     if not bit.is_file():
         raise RuntimeError(f"ecppack left no {bit}; see {log_path}")
-    return PnrResult(fmax, cfg.clock_mhz, critical, utilization, str(bit), round(time.perf_counter() - start, 1))
+    return PnrResult(fmax, constraint, critical, utilization, str(bit), round(time.perf_counter() - start, 1))
 
 
 def default_build_dir(preset: str) -> Path:
@@ -214,5 +231,5 @@ def default_build_dir(preset: str) -> Path:
     return _BUILD / preset
 
 
-__all__ = ["CELL_TYPES", "FAMILIES", "TOOL_ENV", "PnrResult", "ScanWrapper", "default_build_dir", "parse_report",
-           "place_and_route"]
+__all__ = ["CELL_TYPES", "FAMILIES", "TOOL_ENV", "PnrResult", "ScanWrapper", "board_platform", "default_build_dir",
+           "parse_report", "place_and_route"]
