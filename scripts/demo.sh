@@ -11,13 +11,13 @@ out="${VITFORGE_OUT:-out/demo}"
 rtl_images="${VITFORGE_RTL_IMAGES:-16}"
 mkdir -p "$out"
 
-echo "== 1/5 numerics: integer nonlinear units vs float and I-BERT/PLAN"
+echo "== 1/6 numerics: integer nonlinear units vs float and I-BERT/PLAN"
 vitforge approx --plot "$out/approx.png"
 
-echo "== 2/5 train the demo ViT with HeatViT selectors, quantize to int8, export, evaluate (golden model)"
+echo "== 2/6 train the demo ViT with HeatViT selectors, quantize to int8, export, evaluate (golden model)"
 vitforge train --preset demo --out "$out/train"
 
-echo "== 3/5 re-evaluate the exported artifact: must reproduce int8_pruned_acc exactly"
+echo "== 3/6 re-evaluate the exported artifact: must reproduce int8_pruned_acc exactly"
 vitforge eval --artifact "$out/train/artifact" --backend golden --json | tee "$out/eval.json"
 python - "$out/train/report.json" "$out/eval.json" <<'PY'
 import json, sys
@@ -28,10 +28,10 @@ print(f"float dense {report['float_dense_acc']:.2f}% -> int8 pruned {ev['top1']:
       f"(selectors before blocks {report['selector_blocks']}, keep rates {report['keep_rates']})")
 PY
 
-echo "== 4/5 generate the accelerator's Verilog (demo preset)"
+echo "== 4/6 generate the accelerator's Verilog (demo preset)"
 vitforge rtl generate --preset demo --out "$out/rtl"
 
-echo "== 5/5 run ${rtl_images} test images on the RTL (AXI top on Verilator, emulated DDR): every logit vs the golden model"
+echo "== 5/6 run ${rtl_images} test images on the RTL (AXI top on Verilator, emulated DDR): every logit vs the golden model"
 vitforge run --artifact "$out/train/artifact" --backend rtl --images "$rtl_images" --json --no-progress \
   | tee "$out/run_rtl.json"
 python - "$out/run_rtl.json" "$out/train/report.json" <<'PY'
@@ -43,4 +43,16 @@ print(f"RTL: {run['exact']}/{run['images']} images bit-exact; {run['cycles_per_i
       f"{ms:.3f} ms at {run['clock_mhz']:g} MHz; {run['wall_s_per_image']:.1f} s of simulation per image")
 PY
 
-echo "outputs in $out/: approx.png, train/report.json, train/plots/*.png, train/artifact/, rtl/, run_rtl.json"
+echo "== 6/6 write the ZCU102 Vivado project for the demo preset (the bitstream needs Vivado: exit code 3 without it)"
+set +e
+vitforge board build --board zcu102 --preset demo --out "$out/zcu102" > "$out/zcu102.json"
+board_rc=$?
+set -e
+if [ "$board_rc" -eq 3 ]; then
+  echo "ZCU102 project in $out/zcu102/ (build.tcl, rtl/, include/vitforge_accel.h); no Vivado here, so no .bit:" \
+       "run the command above on a machine with Vivado"
+elif [ "$board_rc" -ne 0 ]; then
+  exit "$board_rc"
+fi
+
+echo "outputs in $out/: approx.png, train/report.json, train/plots/*.png, train/artifact/, rtl/, run_rtl.json, zcu102/"
