@@ -6,7 +6,8 @@ the board-level ``axi_top`` and the ReRAM ``crossbar_tile``); ``rtl report`` syn
 alone (:func:`vitforge.hw.synth.crossbar_report`). ``--crossbar JSON`` takes
 :class:`~vitforge.quant.crossbar.CrossbarConfig` fields, e.g. ``'{"rows": 64, "cols": 16,
 "cell_bits": 1, "dac_bits": 2, "adc_bits": [3, 3, 3, 3, 3, 3, 1]}'``; omitted fields keep their
-defaults (a 32 x 32 tile, 2-bit cells, 1-bit DACs, lossless ADCs).
+defaults (a 32 x 32 tile, 2-bit cells, 1-bit DACs, lossless ADCs); ``rtl pnr`` places and routes
+``encoder_top`` on an ECP5 (:func:`vitforge.hw.pnr.place_and_route`).
 """
 
 from __future__ import annotations
@@ -103,6 +104,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "instead of encoder_top (no JSON: the default tile)")
     r.add_argument("--json", action="store_true", help="print the figures as JSON")
     r.set_defaults(func=run_report)
+    n = rtl.add_parser("pnr", help="place and route a preset's accelerator core on an ECP5-85F (ULX3S) with the open "
+                       "YoWASP tools: post-route Fmax, critical path, utilization, bitstream")
+    n.add_argument("--preset", default="demo", help=f"hardware preset ({', '.join(sorted(PRESETS))})")
+    n.add_argument("--family", default="ecp5", choices=("ecp5",), help="FPGA family (ecp5: the ULX3S-85F)")
+    n.add_argument("--out", type=Path, default=None, metavar="DIR", help="build folder (default build/pnr/PRESET)")
+    n.add_argument("--json", action="store_true", help="print the figures as JSON")
+    n.set_defaults(func=run_pnr)
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -155,4 +163,26 @@ def run_crossbar_report(args: argparse.Namespace) -> int:
     print(f"latency {timing['latency']} cycles, one vector per {timing['interval']} cycles, "
           f"weight load {timing['load_cycles']} cycles")
     print(describe_fit(result["device"]))
+    return 0
+
+
+def run_pnr(args: argparse.Namespace) -> int:
+    from .pnr import default_build_dir, place_and_route
+    from .top import EncoderTop
+
+    config = get_preset(args.preset)
+    out = args.out or default_build_dir(args.preset)
+    result = place_and_route(EncoderTop(config=config), config, out, name=f"vitforge_{args.preset}_core").to_json()
+    result.update(preset=args.preset, family=args.family, device="LFE5U-85F-6BG381 (ULX3S-85F)")
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    crit = result["critical_path"]
+    print(f"{args.preset} core on the {result['device']}: Fmax {result['fmax_mhz']} MHz after routing (target "
+          f"{result['target_mhz']:g} MHz: {'met' if result['meets_target'] else 'missed'})")
+    if crit:
+        print(f"critical path: {crit['from']} -> {crit['to']} ({crit['delay_ns']} ns)")
+    for name, u in result["utilization"].items():
+        print(f"  {name:<8}{u['used']:>8,} of {u['available']:,}")
+    print(f"bitstream: {result['bitstream']} ({result['seconds']} s)")
     return 0

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """How long the demo preset takes to train all stages (dense, selectors, int8 QAT) and export, and
-what the kernel profiles (vitforge/__init__.py) cost.
+what the kernel profiles (vitforge/kernels.py) cost.
 
 * ``python scripts/bench_train.py [--out DIR] [--seed N] [--threads N]``: ``vitforge train --preset
   demo`` in-process (the kernel profile of ``$VITFORGE_KERNELS``, default portable): wall time per
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from vitforge import KERNEL_PROFILE, KERNEL_PROFILES, KERNELS_ENV, kernel_status, user_environ
+from vitforge.kernels import KERNEL_PROFILE, KERNEL_PROFILES, KERNELS_ENV, kernel_status, user_environ
 from vitforge.sw.data import load_data
 from vitforge.sw.train import TrainConfig, time_dense_steps
 from vitforge.sw.vit import get_config

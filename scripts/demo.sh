@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's main job: set-up, then the end-to-end flow on the embedded default data:
 #   numerics -> train (dense, selectors, int8 QAT) -> export -> golden eval -> RTL generation
-#   -> whole-model inference on the RTL (Verilator), checked against the golden model.
+#   -> whole-model inference on the RTL (Verilator), checked against the golden model;
+#   then co-optimization (CF-MESMO vs NSGA-II), ReRAM crossbars under noise, and the ZCU102 project.
 # Outputs go to ${VITFORGE_OUT:-out/demo}. Takes about 15 minutes on 2 cores.
 # VITFORGE_RTL_IMAGES: test images run on the RTL (default 16; about 7 s each).
 set -euo pipefail
@@ -11,13 +12,13 @@ out="${VITFORGE_OUT:-out/demo}"
 rtl_images="${VITFORGE_RTL_IMAGES:-16}"
 mkdir -p "$out"
 
-echo "== 1/6 numerics: integer nonlinear units vs float and I-BERT/PLAN"
+echo "== 1/8 numerics: integer nonlinear units vs float and I-BERT/PLAN"
 vitforge approx --plot "$out/approx.png"
 
-echo "== 2/6 train the demo ViT with HeatViT selectors, quantize to int8, export, evaluate (golden model)"
+echo "== 2/8 train the demo ViT with HeatViT selectors, quantize to int8, export, evaluate (golden model)"
 vitforge train --preset demo --out "$out/train"
 
-echo "== 3/6 re-evaluate the exported artifact: must reproduce int8_pruned_acc exactly"
+echo "== 3/8 re-evaluate the exported artifact: must reproduce int8_pruned_acc exactly"
 vitforge eval --artifact "$out/train/artifact" --backend golden --json | tee "$out/eval.json"
 python - "$out/train/report.json" "$out/eval.json" <<'PY'
 import json, sys
@@ -28,10 +29,10 @@ print(f"float dense {report['float_dense_acc']:.2f}% -> int8 pruned {ev['top1']:
       f"(selectors before blocks {report['selector_blocks']}, keep rates {report['keep_rates']})")
 PY
 
-echo "== 4/6 generate the accelerator's Verilog (demo preset)"
+echo "== 4/8 generate the accelerator's Verilog (demo preset)"
 vitforge rtl generate --preset demo --out "$out/rtl"
 
-echo "== 5/6 run ${rtl_images} test images on the RTL (AXI top on Verilator, emulated DDR): every logit vs the golden model"
+echo "== 5/8 run ${rtl_images} test images on the RTL (AXI top on Verilator, emulated DDR): every logit vs the golden model"
 vitforge run --artifact "$out/train/artifact" --backend rtl --images "$rtl_images" --json --no-progress \
   | tee "$out/run_rtl.json"
 python - "$out/run_rtl.json" "$out/train/report.json" <<'PY'
@@ -43,15 +44,27 @@ print(f"RTL: {run['exact']}/{run['images']} images bit-exact; {run['cycles_per_i
       f"{ms:.3f} ms at {run['clock_mhz']:g} MHz; {run['wall_s_per_image']:.1f} s of simulation per image")
 PY
 
-echo "== 6/6 co-optimization: CF-MESMO against NSGA-II on momf-branin-currin (one seed, hypervolume against cost)"
+echo "== 6/8 co-optimization: CF-MESMO against NSGA-II on momf-branin-currin (one seed, hypervolume against cost)"
 vitforge coopt compare --problem momf-branin-currin --methods nsga2 cfmesmo --seeds 1 --budget 30 \
   --method-budget cfmesmo=8 --max-evals cfmesmo=22 --out "$out/coopt"
 
-echo "== 6/6 ReRAM: a small bit-slice-L1 ResNet-20 on simulated crossbars (2-bit cells, 3/3/3/1-bit ADCs), under noise"
+echo "== 7/8 ReRAM: a small bit-slice-L1 ResNet-20 on simulated crossbars (2-bit cells, 3/3/3/1-bit ADCs), under noise"
 vitforge reram train --method bitslice-l1 --channels 4 --epochs 1.5 0.5 0.5 --max-train 1500 --out "$out/reram" \
   --no-progress --json
 vitforge reram eval --checkpoint "$out/reram/model.safetensors" --adc-bits 3,3,3,1 --noise --prog-sigma 0.1 \
   --frequency-mhz 1000 --temperature-k 400 --images 100 --seeds 0 --plots "$out/reram/plots" --no-progress \
   --out "$out/reram_eval.json"
 
-echo "outputs in $out/: approx.png, train/report.json, train/plots/*.png, train/artifact/, rtl/, run_rtl.json, coopt/hv_vs_cost.png, reram/, reram_eval.json"
+echo "== 8/8 write the ZCU102 Vivado project for the demo preset (the bitstream needs Vivado: exit code 3 without it)"
+set +e
+vitforge board build --board zcu102 --preset demo --out "$out/zcu102" > "$out/zcu102.json"
+board_rc=$?
+set -e
+if [ "$board_rc" -eq 3 ]; then
+  echo "ZCU102 project in $out/zcu102/ (build.tcl, rtl/, include/vitforge_accel.h); no Vivado here, so no .bit:" \
+       "run the command above on a machine with Vivado"
+elif [ "$board_rc" -ne 0 ]; then
+  exit "$board_rc"
+fi
+
+echo "outputs in $out/: approx.png, train/report.json, train/plots/*.png, train/artifact/, rtl/, run_rtl.json, coopt/hv_vs_cost.png, reram/, reram_eval.json, zcu102/"

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from vitforge import KERNEL_PROFILES, KERNELS_ENV, set_kernel_profile
+from vitforge.kernels import KERNEL_PROFILES, KERNELS_ENV, set_kernel_profile
 
 from .train import TrainConfig
 

@@ -6,9 +6,10 @@ Backends (all take an image's quantized patches and return an :class:`Inference`
 * ``golden``: :class:`~.golden.GoldenModel`, quant/'s integer model.
 * ``rtl``: the generated accelerator (:class:`~vitforge.hw.axi.AxiTop`) compiled by Verilator and
   driven through pyverilator, with the board's DDR emulated (:class:`vitforge.sim.rtl.RtlDevice`).
-* ``board``: the same :class:`AcceleratorBackend` on a ZCU102; its device (register access
-  over ``/dev/mem`` or UIO, and a DMA-able buffer) implements :class:`Device`, the protocol the
-  simulator's device implements. It is not part of this module yet (see the README).
+* backends that live above sw/ (``board``: the same :class:`AcceleratorBackend` on a ZCU102 over
+  PYNQ, :mod:`vitforge.boards.zcu102.backend`) are found through the entry-point group
+  :data:`BACKEND_GROUP`: each is a callable ``make(*, artifact_root, manifest, hw, program, budget,
+  **options) -> Backend``, so sw/ never imports them.
 
 :class:`AcceleratorBackend` is the driver both hardware backends share: it checks that the
 hardware was built for the artifact's config (the ``CONFIG`` register), lays out the program,
@@ -40,8 +41,22 @@ from .artifact import ArtifactError, read_program
 from .export import IntModel, load_artifact
 from .golden import GoldenModel
 
-#: Backends ``vitforge run`` knows.
+#: Backends this module builds itself.
 BACKENDS = ("golden", "rtl")
+#: Entry-point group of the backends that live above sw/ (pyproject.toml's ``vitforge.backends``).
+BACKEND_GROUP = "vitforge.backends"
+
+
+def _plugin_backends() -> dict:
+    """``{name: entry point}`` of the installed :data:`BACKEND_GROUP` entry points."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=BACKEND_GROUP) if ep.name not in BACKENDS}
+
+
+def backend_names() -> tuple[str, ...]:
+    """Every backend ``Runtime`` can make: :data:`BACKENDS`, then the installed entry points."""
+    return BACKENDS + tuple(sorted(_plugin_backends()))
 
 
 @dataclass
@@ -244,25 +259,34 @@ class Runtime:
 
     Args:
         artifact: the artifact directory (every blob is checked on load).
-        backend: one of :data:`BACKENDS`.
+        backend: one of :func:`backend_names`.
         budget: cycles per image before a hardware backend times out (default: derived from the program).
         read_latency: the rtl backend's DDR read latency in cycles.
+        options: keyword options of an entry-point backend (e.g. ``bitfile`` for ``board``).
     """
 
     def __init__(self, artifact: str | Path, backend: str = "golden", budget: int | None = None,
-                 read_latency: int | None = None) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)} "
+                 read_latency: int | None = None, **options) -> None:
+        plugins = _plugin_backends()
+        if backend not in BACKENDS and backend not in plugins:
+            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(backend_names())} "
                              "(board: see the README's ZCU102 section)")
+        if options and backend in BACKENDS:
+            raise TypeError(f"backend {backend!r} takes no options ({', '.join(sorted(options))})")
         root = Path(artifact)
         #: What rebuilds this runtime in another process (``run_images(jobs=...)``).
         self.args = (str(root), backend, budget, read_latency)
+        self.options = options
         self.model, self.manifest = load_artifact(root)
         self.golden = GoldenModel(self.model)
         self.preset = self.manifest["hardware"]["preset"]
         self.hw = get_preset(self.preset)
         if backend == "golden":
             self.backend: Backend = GoldenBackend(self.model)
+        elif backend in plugins:
+            program = ArtifactProgram.load(root, self.manifest)
+            self.backend = plugins[backend].load()(artifact_root=root, manifest=self.manifest, hw=self.hw,
+                                                   program=program, budget=budget, **options)
         else:
             from vitforge.hw.timing import DEFAULT_READ_LATENCY
             from vitforge.sim.rtl import RtlDevice
@@ -379,7 +403,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the generated accelerator on Verilator with emulated DDR), compares every logit with the "
                     "golden model's and reports cycles per image and per layer. Exit code 1 if any image differs.")
     p.add_argument("--artifact", type=Path, required=True, metavar="DIR")
-    p.add_argument("--backend", choices=BACKENDS, default="rtl", help="default rtl")
+    p.add_argument("--backend", choices=backend_names(), default="rtl",
+                   help="default rtl; board: on a ZCU102 with PYNQ, the bitstream from $VITFORGE_BITFILE")
     p.add_argument("--images", type=int, default=None, metavar="N", help="the first N test images (default all)")
     p.add_argument("--data", default=None, help="data spec (default: the one recorded in the artifact)")
     p.add_argument("--budget-cycles", type=int, default=None,
@@ -422,5 +447,6 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0 if res["exact"] == res["images"] else 1
 
 
-__all__ = ["BACKENDS", "AcceleratorBackend", "AcceleratorError", "AcceleratorTimeout", "ArtifactProgram", "Backend",
-           "Device", "GoldenBackend", "Inference", "Runtime", "cycle_budget", "run_images"]
+__all__ = ["BACKENDS", "BACKEND_GROUP", "AcceleratorBackend", "AcceleratorError", "AcceleratorTimeout",
+           "ArtifactProgram", "Backend", "Device", "GoldenBackend", "Inference", "Runtime", "backend_names",
+           "cycle_budget", "run_images"]

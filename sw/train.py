@@ -23,7 +23,7 @@ With ``state_dir`` each stage saves its state (weights, optimizer, data order, R
 every validation check and at its end; a run started again on the same directory continues
 where it stopped and gives the same bytes as a run that was never interrupted.
 
-Everything is seeded; with the same seed, thread count and kernel profile (vitforge/__init__.py)
+Everything is seeded; with the same seed, thread count and kernel profile (vitforge/kernels.py)
 the result is bit-identical.
 """
 
@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from vitforge import kernel_status
+from vitforge.kernels import kernel_status
 from vitforge.quant.fake import set_mode
 from vitforge.quant.selector import SCORE_FMT
 
@@ -669,7 +669,7 @@ def run_pipeline(
 
     Seeds torch, uses ``tc.threads`` threads and deterministic algorithms while it runs, and
     restores the previous thread count and determinism setting afterwards. Raises RuntimeError
-    when the kernel profile (vitforge/__init__.py) could not be pinned in this process.
+    when the kernel profile (vitforge/kernels.py) could not be pinned in this process.
     """
     status = kernel_status()
     if not status["pinned"]:

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-import vitforge
+import vitforge.kernels as kernels
 from vitforge.quant.fake import set_mode
 
 from .data import ImageData, load_data
@@ -138,8 +138,8 @@ def resume_dir(out: Path, log=print) -> dict:
     if not run_file.is_file():
         raise FileNotFoundError(f"{run_file}: no saved run to resume (start one with `vitforge train --out {out}`)")
     a = json.loads(run_file.read_text())
-    if a["kernels"] != vitforge.KERNEL_PROFILE:
-        vitforge.set_kernel_profile(a["kernels"])  # training checks that it took effect
+    if a["kernels"] != kernels.KERNEL_PROFILE:
+        kernels.set_kernel_profile(a["kernels"])  # training checks that it took effect
     target = Target(a["target"]["latency_ms"], a["target"]["mac_reduction"])
     train = {**a["train"], "progress": None}
     return train_to_dir(Path(out), a["preset"], a["seed"], target, a["data_spec"], a["hw_preset"],
@@ -163,7 +163,7 @@ def train_to_dir(
     state = Path(out) / "state"
     run_args = {"preset": preset, "seed": seed, "target": asdict(target), "data_spec": data_spec,
                 "hw_preset": hw_preset, "train": {**tc.to_dict(), "progress": None}, "cfg": cfg.to_dict(),
-                "plots": plots, "eval_limit": eval_limit, "kernels": vitforge.KERNEL_PROFILE}
+                "plots": plots, "eval_limit": eval_limit, "kernels": kernels.KERNEL_PROFILE}
     if resume:
         saved = json.loads((state / RUN_FILE).read_text())
         if saved != json.loads(json.dumps(run_args)):

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "vitforge.sim.cli",
     "vitforge.sw.coopt.cli",
     "vitforge.sw.reram.cli",
+    "vitforge.boards.cli",
 )
 
 

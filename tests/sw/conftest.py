@@ -67,7 +67,7 @@ def log(line):
 
 train_to_dir(out, seed=0, target=Target(mac_reduction=0.3), tc=TrainConfig(**tc), cfg=ViTConfig.from_dict(cfg),
              plots=False, log=log, eval_limit=TINY_EVAL_IMAGES)
-print(json.dumps(vitforge.kernel_status()))
+print(json.dumps(vitforge.kernels.kernel_status()))
 """
 
 
@@ -81,7 +81,7 @@ def _start_tiny_child(out, env: dict[str, str], tc: TrainConfig = TINY_TRAIN, ki
     import subprocess
     import sys
 
-    from vitforge import user_environ
+    from vitforge.kernels import user_environ
 
     code = TINY_CHILD.replace("TINY_EVAL_IMAGES", str(CHILD_EVAL_IMAGES))
     tc_json = json.dumps({**tc.to_dict(), "progress": None})
