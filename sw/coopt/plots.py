@@ -53,6 +53,7 @@ def plot_hv_vs_cost(curves: dict, reference_hv: float, path: Path, title: str) -
     for t in (0.9, 0.95):
         ax.axhline(t * reference_hv, color="k", linestyle=":", linewidth=0.6)
     ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0.0)
     ax.set_xlabel("cost (top-fidelity evaluations)")
     ax.set_ylabel("hypervolume of top-fidelity points")
     ax.set_title(title)
@@ -62,7 +63,7 @@ def plot_hv_vs_cost(curves: dict, reference_hv: float, path: Path, title: str) -
 
 
 def plot_fronts(problem: Problem, results: dict, path: Path) -> None:
-    """Each method's top-fidelity evaluations of seed 0 and their non-dominated front (first two objectives)."""
+    """Each method's top-fidelity evaluations of seed 0 and their non-dominated front in the first two objectives."""
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
     plt = _pyplot()
@@ -75,7 +76,8 @@ def plot_fronts(problem: Problem, results: dict, path: Path) -> None:
         y = y[(s >= TOP_FIDELITY) & np.all(np.isfinite(y), axis=1)]
         if not len(y):
             continue
-        front = y[NonDominatedSorting().do(y, only_non_dominated_front=True)]
+        # The front in the two plotted objectives (with m > 2 the m-dimensional front would not be a staircase here).
+        front = y[NonDominatedSorting().do(y[:, :2], only_non_dominated_front=True)]
         front = front[np.argsort(front[:, 0])]
         pts = ax.scatter(y[:, 0], y[:, 1], s=8, alpha=0.35)
         ax.step(front[:, 0], front[:, 1], where="post", color=pts.get_facecolor()[0][:3], label=m)
