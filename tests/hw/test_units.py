@@ -6,9 +6,7 @@ import dataclasses
 from types import SimpleNamespace
 
 import pytest
-from amaranth.hdl import Fragment, Module, signed
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.hdl import Fragment, signed
 
 from vitforge.hw import timing, units
 from vitforge.hw.cli import designs, lint_designs
@@ -16,6 +14,7 @@ from vitforge.hw.config import get_preset
 from vitforge.hw.controller import Controller
 from vitforge.hw.cycles import CycleModel
 from vitforge.hw.isa import Op
+from vitforge.hw.poly_unit import PipelineRegister
 from vitforge.hw.synth import block_paths, expected_blocks
 from vitforge.hw.verilog import generate
 
@@ -23,25 +22,9 @@ from vitforge.hw.verilog import generate
 TOY_OP = max(Op) + 1
 
 
-class PassThrough(wiring.Component):
-    """A toy streaming unit: every element out one cycle after it came in."""
-
-    i: In(stream.Signature(signed(8)))
-    o: Out(stream.Signature(signed(8)))
-
-    latency = 1
-
-    def elaborate(self, platform):
-        m = Module()
-        load = self.o.ready | ~self.o.valid
-        m.d.comb += self.i.ready.eq(load)
-        with m.If(load):
-            m.d.sync += [self.o.valid.eq(self.i.valid), self.o.payload.eq(self.i.payload)]
-        return m
-
-
-TOY = units.Unit("toy_pass", lambda cfg: PassThrough(), "stream", op=TOY_OP, submodule="toy_pass",
-                 cycles=units.streaming(PassThrough.latency), budget=units.rowwise_budget)
+#: A toy streaming unit: a one-entry stream register passes every element through one cycle later.
+TOY = units.Unit("toy_pass", lambda cfg: PipelineRegister(signed(8)), "stream", op=TOY_OP, submodule="toy_pass",
+                 cycles=units.streaming(PipelineRegister.latency), budget=units.rowwise_budget)
 DEMO = get_preset("demo")
 
 
@@ -55,7 +38,7 @@ def test_a_registered_unit_is_found_everywhere():
         assert "module toy_pass" in text
         # The cycle model times its instructions with the streaming formula and its latency.
         ins = SimpleNamespace(op=TOY_OP, rows=3, cols=8)
-        assert CycleModel(DEMO).instr_cycles(ins, 0) == timing.streaming_cycles(DEMO, 3, 8, PassThrough.latency)
+        assert CycleModel(DEMO).instr_cycles(ins, 0) == timing.streaming_cycles(DEMO, 3, 8, PipelineRegister.latency)
         # The controller builds it as its submodule of that name.
         frag = Fragment.get(Controller(config=DEMO), None)
         assert "toy_pass" in [name for _, name, _ in frag.subfragments]
@@ -71,13 +54,13 @@ def test_disabled_units_are_left_out():
 
 def test_registry_refuses_clashes_and_bad_entries():
     with pytest.raises(ValueError, match="called 'gelu' is registered already"):
-        units.register(units.Unit("gelu", lambda cfg: PassThrough(), "inner"))
+        units.register(units.Unit("gelu", lambda cfg: PipelineRegister(signed(8)), "inner"))
     with pytest.raises(ValueError, match=f"opcode {int(Op.GELU)} is taken by unit 'gelu'"):
-        units.register(units.Unit("gelu2", lambda cfg: PassThrough(), "stream", op=Op.GELU, submodule="g",
+        units.register(units.Unit("gelu2", lambda cfg: PipelineRegister(signed(8)), "stream", op=Op.GELU, submodule="g",
                                   cycles=units.streaming(1), budget=units.rowwise_budget))
     with pytest.raises(ValueError, match="kind must be one of"):
-        units.Unit("x", lambda cfg: PassThrough(), "magic")
+        units.Unit("x", lambda cfg: PipelineRegister(signed(8)), "magic")
     with pytest.raises(ValueError, match="needs cycles, budget and submodule"):
-        units.Unit("x", lambda cfg: PassThrough(), "stream", op=TOY_OP)
+        units.Unit("x", lambda cfg: PipelineRegister(signed(8)), "stream", op=TOY_OP)
     with pytest.raises(KeyError, match="no unit runs opcode"):
         units.by_op(TOY_OP)
