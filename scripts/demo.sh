@@ -43,11 +43,11 @@ print(f"RTL: {run['exact']}/{run['images']} images bit-exact; {run['cycles_per_i
       f"{ms:.3f} ms at {run['clock_mhz']:g} MHz; {run['wall_s_per_image']:.1f} s of simulation per image")
 PY
 
-echo "== 6/6 ReRAM: a small bit-slice-L1 ResNet-20 on simulated crossbars (2-bit cells, 3/3/3/1-bit ADCs), under noise"
-vitforge reram train --method bitslice-l1 --channels 4 --epochs 1.5 0.5 0.5 --max-train 1500 --out "$out/reram" \
+echo "== 6/6 ReRAM: a small bit-slice-L1 ResNet-20 on simulated crossbars (2-bit cells, 4-bit ADCs), under noise"
+vitforge reram train --method bitslice-l1 --channels 4 --epochs 3 1 0.5 --max-train 2000 --out "$out/reram" \
   --no-progress --json
-vitforge reram eval --checkpoint "$out/reram/model.safetensors" --adc-bits 3,3,3,1 --noise --prog-sigma 0.1 \
-  --frequency-mhz 1000 --temperature-k 400 --images 100 --seeds 0 --plots "$out/reram/plots" --no-progress \
+vitforge reram eval --checkpoint "$out/reram/model.safetensors" --adc-bits 4 --noise --prog-sigma 0.1 \
+  --frequency-mhz 1000 --temperature-k 400 --images 64 --seeds 0 --plots "$out/reram/plots" --no-progress \
   --out "$out/reram_eval.json"
 
 echo "outputs in $out/: approx.png, train/report.json, train/plots/*.png, train/artifact/, rtl/, run_rtl.json, reram/, reram_eval.json"
