@@ -48,11 +48,11 @@ echo "== 6/8 co-optimization: CF-MESMO against NSGA-II on momf-branin-currin (on
 vitforge coopt compare --problem momf-branin-currin --methods nsga2 cfmesmo --seeds 1 --budget 30 \
   --method-budget cfmesmo=8 --max-evals cfmesmo=22 --out "$out/coopt"
 
-echo "== 7/8 ReRAM: a small bit-slice-L1 ResNet-20 on simulated crossbars (2-bit cells, 3/3/3/1-bit ADCs), under noise"
-vitforge reram train --method bitslice-l1 --channels 4 --epochs 1.5 0.5 0.5 --max-train 1500 --out "$out/reram" \
+echo "== 7/8 ReRAM: a small bit-slice-L1 ResNet-20 on simulated crossbars (2-bit cells, 4-bit ADCs), under noise"
+vitforge reram train --method bitslice-l1 --channels 4 --epochs 3 1 0.5 --max-train 2000 --out "$out/reram" \
   --no-progress --json
-vitforge reram eval --checkpoint "$out/reram/model.safetensors" --adc-bits 3,3,3,1 --noise --prog-sigma 0.1 \
-  --frequency-mhz 1000 --temperature-k 400 --images 100 --seeds 0 --plots "$out/reram/plots" --no-progress \
+vitforge reram eval --checkpoint "$out/reram/model.safetensors" --adc-bits 4 --noise --prog-sigma 0.1 \
+  --frequency-mhz 1000 --temperature-k 400 --images 64 --seeds 0 --plots "$out/reram/plots" --no-progress \
   --out "$out/reram_eval.json"
 
 echo "== 8/8 write the ZCU102 Vivado project for the demo preset (the bitstream needs Vivado: exit code 3 without it)"

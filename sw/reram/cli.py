@@ -227,7 +227,8 @@ def _cfg_dict(cfg: CrossbarConfig) -> dict:
 
 
 def _label(r: dict) -> str:
-    return f"{r['method']} ({Path(r['checkpoint']).parent.name})"
+    run = Path(r["checkpoint"]).parent.name
+    return r["method"] if run == r["method"] else f"{r['method']} ({run})"
 
 
 def _eval_plots(results: list[dict], out: Path) -> list[Path]:
