@@ -276,7 +276,6 @@ class Runtime:
         root = Path(artifact)
         #: What rebuilds this runtime in another process (``run_images(jobs=...)``).
         self.args = (str(root), backend, budget, read_latency)
-        self.options = options
         self.model, self.manifest = load_artifact(root)
         self.golden = GoldenModel(self.model)
         self.preset = self.manifest["hardware"]["preset"]

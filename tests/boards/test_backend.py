@@ -64,8 +64,10 @@ def _board(artifact, dev, **options) -> Runtime:
     return Runtime(artifact, "board", device=dev, reg_base=dev.reg_base, **options)
 
 
-def test_board_is_an_entry_point_backend():
+def test_board_is_an_entry_point_backend(artifact):
     assert "board" in backend_names()
+    with pytest.raises(TypeError, match=r"backend 'golden' takes no options \(bitfile\)"):
+        Runtime(artifact, "golden", bitfile="x.bit")
 
 
 @pytest.mark.rtl
