@@ -24,6 +24,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$venv/bin/python" -m pip install -q -e "$root[dev]"
     echo "$want" > "$stamp"
 fi
+# PYNQ (the `board` extra) for the tests that run the board backend on its RTL stand-in. pynq 4.0.0
+# declares numpy<2, which vitforge's numpy 2 cannot meet, and pip cannot resolve `.[dev,board]`; the
+# host-side parts of PYNQ that vitforge uses (Device, MMIO, allocate, PynqBuffer) work with numpy 2,
+# so PYNQ is installed without its dependency pins and the modules it imports are installed by name.
+if ! "$venv/bin/python" -c "import pynq" >/dev/null 2>&1; then
+    echo "[bootstrap] installing PYNQ 4.0.0 for the board backend's stand-in tests"
+    "$venv/bin/python" -m pip install -q --no-deps pynq==4.0.0 pynqmetadata==0.2.0 pynqutils==0.1.3
+    "$venv/bin/python" -m pip install -q setuptools==80.0.0 pydantic==2.14.4 ipython==9.18.1 python-magic==0.4.27 \
+        nest_asyncio==1.6.0
+    "$venv/bin/python" -c "import pynq" >/dev/null 2>&1 || { echo "[bootstrap] PYNQ does not import" >&2; exit 1; }
+fi
 # Debian packages: Icarus Verilog (the second simulator) and lz4's header (Verilator's FST
 # waveform writer needs it).
 missing=()
