@@ -79,11 +79,11 @@ class Case:
             blocks[1] = dataclasses.replace(blocks[1], selector=None)
         patch = 16
         model = hwp.Model(
-            patch_embed=block_ref.random_linear(gen, patch, self.dim, 2000.0),
+            patch_embed=block_ref.as_linear(block_ref.random_linear(gen, patch, self.dim, 2000.0)),
             cls=torch.randint(-128, 128, (self.dim,), generator=gen),
             pos=torch.randint(-128, 128, (self.n_tokens, self.dim), generator=gen),
             pos_add=hwp.Add(*p.add1), blocks=blocks, norm=blocks[0].ln1,
-            head=block_ref.random_linear(gen, self.dim, 10, 2000.0))
+            head=block_ref.as_linear(block_ref.random_linear(gen, self.dim, 10, 2000.0)))
         patches = torch.randint(-128, 128, (self.n_tokens - 1, patch), generator=gen)
         return cfg, hwp.compile_model(model, cfg), {hwp.INPUT_BLOB: hwp.pack_matrix(cfg, patches)}, None
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from vitforge.hw import compiler as hwp
-from vitforge.hw.compiler import Linear, pack_matrix, pack_params, unpack_matrix
+from vitforge.hw.compiler import pack_matrix, pack_params, unpack_matrix
 from vitforge.hw.config import HwConfig
 from vitforge.hw.isa import Instr, Op
 from vitforge.quant.fixed import REQUANT_MULT_BITS
@@ -99,6 +99,21 @@ def _requant_for(k: int, target: float = _TARGET_STD, in_std: float = _CODE_STD)
     from vitforge.quant.fixed import quantize_multiplier
 
     return quantize_multiplier(target / (in_std * _CODE_STD * k**0.5))
+
+
+@dataclass
+class Linear:
+    """One GEMM layer: ``w: (k, n)`` int8, ``bias: (n,)`` int32, per-channel ``mult``/``shift``."""
+
+    w: torch.Tensor
+    bias: torch.Tensor
+    mult: torch.Tensor
+    shift: torch.Tensor
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from vitforge.quant.ops import gemm
+
+        return gemm(x, self.w, self.bias, self.mult, self.shift)
 
 
 @dataclass
@@ -246,6 +261,10 @@ def reference(x: torch.Tensor, p: BlockParams, num) -> tuple[torch.Tensor, torch
     return block_reference(x, p, num), keep
 
 
+def as_linear(lin: Linear) -> hwp.Linear:
+    return hwp.Linear(lin.w, lin.bias, lin.mult, lin.shift)
+
+
 def _ln(ln: LayerNormParams) -> hwp.LayerNorm:
     return hwp.LayerNorm(ln.gamma, ln.beta, ln.mult, ln.shift, ln.eps_q)
 
@@ -254,12 +273,12 @@ def as_block(p: BlockParams) -> hwp.Block:
     """``p`` as :mod:`vitforge.hw.compiler`'s description (the selector's LayerNorm shared by every head)."""
     selector = None
     if p.sel_mlp1 is not None:
-        selector = hwp.Selector(norms=[_ln(p.sel_ln)] * p.heads, mlp1=[lin for lin in p.sel_mlp1],
-                                mlp2=[[lin for lin in mlp] for mlp in p.sel_mlp2],
-                                weight_mlp=[lin for lin in p.sel_wmlp], threshold=p.threshold)
-    return hwp.Block(heads=p.heads, ln1=_ln(p.ln1), qkv=p.qkv, qk=hwp.Requant(*p.qk),
-                     av=hwp.Requant(*p.av), proj=p.proj, add1=hwp.Add(*p.add1), ln2=_ln(p.ln2),
-                     fc1=p.fc1, fc2=p.fc2, add2=hwp.Add(*p.add2), selector=selector)
+        selector = hwp.Selector(norms=[_ln(p.sel_ln)] * p.heads, mlp1=[as_linear(lin) for lin in p.sel_mlp1],
+                                mlp2=[[as_linear(lin) for lin in mlp] for mlp in p.sel_mlp2],
+                                weight_mlp=[as_linear(lin) for lin in p.sel_wmlp], threshold=p.threshold)
+    return hwp.Block(heads=p.heads, ln1=_ln(p.ln1), qkv=as_linear(p.qkv), qk=hwp.Requant(*p.qk),
+                     av=hwp.Requant(*p.av), proj=as_linear(p.proj), add1=hwp.Add(*p.add1), ln2=_ln(p.ln2),
+                     fc1=as_linear(p.fc1), fc2=as_linear(p.fc2), add2=hwp.Add(*p.add2), selector=selector)
 
 
 def block_program(cfg: HwConfig, p: BlockParams, n_tokens: int) -> hwp.Program:
