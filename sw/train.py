@@ -232,8 +232,8 @@ def _decay_len(decay_start: int, budget: int) -> int:
 
 class _Checkpoint:
     """One stage's saved state: ``DIR/NAME.safetensors`` (tensors) and ``DIR/NAME.json`` (the rest),
-    each written to a temporary file and renamed; the JSON is written last and names the
-    tensors' SHA-free size, so a torn pair is detected and ignored."""
+    each written to a temporary file and renamed. The JSON goes last and records the tensor
+    file's size, so a pair torn by a crash between the two renames is ignored."""
 
     def __init__(self, folder: Path | None, name: str) -> None:
         self.folder, self.name = folder, name
