@@ -13,8 +13,9 @@
 Every stage runs the same loop (:func:`fit`) on the training images less a fixed validation split
 (:func:`~.data.validation_split`): a warm-up, a constant learning rate while the validation loss
 keeps improving (checked every ``eval_every`` steps; ``patience`` checks without an improvement
-of ``min_delta`` end it), then a cosine decay over :data:`DECAY_FRACTION` of the steps so far;
-the checkpoint with the best validation loss is kept. Budgets are optimizer steps, by default
+of ``min_delta`` end it, once a quarter of the constant phase's budget is done), then a cosine
+decay over :data:`DECAY_FRACTION` of the steps so far; the checkpoint with the best validation
+loss is kept. Budgets are optimizer steps, by default
 scaled to the data set's size (:func:`auto_steps`). A stage that reaches its budget while its
 validation loss is still falling has not converged: :class:`StageResult` says so and the pipeline
 warns, naming the flag that gives the stage more steps.
@@ -66,6 +67,9 @@ MIN_CHECKS_PER_BUDGET = 8
 MIN_EVAL_EVERY = 5
 #: Gradient-norm clip of every stage.
 CLIP_NORM = 1.0
+#: Patience may end the constant phase only after this fraction of the budget (a hard data set
+#: can sit at chance level for a while before it starts to learn).
+MIN_CONSTANT_FRACTION = 0.25
 #: QAT's forward is the integer path, so its stage checks the validation set fewer times (this
 #: many per budget) on fewer images (at most ``calib_images``).
 QAT_CHECKS = 2
@@ -359,6 +363,7 @@ def fit(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=tc.weight_decay)
     eval_every = tc.eval_every or eval_every or default_eval_every(budget, len(y), tc.batch_size)
     stable_cap = max(1, math.floor(budget / (1 + DECAY_FRACTION)))
+    min_constant = math.ceil(MIN_CONSTANT_FRACTION * stable_cap)
     result, loop = StageResult(name, budget), _Loop()
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     epoch_state = gen.get_state()
@@ -408,12 +413,18 @@ def fit(
         phase = "constant" if loop.decay_start is None else "decay"
         reporter.check(rec, result.best_val_loss, phase)
 
+    def plateaued() -> bool:
+        return loop.since_best >= tc.patience and loop.step >= min_constant
+
+    def constant_ends() -> bool:
+        return loop.decay_start is None and (plateaued() or loop.step >= stable_cap)
+
     reporter = _Reporter(name, budget, loop.step, tc.progress_mode, log)
     model.train()
     while True:
-        if loop.decay_start is None and (loop.since_best >= tc.patience or loop.step >= stable_cap):
+        if constant_ends():
             loop.decay_start = loop.step
-            result.stopped = "patience" if loop.since_best >= tc.patience else "budget"
+            result.stopped = "patience" if plateaued() else "budget"
             result.converged = result.stopped == "patience" or not _still_improving(result.history, tc)
         end = None if loop.decay_start is None else loop.decay_start + _decay_len(loop.decay_start, budget)
         if end is not None and loop.step >= end:
@@ -439,8 +450,7 @@ def fit(
             if loop.step % eval_every == 0 or at_end:
                 check()
                 save()
-            if at_end or (loop.decay_start is None and (loop.since_best >= tc.patience
-                                                        or loop.step >= stable_cap)):
+            if at_end or constant_ends():
                 break
         else:
             loop.epoch_pos = 0
