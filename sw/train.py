@@ -216,6 +216,9 @@ class _Loop:
     step: int = 0
     decay_start: int | None = None
     since_best: int = 0
+    """Checks since the validation loss last fell ``min_delta`` below ``ref_loss``."""
+    ref_loss: float = math.inf
+    """The validation loss at the last significant improvement."""
     loss_sum: float = 0.0
     loss_count: int = 0
     epoch_pos: int = 0
@@ -401,13 +404,12 @@ def fit(
         result.history.append(rec)
         loop.loss_sum, loop.loss_count = 0.0, 0
         if val_loss < result.best_val_loss:
-            significant = val_loss < result.best_val_loss * (1 - tc.min_delta)
             result.best_val_loss, result.best_val_acc, result.best_step = val_loss, val_acc, loop.step
             best_state.update({k: v.detach().clone() for k, v in model.state_dict().items()})
-            if significant:
-                loop.since_best = 0
-            else:
-                loop.since_best += 1
+        # Significance against the level of the last significant improvement, so that a slow
+        # steady fall (less than min_delta per check) still counts once it adds up.
+        if val_loss < loop.ref_loss * (1 - tc.min_delta):
+            loop.ref_loss, loop.since_best = val_loss, 0
         else:
             loop.since_best += 1
         phase = "constant" if loop.decay_start is None else "decay"
