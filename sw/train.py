@@ -13,7 +13,8 @@
 Every stage runs the same loop (:func:`fit`) on the training images less a fixed validation split
 (:func:`~.data.validation_split`): a warm-up, a constant learning rate while the validation loss
 keeps improving (checked every ``eval_every`` steps; ``patience`` checks without an improvement
-of ``min_delta`` end it, once a quarter of the constant phase's budget is done), then a cosine
+of ``min_delta`` end it, once a quarter of the constant phase's budget is done and the model beats
+chance by :data:`CHANCE_MARGIN` points), then a cosine
 decay over :data:`DECAY_FRACTION` of the steps so far; the checkpoint with the best validation
 loss is kept. Budgets are optimizer steps, by default
 scaled to the data set's size (:func:`auto_steps`). A stage that reaches its budget while its
@@ -70,6 +71,10 @@ CLIP_NORM = 1.0
 #: Patience may end the constant phase only after this fraction of the budget (a hard data set
 #: can sit at chance level for a while before it starts to learn).
 MIN_CONSTANT_FRACTION = 0.25
+#: Nor while the best validation accuracy is within this many points of always answering the
+#: validation set's most frequent class: a plateau at chance is not convergence (if it lasts, the
+#: stage runs into its budget and says it did not converge).
+CHANCE_MARGIN = 10.0
 #: QAT's forward is the integer path, so its stage checks the validation set fewer times (this
 #: many per budget) on fewer images (at most ``calib_images``).
 QAT_CHECKS = 2
@@ -367,6 +372,7 @@ def fit(
     eval_every = tc.eval_every or eval_every or default_eval_every(budget, len(y), tc.batch_size)
     stable_cap = max(1, math.floor(budget / (1 + DECAY_FRACTION)))
     min_constant = math.ceil(MIN_CONSTANT_FRACTION * stable_cap)
+    chance = 100.0 * float(torch.bincount(yv).max()) / max(len(yv), 1)
     result, loop = StageResult(name, budget), _Loop()
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     epoch_state = gen.get_state()
@@ -415,8 +421,11 @@ def fit(
         phase = "constant" if loop.decay_start is None else "decay"
         reporter.check(rec, result.best_val_loss, phase)
 
+    def learning() -> bool:
+        return result.best_val_acc >= chance + CHANCE_MARGIN
+
     def plateaued() -> bool:
-        return loop.since_best >= tc.patience and loop.step >= min_constant
+        return loop.since_best >= tc.patience and loop.step >= min_constant and learning()
 
     def constant_ends() -> bool:
         return loop.decay_start is None and (plateaued() or loop.step >= stable_cap)
@@ -427,7 +436,8 @@ def fit(
         if constant_ends():
             loop.decay_start = loop.step
             result.stopped = "patience" if plateaued() else "budget"
-            result.converged = result.stopped == "patience" or not _still_improving(result.history, tc)
+            result.converged = result.stopped == "patience" or (learning()
+                                                                and not _still_improving(result.history, tc))
         end = None if loop.decay_start is None else loop.decay_start + _decay_len(loop.decay_start, budget)
         if end is not None and loop.step >= end:
             break
