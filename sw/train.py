@@ -13,8 +13,10 @@
 Every stage runs the same loop (:func:`fit`) on the training images less a fixed validation split
 (:func:`~.data.validation_split`): a warm-up, a constant learning rate while the validation loss
 keeps improving (checked every ``eval_every`` steps; ``patience`` checks without an improvement
-of ``min_delta`` end it), then a cosine decay over :data:`DECAY_FRACTION` of the steps so far;
-the checkpoint with the best validation loss is kept. Budgets are optimizer steps, by default
+of ``min_delta`` end it, once a quarter of the constant phase's budget is done and the model beats
+chance by :data:`CHANCE_MARGIN` points), then a cosine
+decay over :data:`DECAY_FRACTION` of the steps so far; the checkpoint with the best validation
+loss is kept. Budgets are optimizer steps, by default
 scaled to the data set's size (:func:`auto_steps`). A stage that reaches its budget while its
 validation loss is still falling has not converged: :class:`StageResult` says so and the pipeline
 warns, naming the flag that gives the stage more steps.
@@ -67,6 +69,13 @@ MIN_CHECKS_PER_BUDGET = 8
 MIN_EVAL_EVERY = 5
 #: Gradient-norm clip of every stage.
 CLIP_NORM = 1.0
+#: Patience may end the constant phase only after this fraction of the budget (a hard data set
+#: can sit at chance level for a while before it starts to learn).
+MIN_CONSTANT_FRACTION = 0.25
+#: Nor while the best validation accuracy is within this many points of always answering the
+#: validation set's most frequent class: a plateau at chance is not convergence (if it lasts, the
+#: stage runs into its budget and says it did not converge).
+CHANCE_MARGIN = 10.0
 #: QAT's forward is the integer path, so its stage checks the validation set fewer times (this
 #: many per budget) on fewer images (at most ``calib_images``).
 QAT_CHECKS = 2
@@ -213,6 +222,9 @@ class _Loop:
     step: int = 0
     decay_start: int | None = None
     since_best: int = 0
+    """Checks since the validation loss last fell ``min_delta`` below ``ref_loss``."""
+    ref_loss: float = math.inf
+    """The validation loss at the last significant improvement."""
     loss_sum: float = 0.0
     loss_count: int = 0
     epoch_pos: int = 0
@@ -233,8 +245,8 @@ def _decay_len(decay_start: int, budget: int) -> int:
 
 class _Checkpoint:
     """One stage's saved state: ``DIR/NAME.safetensors`` (tensors) and ``DIR/NAME.json`` (the rest),
-    each written to a temporary file and renamed; the JSON is written last and names the
-    tensors' SHA-free size, so a torn pair is detected and ignored."""
+    each written to a temporary file and renamed. The JSON goes last and records the tensor
+    file's size, so a pair torn by a crash between the two renames is ignored."""
 
     def __init__(self, folder: Path | None, name: str) -> None:
         self.folder, self.name = folder, name
@@ -360,6 +372,8 @@ def fit(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=tc.weight_decay)
     eval_every = tc.eval_every or eval_every or default_eval_every(budget, len(y), tc.batch_size)
     stable_cap = max(1, math.floor(budget / (1 + DECAY_FRACTION)))
+    min_constant = math.ceil(MIN_CONSTANT_FRACTION * stable_cap)
+    chance = 100.0 * float(torch.bincount(yv).max()) / max(len(yv), 1)
     result, loop = StageResult(name, budget), _Loop()
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     epoch_state = gen.get_state()
@@ -397,25 +411,34 @@ def fit(
         result.history.append(rec)
         loop.loss_sum, loop.loss_count = 0.0, 0
         if val_loss < result.best_val_loss:
-            significant = val_loss < result.best_val_loss * (1 - tc.min_delta)
             result.best_val_loss, result.best_val_acc, result.best_step = val_loss, val_acc, loop.step
             best_state.update({k: v.detach().clone() for k, v in model.state_dict().items()})
-            if significant:
-                loop.since_best = 0
-            else:
-                loop.since_best += 1
+        # Significance against the level of the last significant improvement, so that a slow
+        # steady fall (less than min_delta per check) still counts once it adds up.
+        if val_loss < loop.ref_loss * (1 - tc.min_delta):
+            loop.ref_loss, loop.since_best = val_loss, 0
         else:
             loop.since_best += 1
         phase = "constant" if loop.decay_start is None else "decay"
         reporter.check(rec, result.best_val_loss, phase)
 
+    def learning() -> bool:
+        return result.best_val_acc >= chance + CHANCE_MARGIN
+
+    def plateaued() -> bool:
+        return loop.since_best >= tc.patience and loop.step >= min_constant and learning()
+
+    def constant_ends() -> bool:
+        return loop.decay_start is None and (plateaued() or loop.step >= stable_cap)
+
     reporter = _Reporter(name, budget, loop.step, tc.progress_mode, log)
     model.train()
     while True:
-        if loop.decay_start is None and (loop.since_best >= tc.patience or loop.step >= stable_cap):
+        if constant_ends():
             loop.decay_start = loop.step
-            result.stopped = "patience" if loop.since_best >= tc.patience else "budget"
-            result.converged = result.stopped == "patience" or not _still_improving(result.history, tc)
+            result.stopped = "patience" if plateaued() else "budget"
+            result.converged = result.stopped == "patience" or (learning()
+                                                                and not _still_improving(result.history, tc))
         end = None if loop.decay_start is None else loop.decay_start + _decay_len(loop.decay_start, budget)
         if end is not None and loop.step >= end:
             break
@@ -440,8 +463,7 @@ def fit(
             if loop.step % eval_every == 0 or at_end:
                 check()
                 save()
-            if at_end or (loop.decay_start is None and (loop.since_best >= tc.patience
-                                                        or loop.step >= stable_cap)):
+            if at_end or constant_ends():
                 break
         else:
             loop.epoch_pos = 0
