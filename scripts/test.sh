@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
 set +e
-python -m pytest "$@"
+# Two workers (CI has 2 cores), each test file on one worker (module fixtures are built once); the
+# cocotb and Verilator build caches are locked per design, so workers may share them.
+python -m pytest -n 2 --dist loadfile "$@"
 rc=$?
 set -e
 # pytest exits 5 when it collected no tests: that is a failure of the suite, not a pass.

@@ -29,7 +29,7 @@ class Case:
     """A calibration shape: one encoder block (behind a selector if ``selector``) on ``n_tokens``
     tokens, or (``depth > 0``) a whole model of ``depth`` blocks with a selector before block 1.
 
-    ``keep``: the selector's threshold rule (sim/block_ref.choose_threshold: ``"mixed"``, ``"all"``,
+    ``keep``: the selector's threshold rule (sim/benches/reference.choose_threshold: ``"mixed"``, ``"all"``,
     ``"class_only"``); ``pe``: ``(pe_rows, pe_cols)``; ``hw``: a preset name the shape runs on as is.
     """
 
@@ -57,7 +57,7 @@ class Case:
         from the reference for a block; None for a model: then the model infers it from the rows)."""
         from vitforge.hw import compiler as hwp
 
-        from . import block_ref
+        from .benches import reference as block_ref
 
         cfg = self.config()
         gen = torch.Generator().manual_seed(self.seed)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from vitforge.hw import axi
-from vitforge.hw import program as hwp
+from vitforge.hw import compiler as hwp
 from vitforge.hw.config import HwConfig
 from vitforge.hw.isa import TOKENS
 from vitforge.sw.runtime import AcceleratorBackend, ArtifactProgram

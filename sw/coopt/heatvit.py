@@ -84,6 +84,10 @@ _ACC: dict = {}
 _LOCK = threading.Lock()
 
 
+def _quiet(message: str) -> None:
+    """Training's per-check log lines: dropped (an evaluation is one short training among many)."""
+
+
 def clear_memory_cache() -> None:
     """Forget this process's trained dense models and accuracies (the JSON cache stays)."""
     with _LOCK:
@@ -135,6 +139,7 @@ class HeatVitObjectives:
         """Top-1 (%) of the ViT with a selector before ``block`` keeping ``keep``, trained at fidelity ``s``."""
         import torch
 
+        from vitforge.sw.data import validation_split
         from vitforge.sw.latency import Schedule
         from vitforge.sw.train import TrainConfig, evaluate, train_dense, train_selectors
 
@@ -146,19 +151,23 @@ class HeatVitObjectives:
             cached = self._load_disk().get(key)
         if cached is not None:
             return float(cached)
-        tc = TrainConfig(seed=self.seed, batch_size=64, dense_epochs=DENSE_EPOCHS * s, prune_epochs=PRUNE_EPOCHS * s,
-                         lr=LEARNING_RATE, calib_images=128, progress=False)
+        tc = TrainConfig(seed=self.seed, batch_size=64, lr=LEARNING_RATE, calib_images=128, progress=False)
+        split = validation_split(self.data(), tc.val_fraction)
+        # Fidelity s: that fraction of the epoch budgets, in optimizer steps over the images trained on.
+        steps_per_epoch = len(split.y_fit) / tc.batch_size
+        dense_steps = max(1, round(DENSE_EPOCHS * s * steps_per_epoch))
+        prune_steps = max(1, round(PRUNE_EPOCHS * s * steps_per_epoch))
         data = self.data()
         dkey = (self.seed, s)
         with torch.random.fork_rng():  # train_dense seeds torch's global generator itself
             if dkey not in _DENSE:
-                _DENSE[dkey] = train_dense(self._cfg(), data, tc).state_dict()
+                _DENSE[dkey] = train_dense(self._cfg(), split, tc, dense_steps, log=_quiet)[0].state_dict()
             from vitforge.sw.vit import VisionTransformer
 
             dense = VisionTransformer(self._cfg())
             dense.set_poly(False)
             dense.load_state_dict(_DENSE[dkey])
-            model = train_selectors(dense, Schedule((block,), (keep,), 0.0, 0.0), data, tc)
+            model = train_selectors(dense, Schedule((block,), (keep,), 0.0, 0.0), split, tc, prune_steps, log=_quiet)[0]
             acc = float(evaluate(model, data.x_test[:TEST_IMAGES], data.y_test[:TEST_IMAGES])["top1"])
         with _LOCK:
             _ACC[(self.seed, key)] = acc

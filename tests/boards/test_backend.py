@@ -18,7 +18,7 @@ import torch
 from vitforge.boards.zcu102 import backend, design
 from vitforge.hw import axi
 from vitforge.hw.config import get_preset
-from vitforge.sim import model_ref
+from vitforge.sw import random_model
 from vitforge.sw.export import write_artifact
 from vitforge.sw.runtime import (
     AcceleratorBackend,
@@ -43,9 +43,9 @@ IMAGES = 2
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
-    image = model_ref.random_image(SEED, MODEL)
-    threshold = model_ref.mixed_threshold(SEED, image, MODEL)
-    im = model_ref.random_int_model(SEED, threshold, MODEL, DEMO.numerics)
+    image = random_model.random_image(SEED, MODEL)
+    threshold = random_model.mixed_threshold(SEED, image, MODEL)
+    im = random_model.random_int_model(SEED, threshold, MODEL, DEMO.numerics)
     return write_artifact(im, tmp_path_factory.mktemp("board") / "artifact", "demo")
 
 
@@ -57,7 +57,7 @@ def dev():
 
 
 def _images(n: int) -> torch.Tensor:
-    return torch.stack([model_ref.random_image(SEED + i, MODEL) for i in range(n)])
+    return torch.stack([random_model.random_image(SEED + i, MODEL) for i in range(n)])
 
 
 def _board(artifact, dev, **options) -> Runtime:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from vitforge.hw.config import get_preset
-from vitforge.sim import model_ref
+from vitforge.sw import random_model
 from vitforge.sw.export import write_artifact
 from vitforge.sw.vit import ViTConfig
 
@@ -31,8 +31,8 @@ def _check(res: dict, images: int) -> None:
 @pytest.mark.rtl
 def test_random_artifact_on_the_default_data(tmp_path):
     demo = get_preset("demo")
-    image = model_ref.random_image(SEED, MODEL)
-    im = model_ref.random_int_model(SEED, model_ref.mixed_threshold(SEED, image, MODEL), MODEL, demo.numerics)
+    image = random_model.random_image(SEED, MODEL)
+    im = random_model.random_int_model(SEED, random_model.mixed_threshold(SEED, image, MODEL), MODEL, demo.numerics)
     artifact = write_artifact(im, tmp_path / "artifact", "demo")
     _check(simcheck.compare_on_rtl(artifact, 1, log=lambda s: None), 1)
     with pytest.raises(ValueError, match="images must be at least 1, not 0"):

@@ -110,7 +110,7 @@ def test_train_with_a_ms_target_schedules_under_the_cycle_model(monkeypatch, tmp
     class Stop(Exception):
         pass
 
-    def fake_pipeline(cfg, data, tc, target_ms, latency, log):
+    def fake_pipeline(cfg, data, tc, target_ms, latency, log, state_dir=None):
         seen.update(target_ms=target_ms, latency=latency)
         raise Stop
 
