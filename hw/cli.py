@@ -84,7 +84,8 @@ def crossbar_block(crossbar: CrossbarConfig | None = None) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rtl", help="generate the accelerator's Verilog or estimate its resources")
+    p = sub.add_parser("rtl", help="generate the accelerator's Verilog, estimate its resources (Yosys) or place "
+                       "and route it (ECP5)")
     rtl = p.add_subparsers(dest="rtl_command", metavar="ACTION", required=True)
     g = rtl.add_parser("generate", help="write the Verilog of a hardware preset")
     g.add_argument("--preset", default="demo", help=f"hardware preset ({', '.join(sorted(PRESETS))})")
