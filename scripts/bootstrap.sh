@@ -35,10 +35,11 @@ if ! "$venv/bin/python" -c "import pynq" >/dev/null 2>&1; then
         nest_asyncio==1.6.0
     "$venv/bin/python" -c "import pynq" >/dev/null 2>&1 || { echo "[bootstrap] PYNQ does not import" >&2; exit 1; }
 fi
-# Debian packages: Icarus Verilog (the second simulator) and lz4's header (Verilator's FST
-# waveform writer needs it).
+# Debian packages: Icarus Verilog (the second simulator), lz4's header (Verilator's FST waveform
+# writer needs it) and Tcl (the board tests run the generated Vivado script in tclsh).
 missing=()
 command -v iverilog >/dev/null 2>&1 || missing+=(iverilog)
+command -v tclsh >/dev/null 2>&1 || missing+=(tcl)  # the generated Vivado script runs under stubs in tests/boards
 [ -f /usr/include/lz4.h ] || missing+=(liblz4-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
