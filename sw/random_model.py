@@ -76,3 +76,15 @@ def mixed_threshold(seed: int, image: torch.Tensor, model: ViTConfig) -> int:
         if 1 < tokens[1] - 1 < model.num_tokens - 1:  # kept (class token included) + the package token
             return threshold
     raise AssertionError("no threshold keeps some tokens and prunes others")
+
+
+def random_artifact(seed: int, model: ViTConfig, out, preset: str = "demo"):
+    """An artifact at ``out`` of :func:`random_int_model` with a :func:`mixed_threshold` (its first selector
+    keeps some tokens of :func:`random_image` ``seed`` and prunes others), for ``preset``'s numerics."""
+    from vitforge.hw.config import get_preset
+
+    from .export import write_artifact
+
+    image = random_image(seed, model)
+    im = random_int_model(seed, mixed_threshold(seed, image, model), model, get_preset(preset).numerics)
+    return write_artifact(im, out, preset)

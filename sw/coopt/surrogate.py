@@ -8,15 +8,22 @@ kernel of the authors' iMOCA code.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from botorch.fit import fit_gpytorch_mll
-from botorch.models import SingleTaskGP
-from gpytorch.kernels import RBFKernel, ScaleKernel
-from gpytorch.mlls import ExactMarginalLogLikelihood
-from gpytorch.priors import GammaPrior
+
+# linear_operator (GPyTorch's dependency) decorates functions with torch.jit.script at import, which
+# torch 2.13 deprecates: the warning is not ours, and it would stop a program that turns warnings into
+# errors (the test suite does), so BoTorch and GPyTorch are imported under a filter for it alone.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning)
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from gpytorch.kernels import RBFKernel, ScaleKernel
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+    from gpytorch.priors import GammaPrior
 
 #: A floor on the GP's noise variance (standardized units): test functions are noise-free.
 MIN_NOISE = 1e-6

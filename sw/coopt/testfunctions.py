@@ -8,11 +8,17 @@ tutorial's, ``exp(4.8 s)``: the lowest fidelity costs ``exp(-4.8) = 0.8%`` of th
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
-from botorch.test_functions.multi_objective_multi_fidelity import MOMFBraninCurrin, MOMFPark
 
 from .problem import Problem
+
+# As in surrogate.py: BoTorch's import raises torch 2.13's torch.jit.script deprecation (not ours).
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning)
+    from botorch.test_functions.multi_objective_multi_fidelity import MOMFBraninCurrin, MOMFPark
 
 #: The MOMF tutorial's cost exponent: ``c(s) = exp(COST_EXPONENT * s)``.
 COST_EXPONENT = 4.8

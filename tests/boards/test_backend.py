@@ -19,7 +19,6 @@ from vitforge.boards.zcu102 import backend, design
 from vitforge.hw import axi
 from vitforge.hw.config import get_preset
 from vitforge.sw import random_model
-from vitforge.sw.export import write_artifact
 from vitforge.sw.runtime import (
     AcceleratorBackend,
     AcceleratorTimeout,
@@ -43,10 +42,7 @@ IMAGES = 2
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
-    image = random_model.random_image(SEED, MODEL)
-    threshold = random_model.mixed_threshold(SEED, image, MODEL)
-    im = random_model.random_int_model(SEED, threshold, MODEL, DEMO.numerics)
-    return write_artifact(im, tmp_path_factory.mktemp("board") / "artifact", "demo")
+    return random_model.random_artifact(SEED, MODEL, tmp_path_factory.mktemp("board") / "artifact", "demo")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from vitforge.hw.config import get_preset
 from vitforge.hw.cycles import CycleModel
 from vitforge.hw.isa import Op
 from vitforge.sw import random_model
-from vitforge.sw.export import write_artifact
 from vitforge.sw.golden import GoldenModel
 from vitforge.sw.runtime import (
     AcceleratorBackend,
@@ -40,10 +39,7 @@ SEED = 7
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
-    image = random_model.random_image(SEED, MODEL)
-    threshold = random_model.mixed_threshold(SEED, image, MODEL)
-    im = random_model.random_int_model(SEED, threshold, MODEL, DEMO.numerics)
-    return write_artifact(im, tmp_path_factory.mktemp("rt") / "artifact", "demo")
+    return random_model.random_artifact(SEED, MODEL, tmp_path_factory.mktemp("rt") / "artifact", "demo")
 
 
 def _images(n: int) -> torch.Tensor:

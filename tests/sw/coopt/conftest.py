@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
-
-# linear_operator (GPyTorch's dependency) decorates functions with torch.jit.script at import,
-# which torch 2.13 deprecates; the warning is raised once, on first import, and is not ours.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=DeprecationWarning)
-    import botorch  # noqa: F401 - imported here once, under the filter above
 
 from vitforge.sw.coopt.acquisition import AcquisitionConfig
 from vitforge.sw.coopt.problem import Problem
