@@ -1,4 +1,4 @@
-"""Built-in problems by name. ``reram`` joins as one more entry once the ReRAM simulator lands.
+"""Built-in problems by name.
 
 A :class:`ProblemSpec` names a problem and its options; it is what a run's state records and what
 a Ray worker rebuilds the problem from.
@@ -19,6 +19,12 @@ def _heatvit(**options) -> Problem:
     return heatvit_problem(**options)
 
 
+def _reram(**options) -> Problem:
+    from .reram import reram_problem
+
+    return reram_problem(**options)
+
+
 def _branin_currin(**options) -> Problem:
     from .testfunctions import branin_currin
 
@@ -36,6 +42,7 @@ PROBLEMS: dict[str, Callable[..., Problem]] = {
     "momf-branin-currin": _branin_currin,
     "momf-park": _park,
     "heatvit": _heatvit,
+    "reram": _reram,
 }
 
 
