@@ -142,9 +142,9 @@ class Design:
         checks = [(CELL_BITS, row[0]), (SIZE_LOG2, row[1]), (ADC_BITS, row[2]), (FREQ_LOG2_GHZ, row[3])]
         for name, ((lo, hi), v) in zip(VARIABLES, checks, strict=False):
             if not (math.isfinite(v) and v == round(v) and lo <= v <= hi):
-                raise ValueError(f"{name} must be an integer in {lo}..{hi}, not {v!r}")
+                raise ValueError(f"{name} must be an integer in {lo}..{hi}, not {float(v):g}")
         if float(row[4]) not in TEMPERATURES_K:
-            raise ValueError(f"temperature must be one of {TEMPERATURES_K} K, not {row[4]!r}")
+            raise ValueError(f"temperature must be one of {TEMPERATURES_K} K, not {float(row[4]):g}")
         return cls(int(row[0]), 1 << int(row[1]), int(row[2]), GHZ * 2.0 ** int(row[3]), float(row[4]))
 
     def crossbar(self):
@@ -393,6 +393,10 @@ def reram_problem(seed: int = 0, cache_dir: str | None = None, **setup) -> Probl
         cache_dir: keep the errors in ``cache_dir/reram_err_seed{seed}.json`` across runs.
         **setup: :class:`ReramSetup` fields (epochs, test images, training images), e.g. tiny ones for tests.
     """
+    known = [f.name for f in dataclasses.fields(ReramSetup)]
+    unknown = sorted(set(setup) - set(known))
+    if unknown:
+        raise ValueError(f"unknown reram option(s) {unknown}: valid are seed, cache_dir and {', '.join(known)}")
     f = ReramObjectives(seed, cache_dir, ReramSetup(**setup))
     # Reference point: error 1.0 (the worst there is) and 10% over the space's worst area, latency
     # and energy, so that every design counts towards the hypervolume in the cost objectives.
