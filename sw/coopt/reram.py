@@ -11,8 +11,9 @@ Design variables (rounded before evaluation):
 | 4 | temperature (K) | 300, 325, 350, 375, 400 (categorical) |
 
 Inputs are fed through a 1-bit DAC (7 chunks). The ADCs saturate (clamp the column sum to their
-range, the bit-slice paper's setting); the ``scaled`` mode (keep the top N of L bits) lost 75-80
-points of accuracy at 4 bits on every cell width tried, so it is not in the space.
+range, the bit-slice paper's setting). The ``scaled`` mode (keep the top N of L bits) is not in the
+space: in a trial at 4-bit ADCs on 64-row tiles it left every cell width tried (1, 2, 4, 7 bits) at
+chance (error 0.86-0.89), where saturating ADCs gave 0.095-0.11 with 1- and 2-bit cells.
 
 Objectives (all minimized), per image of the model on the design's chip:
 
@@ -27,8 +28,9 @@ Objectives (all minimized), per image of the model on the design's chip:
 The model (:data:`MODEL`): ResNet-20 with 4 base channels (17k crossbar weights, per-tensor int8
 scales) on the default data (``digits_canvas(seed, train_copies=1, canvas=16)``: 1,348 training and
 449 test images) average-pooled to 8x8, the digits' own resolution. Training, at fidelity ``s``:
-``s x FLOAT_EPOCHS`` epochs of float pretraining (``vitforge.sw.reram.train.train``, method
-``plain``, shared by every design: cached per step count), then ``s x RESNA_EPOCHS`` epochs of
+``s x ReramSetup.float_epochs`` (6) epochs of float pretraining (``vitforge.sw.reram.train.train``,
+method ``plain``, shared by every design: cached per step count), then ``s x
+ReramSetup.resna_epochs`` (1) epochs of
 ReSNA's noisy fine-tuning at the design's cell bits and operating point (cached per cell bits,
 operating point and step count). Programming variation is :data:`PROG_VARIATION` of the conductance
 range, ``PROG_VARIATION x (2^c - 1)`` level steps: a fixed physical spread, so a cell holding more
