@@ -150,6 +150,16 @@ def test_objectives_cached_deterministic_and_shared_training(tmp_path):
     assert not reram._FLOAT and not reram._RESNA and from_disk[0, 0] == y[0, 0]  # the JSON cache, no training
 
 
+def test_the_resna_cache_key_holds_all_that_training_depends_on():
+    f = reram_problem(**TINY).objectives
+    first = f.resna_model(Design.from_row(row(adc_bits=4, size_log2=5)), 4, 2).state_dict()
+    clear_memory_cache()
+    other_tile = f.resna_model(Design.from_row(row(adc_bits=9, size_log2=7)), 4, 2).state_dict()
+    assert all(torch.equal(first[k], other_tile[k]) for k in first)  # tile and ADC do not enter training
+    faster = f.resna_model(Design.from_row(row(adc_bits=4, size_log2=5, freq_log2=2)), 4, 2).state_dict()
+    assert not all(torch.equal(first[k], faster[k]) for k in first)  # the operating point does
+
+
 def test_bad_input_is_refused_with_the_value_named():
     with pytest.raises(ValueError, match=re.escape("cell bits must be an integer in 1..7, not 9")):
         Design.from_row(row(cell_bits=9))
