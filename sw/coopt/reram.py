@@ -183,6 +183,12 @@ def clear_memory_cache() -> None:
         _ERR.clear()
 
 
+def cache_sizes() -> dict[str, int]:
+    """How many float-pretrained models, ReSNA models and errors this process holds in memory."""
+    with _LOCK:
+        return {"float": len(_FLOAT), "resna": len(_RESNA), "errors": len(_ERR)}
+
+
 class ReramObjectives:
     """``f(x, s)`` of the reram space (picklable; caches live in the module, per process)."""
 

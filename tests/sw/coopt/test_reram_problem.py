@@ -20,6 +20,7 @@ from vitforge.sw.coopt.reram import (
     Design,
     ReramSetup,
     all_designs,
+    cache_sizes,
     clear_memory_cache,
     reram_cost,
     reram_problem,
@@ -129,17 +130,16 @@ def test_more_adc_bits_lose_no_accuracy_and_lossless_equals_int8():
 
 
 def test_objectives_cached_deterministic_and_shared_training(tmp_path):
-    from vitforge.sw.coopt import reram
-
     p = reram_problem(cache_dir=str(tmp_path), **TINY)
     x = np.stack([row(adc_bits=4), row(adc_bits=9, size_log2=6), row(adc_bits=4)])
     y = p.evaluate(x, np.array([1.0, 1.0, 1.0]))
     assert y.shape == (3, 4) and np.all((0.0 <= y[:, 0]) & (y[:, 0] <= 1.0))
     np.testing.assert_array_equal(y[0], y[2])
-    assert len(reram._RESNA) == 1 and len(reram._FLOAT) == 1  # one training for designs differing in ADC and tile
+    # One training for the designs that differ in ADC bits and tile size only:
+    assert cache_sizes() == {"float": 1, "resna": 1, "errors": 2}
     assert y[1, 1] > y[0, 1]  # more ADC bits (and wider tiles): more area
     low = p.evaluate(x[:1], np.array([0.5]))
-    assert len(reram._FLOAT) == 2 and low[0, 1:].tolist() == y[0, 1:].tolist()  # costs do not depend on s
+    assert cache_sizes()["float"] == 2 and low[0, 1:].tolist() == y[0, 1:].tolist()  # costs do not depend on s
     entries = json.loads((tmp_path / "reram_err_seed0.json").read_text())
     assert len(entries) == 3
     clear_memory_cache()
@@ -147,7 +147,8 @@ def test_objectives_cached_deterministic_and_shared_training(tmp_path):
     np.testing.assert_array_equal(again, y)
     clear_memory_cache()
     from_disk = reram_problem(cache_dir=str(tmp_path), **TINY).evaluate(x[:1], np.array([1.0]))
-    assert not reram._FLOAT and not reram._RESNA and from_disk[0, 0] == y[0, 0]  # the JSON cache, no training
+    assert cache_sizes() == {"float": 0, "resna": 0, "errors": 0}  # read from the JSON cache: no training
+    assert from_disk[0, 0] == y[0, 0]
 
 
 def test_the_resna_cache_key_holds_all_that_training_depends_on():
