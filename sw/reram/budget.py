@@ -163,25 +163,74 @@ def project_codes(codes: torch.Tensor, cfg: CrossbarConfig, protect: torch.Tenso
     return torch.where(sign == 0, torch.zeros_like(out), out)
 
 
+def snap_codes(codes: torch.Tensor, cfg: CrossbarConfig, snap: int,
+               protect: torch.Tensor | None = None) -> torch.Tensor:
+    """Clear the lowest slices of every code whose value there is at most ``snap``.
+
+    For each magnitude ``m``, the largest ``k >= 1`` with ``0 < m mod 2^(k c) <= snap`` is taken and
+    ``m -> m - (m mod 2^(k c))``: slices ``0..k-1`` become zero, the others stay. Magnitudes only
+    shrink, no slice of any code gains a nonzero digit, so no slice's nonzero count and no
+    column's digit sum grows (a projection onto the budgets stays on them).
+
+    Args:
+        codes: ``(K, M)`` integer codes in -127..127.
+        cfg: the crossbar (its cell bits).
+        snap: the largest value cleared, ``>= 0`` (0: nothing changes).
+        protect: ``(K, M)`` bool, codes kept as they are (None: none).
+
+    Returns:
+        ``(K, M)`` int64 codes.
+    """
+    if isinstance(snap, bool) or not isinstance(snap, int) or snap < 0:
+        raise ValueError(f"snap must be an integer >= 0, not {snap!r}")
+    codes = torch.as_tensor(codes).to(torch.int64)
+    mag = codes.abs()
+    cut = torch.zeros_like(mag)
+    for k in range(1, cfg.n_slices):
+        low = mag & ((1 << (k * cfg.cell_bits)) - 1)
+        cut = torch.where((low > 0) & (low <= snap), low, cut)  # larger k wins: more slices cleared
+    if protect is not None:
+        cut = torch.where(torch.as_tensor(protect, dtype=torch.bool), torch.zeros_like(cut), cut)
+    return torch.sign(codes) * (mag - cut)
+
+
+@torch.no_grad()
+def snap_layer(layer: CrossbarLayer, cfg: CrossbarConfig, snap: int) -> int:
+    """:func:`snap_codes` on ``layer`` in place (the scale stays); the number of codes changed."""
+    codes = layer.weight_codes().to(torch.int64)
+    keep = scale_keepers(layer.weight_matrix().detach().T, layer.per_channel).T
+    return _set_codes(layer, codes, snap_codes(codes, cfg, snap, keep))
+
+
+def _set_codes(layer: CrossbarLayer, codes: torch.Tensor, new: torch.Tensor) -> int:
+    changed = new != codes
+    n = int(changed.sum())
+    if n:
+        target = (new.to(layer.weight.dtype) * layer.weight_scale()).reshape(layer.weight.shape)
+        layer.weight.copy_(torch.where(changed.reshape(layer.weight.shape), target, layer.weight))
+    return n
+
+
 @torch.no_grad()
 def project_layer(layer: CrossbarLayer, cfg: CrossbarConfig) -> int:
     """Project ``layer``'s int8 codes onto ``cfg``'s budgets in place (the changed weights become
     ``code * scale`` exactly; the scale stays); the number of codes changed."""
     codes = layer.weight_codes().to(torch.int64)  # (out, in)
     keep = scale_keepers(layer.weight_matrix().detach().T, layer.per_channel)
-    new = project_codes(codes.T, cfg, keep).T  # (out, in)
-    changed = new != codes
-    n = int(changed.sum())
-    if n:
-        scale = layer.weight_scale()
-        target = (new.to(layer.weight.dtype) * scale).reshape(layer.weight.shape)
-        layer.weight.copy_(torch.where(changed.reshape(layer.weight.shape), target, layer.weight))
+    return _set_codes(layer, codes, project_codes(codes.T, cfg, keep).T)
+
+
+def project_model(model: nn.Module, cfg: CrossbarConfig, snap: int = 0) -> int:
+    """:func:`project_layer` on every crossbar layer of ``model`` (budgets where ``cfg``'s ADCs have
+    them), then :func:`snap_layer` when ``snap > 0``; the codes changed in all."""
+    n = 0
+    budgeted = any(b is not None for b in slice_budgets(cfg))
+    for _, layer in crossbar_layers(model):
+        if budgeted:
+            n += project_layer(layer, cfg)
+        if snap:
+            n += snap_layer(layer, cfg, snap)
     return n
-
-
-def project_model(model: nn.Module, cfg: CrossbarConfig) -> int:
-    """:func:`project_layer` on every crossbar layer of ``model``; the codes changed in all."""
-    return sum(project_layer(layer, cfg) for _, layer in crossbar_layers(model))
 
 
 def model_budget_excess(model: nn.Module, cfg: CrossbarConfig) -> int:

@@ -34,7 +34,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -80,6 +80,9 @@ class TrainConfig:
         adc_budget: (``l1``, ``bitslice-l1``) project the codes onto the column budgets of
             ``crossbar``'s ADCs (saturate mode, :func:`.budget.slice_budgets`) after pruning and
             after every fine-tuning step.
+        snap: (``l1``, ``bitslice-l1``) at the same points, after the budget projection, clear the
+            lowest slices of every code whose value there is at most ``snap`` codes
+            (:func:`.budget.snap_codes`; 0: off).
         progress: tqdm bars when stderr is a terminal (one line per stage otherwise).
     """
 
@@ -100,6 +103,7 @@ class TrainConfig:
     last_layer_noise_scale: float = 0.5
     prog_sigma: float | None = None
     adc_budget: bool = False
+    snap: int = 0
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -118,6 +122,10 @@ class TrainConfig:
             raise ValueError(f"max_train must be positive or None, not {self.max_train!r}")
         if not 0 <= self.prune_codes <= 127:
             raise ValueError(f"prune_codes must be in 0..127, not {self.prune_codes!r}")
+        if isinstance(self.snap, bool) or not isinstance(self.snap, int) or self.snap < 0:
+            raise ValueError(f"snap must be an integer >= 0, not {self.snap!r}")
+        if self.snap and self.method not in ("l1", "bitslice-l1"):
+            raise ValueError(f"snap needs a fine-tuning method (l1, bitslice-l1), not {self.method!r}")
         if self.adc_budget:
             if self.method not in ("l1", "bitslice-l1"):
                 raise ValueError(f"adc_budget needs a fine-tuning method (l1, bitslice-l1), not {self.method!r}")
@@ -185,6 +193,11 @@ def prune(model: nn.Module, prune_codes: int) -> float:
             pruned += int((layer.mask == 0).sum())
             total += layer.mask.numel()
     return pruned / max(total, 1)
+
+
+def _unbudgeted(cfg: CrossbarConfig) -> CrossbarConfig:
+    """``cfg`` with lossless ADCs (no column budget: snapping alone)."""
+    return replace(cfg, adc_bits=None)
 
 
 def init_model(cfg: ModelConfig, seed: int) -> nn.Module:
@@ -290,8 +303,8 @@ def train(tc: TrainConfig, data: ImageData, out: Path) -> nn.Module:
                        last_layer_noise_scale=tc.last_layer_noise_scale)
         if stage == "finetune" and not progress.get("pruned_done"):
             progress["pruned"] = prune(model, tc.prune_codes)
-            if tc.adc_budget:
-                project_model(model, tc.crossbar)
+            if tc.adc_budget or tc.snap:
+                project_model(model, tc.crossbar if tc.adc_budget else _unbudgeted(tc.crossbar), tc.snap)
             progress["pruned_done"] = True
         lr = tc.lr if stage == "float" else tc.lr / 4
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
@@ -323,8 +336,8 @@ def train(tc: TrainConfig, data: ImageData, out: Path) -> nn.Module:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                if tc.adc_budget and stage == "finetune":
-                    project_model(model, tc.crossbar)
+                if (tc.adc_budget or tc.snap) and stage == "finetune":
+                    project_model(model, tc.crossbar if tc.adc_budget else _unbudgeted(tc.crossbar), tc.snap)
                 last = loss.detach().item()
                 bar.update(1)
                 bar.set_postfix(loss=f"{last:.3f}")

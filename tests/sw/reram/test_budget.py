@@ -18,8 +18,10 @@ from vitforge.sw.reram.budget import (
     scale_keepers,
     slice_budgets,
     slice_sums,
+    snap_codes,
 )
 from vitforge.sw.reram.layers import CrossbarLinear
+from vitforge.sw.reram.sim import weight_slices
 
 CFG_3331 = CrossbarConfig(rows=8, cols=8, cell_bits=2, dac_bits=1, adc_bits=(3, 3, 3, 1))
 
@@ -121,3 +123,28 @@ def test_project_layer_keeps_the_scale_and_lands_on_the_codes(per_channel):
     assert torch.equal(layer.weight_scale(), scale)
     assert torch.equal(layer.weight_codes().to(torch.int64), expected)
     assert model_budget_excess(layer, CFG_3331) == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(codes_and_config(), st.integers(0, 20))
+def test_snapping_never_adds_a_nonzero_digit_and_keeps_the_budget(case, snap):
+    cfg, w, _ = case
+    p = project_codes(w, cfg)
+    s = snap_codes(p, cfg, snap)
+    before, after = weight_slices(p, cfg), weight_slices(s, cfg)
+    assert bool((after <= before).all())  # no digit grows: no slice's nonzero count, no column sum
+    assert bool(((torch.sign(s) == torch.sign(p)) | (s == 0)).all())
+    assert budget_excess(s, cfg) == 0
+    assert bool(((p - s).abs() <= snap).all())
+    assert torch.equal(snap_codes(p, cfg, 0), p)
+
+
+def test_snapping_clears_the_most_slices_within_reach():
+    cfg = CrossbarConfig(cell_bits=2)
+    w = torch.tensor([[17, 18, 19, -65, 127, 2]])  # 17 = 16 + 1, 65 = 64 + 1
+    assert snap_codes(w, cfg, 1).tolist() == [[16, 18, 19, -64, 127, 2]]
+    assert snap_codes(w, cfg, 3).tolist() == [[16, 16, 16, -64, 124, 0]]  # |code| <= snap goes to zero
+    keep = torch.tensor([[False, False, False, False, True, False]])
+    assert snap_codes(w, cfg, 3, keep)[0, 4] == 127
+    with pytest.raises(ValueError, match="snap must be an integer >= 0, not -1"):
+        snap_codes(w, cfg, -1)

@@ -10,7 +10,7 @@ import torch
 from vitforge.quant.crossbar import CrossbarConfig
 from vitforge.sw.data import ImageData
 from vitforge.sw.reram import train as train_module
-from vitforge.sw.reram.budget import model_budget_excess
+from vitforge.sw.reram.budget import model_budget_excess, snap_codes
 from vitforge.sw.reram.evaluate import evaluate
 from vitforge.sw.reram.layers import crossbar_layers
 from vitforge.sw.reram.models import ModelConfig
@@ -85,6 +85,17 @@ def test_adc_budget_training_gives_a_model_that_never_clips(tmp_path):
     assert xbar["top1"] == int8["top1"] and max(xbar["clip_rate"]) == 0.0
 
 
+def test_snap_training_leaves_nothing_to_snap(tmp_path):
+    xb = CrossbarConfig(rows=8, cell_bits=2, adc_bits=(3, 3, 3, 1))
+    model = train(_tc("bitslice-l1", crossbar=xb, adc_budget=True, snap=2), _data(), tmp_path)
+    assert model_budget_excess(model, xb) == 0
+    for _, layer in crossbar_layers(model):
+        codes = layer.weight_codes().to(torch.int64)
+        snapped = snap_codes(codes, xb, 2)
+        keepers = snapped != codes
+        assert int(keepers.sum()) <= 1  # only the code that sets the scale is left unsnapped
+
+
 def test_prune_masks_small_codes():
     model = init_model(TINY, 0)
     frac = prune(model, 20)
@@ -148,5 +159,9 @@ def test_bad_configs_are_refused():
         TrainConfig(method="plain", crossbar=CrossbarConfig(adc_bits=3), adc_budget=True)
     with pytest.raises(ValueError, match="adc_budget needs ADC bits below lossless"):
         TrainConfig(method="bitslice-l1", adc_budget=True)
+    with pytest.raises(ValueError, match="snap must be an integer >= 0, not -1"):
+        TrainConfig(method="l1", snap=-1)
+    with pytest.raises(ValueError, match="snap needs a fine-tuning method"):
+        TrainConfig(method="resna", snap=2)
     with pytest.raises(ValueError, match="channels must be a positive integer, not 0"):
         ModelConfig(channels=0)
