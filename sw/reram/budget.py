@@ -19,6 +19,10 @@ go first; the lower slices, projected after, pay for what this fills in. Magnitu
 signs never change, codes already within budget are kept, and one code per scale (the one that
 sets the max-rule scale) is protected, so re-quantizing the projected weights gives the projected
 codes again.
+
+:func:`snap_codes` is the sparsity step that may follow: it clears a code's lowest slices when
+they hold at most ``snap`` codes (``m -> m - (m mod 2^(k c))``), which adds no nonzero digit
+anywhere, so a projected model stays within its budgets.
 """
 
 from __future__ import annotations
