@@ -86,6 +86,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--prune-codes", type=int, default=2, help="prune |code| below this before fine-tuning")
     t.add_argument("--last-layer-noise", type=float, default=0.5, help="ReSNA: noise factor on the last layer")
     t.add_argument("--per-channel", action="store_true", help="per-channel weight scales (default per tensor)")
+    t.add_argument("--adc-budget", action="store_true",
+                   help="l1/bitslice-l1: keep every column sum within what --adc-bits converts without clipping "
+                        "(projection after pruning and every fine-tuning step)")
+    t.add_argument("--snap", type=int, default=0, metavar="CODES",
+                   help="l1/bitslice-l1: clear a code's lowest slices when they hold at most CODES (after the "
+                        "budget projection, at the same points; default 0: off)")
     t.add_argument("--json", action="store_true")
     t.add_argument("--no-progress", action="store_true")
     _add_crossbar(t)
@@ -138,6 +144,7 @@ def run_train(args: argparse.Namespace) -> int:
                      float_epochs=args.epochs[0], qat_epochs=args.epochs[1], finetune_epochs=args.epochs[2],
                      max_train=args.max_train or None, l1_alpha=args.l1_alpha, bitslice_alpha=args.bitslice_alpha,
                      prune_codes=args.prune_codes, last_layer_noise_scale=args.last_layer_noise,
+                     adc_budget=args.adc_budget, snap=args.snap,
                      progress=not args.no_progress)
     start = time.perf_counter()
     model = train(tc, data, args.out)

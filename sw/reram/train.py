@@ -11,6 +11,16 @@ Every method runs the same stages on the same seeded batches:
    layer;
 3. ``finetune`` (``l1``, ``bitslice-l1``): weights whose code is below ``prune_codes`` in
    magnitude are pruned (a fixed mask: their gradients vanish), then fine-tuned with the same loss.
+   With ``adc_budget`` the codes are projected onto the column budgets of the crossbar's ADCs
+   (:mod:`.budget`) after pruning and after every fine-tuning step (projected gradient descent),
+   so the final model never makes a saturating ADC of ``crossbar`` clip, whatever its inputs.
+
+The floor-straight-through bit-slice penalty is, in its gradient, a reweighted L1 on the int8
+codes: slice k's surrogate gradient with respect to the magnitude is ``2^(-k c)`` wherever the
+slice is nonzero (``|0|`` has none), so the penalty's is ``sign(w) / scale * sum 2^(-k c)`` over
+the weight's nonzero slices (``test_bitslice_penalty_gradient_is_a_reweighted_l1``): it shrinks
+whole magnitudes, mostly by their top slice's weight, and never clears one slice alone. What
+acts on slices and columns for real is the projection.
 
 State is saved after every epoch (``DIR/state.pt``, loaded with ``weights_only=True``) and every
 stage's model as ``DIR/checkpoints/<stage>.safetensors``; rerunning the same command resumes
@@ -24,7 +34,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -35,6 +45,7 @@ from torch.nn import functional as F
 from vitforge.quant.crossbar.config import CrossbarConfig
 from vitforge.sw.data import ImageData
 
+from .budget import project_model, slice_budgets
 from .device import NoiseConfig, OperatingPoint
 from .layers import attach, calibrate, crossbar_layers, detach_sessions, set_mode
 from .models import ModelConfig, build_model
@@ -66,6 +77,12 @@ class TrainConfig:
         prune_codes: prune weights with ``|code| < prune_codes`` before fine-tuning.
         last_layer_noise_scale: ReSNA's noise factor on the last layer (less noise on FC layers).
         prog_sigma: ReSNA's programming variation (level steps) while training; None: the crossbar's.
+        adc_budget: (``l1``, ``bitslice-l1``) project the codes onto the column budgets of
+            ``crossbar``'s ADCs (saturate mode, :func:`.budget.slice_budgets`) after pruning and
+            after every fine-tuning step.
+        snap: (``l1``, ``bitslice-l1``) at the same points, after the budget projection, clear the
+            lowest slices of every code whose value there is at most ``snap`` codes
+            (:func:`.budget.snap_codes`; 0: off).
         progress: tqdm bars when stderr is a terminal (one line per stage otherwise).
     """
 
@@ -85,6 +102,8 @@ class TrainConfig:
     prune_codes: int = 2
     last_layer_noise_scale: float = 0.5
     prog_sigma: float | None = None
+    adc_budget: bool = False
+    snap: int = 0
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -103,6 +122,16 @@ class TrainConfig:
             raise ValueError(f"max_train must be positive or None, not {self.max_train!r}")
         if not 0 <= self.prune_codes <= 127:
             raise ValueError(f"prune_codes must be in 0..127, not {self.prune_codes!r}")
+        if isinstance(self.snap, bool) or not isinstance(self.snap, int) or self.snap < 0:
+            raise ValueError(f"snap must be an integer >= 0, not {self.snap!r}")
+        if self.snap and self.method not in ("l1", "bitslice-l1"):
+            raise ValueError(f"snap needs a fine-tuning method (l1, bitslice-l1), not {self.method!r}")
+        if self.adc_budget:
+            if self.method not in ("l1", "bitslice-l1"):
+                raise ValueError(f"adc_budget needs a fine-tuning method (l1, bitslice-l1), not {self.method!r}")
+            if all(b is None for b in slice_budgets(self.crossbar)):
+                raise ValueError(f"adc_budget needs ADC bits below lossless ({self.crossbar.lossless_bits}) on some "
+                                 f"slice, not {self.crossbar.slice_adc_bits}")
 
     @property
     def stages(self) -> tuple[tuple[str, float], ...]:
@@ -164,6 +193,11 @@ def prune(model: nn.Module, prune_codes: int) -> float:
             pruned += int((layer.mask == 0).sum())
             total += layer.mask.numel()
     return pruned / max(total, 1)
+
+
+def _unbudgeted(cfg: CrossbarConfig) -> CrossbarConfig:
+    """``cfg`` with lossless ADCs (no column budget: snapping alone)."""
+    return replace(cfg, adc_bits=None)
 
 
 def init_model(cfg: ModelConfig, seed: int) -> nn.Module:
@@ -269,6 +303,8 @@ def train(tc: TrainConfig, data: ImageData, out: Path) -> nn.Module:
                        last_layer_noise_scale=tc.last_layer_noise_scale)
         if stage == "finetune" and not progress.get("pruned_done"):
             progress["pruned"] = prune(model, tc.prune_codes)
+            if tc.adc_budget or tc.snap:
+                project_model(model, tc.crossbar if tc.adc_budget else _unbudgeted(tc.crossbar), tc.snap)
             progress["pruned_done"] = True
         lr = tc.lr if stage == "float" else tc.lr / 4
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
@@ -300,6 +336,8 @@ def train(tc: TrainConfig, data: ImageData, out: Path) -> nn.Module:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if (tc.adc_budget or tc.snap) and stage == "finetune":
+                    project_model(model, tc.crossbar if tc.adc_budget else _unbudgeted(tc.crossbar), tc.snap)
                 last = loss.detach().item()
                 bar.update(1)
                 bar.set_postfix(loss=f"{last:.3f}")

@@ -57,3 +57,36 @@ def test_train_then_eval_under_noise(capsys, tmp_path, monkeypatch):
     assert set(r["op_sweep"]) == {"10 MHz / 300 K", "1000 MHz / 400 K"}
     assert sorted(p.rsplit("/", 1)[-1] for p in res["plots"]) == [
         "accuracy_vs_adc_bits.png", "accuracy_vs_operating_point.png", "zero_ratio.png"]
+
+
+def _tiny_data(monkeypatch):
+    import torch
+
+    from vitforge.sw import data as data_module
+    from vitforge.sw.data import ImageData
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 1, 8, 8, generator=gen)
+    y = torch.arange(40) % 10
+    tiny = ImageData(x, y, x[:12].clone(), y[:12].clone(), tuple(str(i) for i in range(10)))
+    monkeypatch.setattr(data_module, "load_data", lambda spec, seed=0, size=32: tiny)
+
+
+def test_budgeted_training_evaluates_without_clipping(capsys, tmp_path, monkeypatch):
+    _tiny_data(monkeypatch)
+    out = tmp_path / "run"
+    xbar = ["--rows", "8", "--adc-bits", "3,3,3,1"]
+    assert main(["reram", "train", "--method", "bitslice-l1", "--channels", "2", "--out", str(out), "--epochs",
+                 "0.5", "0.5", "0.5", "--max-train", "0", "--no-progress", "--json", "--adc-budget", "--snap", "1",
+                 *xbar]) == 0
+    capsys.readouterr()
+    assert main(["reram", "eval", "--checkpoint", str(out / "model.safetensors"), *xbar, "--seeds", "0", "--json",
+                 "--no-progress"]) == 0
+    r = json.loads(capsys.readouterr().out)["results"][0]
+    assert r["crossbar"]["top1"] == [r["int8"]] and max(r["crossbar"]["clip_rate"]) == 0.0
+
+
+def test_a_budget_without_fine_tuning_is_refused(capsys, tmp_path):
+    assert main(["reram", "train", "--method", "plain", "--out", str(tmp_path / "r"), "--adc-bits", "3",
+                 "--adc-budget"]) == 2
+    assert "adc_budget needs a fine-tuning method (l1, bitslice-l1), not 'plain'" in capsys.readouterr().err

@@ -10,6 +10,8 @@ import torch
 from vitforge.quant.crossbar import CrossbarConfig
 from vitforge.sw.data import ImageData
 from vitforge.sw.reram import train as train_module
+from vitforge.sw.reram.budget import model_budget_excess, snap_codes
+from vitforge.sw.reram.evaluate import evaluate
 from vitforge.sw.reram.layers import crossbar_layers
 from vitforge.sw.reram.models import ModelConfig
 from vitforge.sw.reram.train import (
@@ -52,6 +54,46 @@ def test_bitslice_penalty_counts_slice_magnitudes_and_has_gradients():
     assert pen.item() == pytest.approx(total / count, rel=1e-5)
     pen.backward()
     assert float(model.conv.weight.grad.abs().sum()) > 0
+
+
+def test_bitslice_penalty_gradient_is_a_reweighted_l1():
+    """The floor-straight-through penalty's gradient is ``sign(w) / (scale N) * sum 2^(-k c)`` over
+    the slices k that are nonzero (``|0|`` has gradient 0): L1 per layer, weighted by which slices
+    are set, never a push on one slice alone."""
+    model = init_model(TINY, 0)
+    cfg = CrossbarConfig(cell_bits=2)
+    bitslice_penalty(model, cfg).backward()
+    n = sum(layer.weight.numel() for _, layer in crossbar_layers(model))
+    for _, layer in crossbar_layers(model):
+        scale = float(layer.weight_scale())
+        m = torch.floor((layer.weight * layer.mask).detach().abs() / scale)
+        factor = sum(((m // 4**k) % 4 != 0).to(m.dtype) * 4.0 ** -k for k in range(cfg.n_slices))
+        expected = torch.sign(layer.weight.detach()) * layer.mask * factor / (scale * n)
+        assert torch.allclose(layer.weight.grad, expected, rtol=1e-5, atol=1e-12)
+        assert len(torch.unique(factor)) > 2  # not one constant factor: it differs from plain L1
+
+
+def test_adc_budget_training_gives_a_model_that_never_clips(tmp_path):
+    xb = CrossbarConfig(rows=8, cell_bits=2, adc_bits=(3, 3, 3, 1))
+    model = train(_tc("bitslice-l1", crossbar=xb, adc_budget=True), _data(), tmp_path)
+    assert model_budget_excess(model, xb) == 0
+    unbudgeted = train(_tc("bitslice-l1", crossbar=xb), _data(), tmp_path / "plain")
+    assert model_budget_excess(unbudgeted, xb) > 0  # the budget is what makes it fit
+    data = _data()
+    int8 = evaluate(model, data.x_test, data.y_test)
+    xbar = evaluate(model, data.x_test, data.y_test, xb)
+    assert xbar["top1"] == int8["top1"] and max(xbar["clip_rate"]) == 0.0
+
+
+def test_snap_training_leaves_nothing_to_snap(tmp_path):
+    xb = CrossbarConfig(rows=8, cell_bits=2, adc_bits=(3, 3, 3, 1))
+    model = train(_tc("bitslice-l1", crossbar=xb, adc_budget=True, snap=2), _data(), tmp_path)
+    assert model_budget_excess(model, xb) == 0
+    for _, layer in crossbar_layers(model):
+        codes = layer.weight_codes().to(torch.int64)
+        snapped = snap_codes(codes, xb, 2)
+        keepers = snapped != codes
+        assert int(keepers.sum()) <= 1  # only the code that sets the scale is left unsnapped
 
 
 def test_prune_masks_small_codes():
@@ -113,5 +155,13 @@ def test_bad_configs_are_refused():
         TrainConfig(method="dropout")
     with pytest.raises(ValueError, match="qat_epochs must be a finite number >= 0"):
         TrainConfig(qat_epochs=-1)
+    with pytest.raises(ValueError, match="adc_budget needs a fine-tuning method"):
+        TrainConfig(method="plain", crossbar=CrossbarConfig(adc_bits=3), adc_budget=True)
+    with pytest.raises(ValueError, match="adc_budget needs ADC bits below lossless"):
+        TrainConfig(method="bitslice-l1", adc_budget=True)
+    with pytest.raises(ValueError, match="snap must be an integer >= 0, not -1"):
+        TrainConfig(method="l1", snap=-1)
+    with pytest.raises(ValueError, match="snap needs a fine-tuning method"):
+        TrainConfig(method="resna", snap=2)
     with pytest.raises(ValueError, match="channels must be a positive integer, not 0"):
         ModelConfig(channels=0)
