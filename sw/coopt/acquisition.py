@@ -69,7 +69,6 @@ class AcquisitionConfig:
             fidelity, the design is the one with the largest expected hypervolume improvement
             over the evaluated top-fidelity front; see ``improvement.py``).
         ehvi_samples: quasi-MC samples of that expected improvement.
-        output_warp: the GPs' output warp, ``"none"`` (the paper's) or ``"bilog"`` (see ``surrogate.py``).
     """
 
     num_samples: int = 3
@@ -84,7 +83,6 @@ class AcquisitionConfig:
     quad_range: float = 8.0
     top_choice: str = "info"
     ehvi_samples: int = 128
-    output_warp: str = "none"
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "num_features", "nsga_pop", "nsga_gens", "num_candidates", "quad_points",
@@ -97,8 +95,6 @@ class AcquisitionConfig:
             raise ValueError(f"info_gain must be one of {INFO_GAINS}, not {self.info_gain!r}")
         if self.top_choice not in TOP_CHOICES:
             raise ValueError(f"top_choice must be one of {TOP_CHOICES}, not {self.top_choice!r}")
-        if self.output_warp not in ("none", "bilog"):
-            raise ValueError(f"output_warp must be 'none' or 'bilog', not {self.output_warp!r}")
         if self.prune_xi < 0:
             raise ValueError(f"prune_xi must be >= 0, not {self.prune_xi}")
 

@@ -84,8 +84,10 @@ def expected_hv_improvement(models: ObjectiveModels, cand_u: np.ndarray, front_y
         ``(n,)`` float64 log EHVI (larger is better; ``-inf``-like where no improvement is possible).
     """
     m = models.train_y.shape[1]
-    # BoTorch maximizes: the objective turns GP outputs into negated objective values.
-    objective = GenericMCMultiOutputObjective(lambda samples, X=None: -models.to_objective(samples))
+    mean = torch.as_tensor(models.y_mean, dtype=DTYPE)
+    std = torch.as_tensor(models.y_std, dtype=DTYPE)
+    # BoTorch maximizes: the objective turns standardized GP outputs into negated objective values.
+    objective = GenericMCMultiOutputObjective(lambda samples, X=None: -(mean + std * samples))
     ref = -torch.as_tensor(np.asarray(ref_point, dtype=np.float64), dtype=DTYPE)
     y = -torch.as_tensor(np.asarray(front_y, dtype=np.float64).reshape(-1, m), dtype=DTYPE)
     partitioning = FastNondominatedPartitioning(ref_point=ref, Y=y)

@@ -1,10 +1,7 @@
 """The surrogate: one GP per objective over (design, fidelity), fitted with BoTorch/GPyTorch.
 
 Inputs are the unit cube ``[0, 1]^d`` with the fidelity appended as the last column; outputs are
-standardized per objective, and optionally warped by ``bilog(v) = sign(v) ln(1 + |v|)`` after
-standardizing (``warp="bilog"``, CF-MESMO-HV's choice: a skewed objective such as Branin's, whose
-values far from the front are ten times its front's range, otherwise sets the GP's noise and
-lengthscales by its tail and blurs the front). Each GP is a ``SingleTaskGP`` whose covariance is
+standardized per objective. Each GP is a ``SingleTaskGP`` whose covariance is
 ``ScaleKernel(RBF(x) * RBF(s))``: an ARD RBF over the design times an RBF over the fidelity, the
 kernel of the authors' iMOCA code.
 """
@@ -33,22 +30,6 @@ MIN_NOISE = 1e-6
 DTYPE = torch.float64
 #: L-BFGS iterations per GP fit (bounds the proposal's overhead; the fits converge well before).
 FIT_MAXITER = 100
-#: Output warps of :func:`fit_models`.
-WARPS = ("none", "bilog")
-
-
-def bilog(v):
-    """``sign(v) ln(1 + |v|)`` elementwise (numpy arrays or torch tensors)."""
-    if isinstance(v, torch.Tensor):
-        return torch.sign(v) * torch.log1p(v.abs())
-    return np.sign(v) * np.log1p(np.abs(v))
-
-
-def bilog_inverse(w):
-    """The inverse of :func:`bilog`: ``sign(w) (exp(|w|) - 1)`` elementwise."""
-    if isinstance(w, torch.Tensor):
-        return torch.sign(w) * torch.expm1(w.abs())
-    return np.sign(w) * np.expm1(np.abs(w))
 
 
 @dataclass
@@ -59,8 +40,7 @@ class ObjectiveModels:
         gps: ``m`` fitted ``SingleTaskGP`` over ``(d + 1)``-dimensional inputs.
         y_mean, y_std: ``(m,)`` float64: ``y = y_mean + y_std * standardized``.
         train_x: ``(n, d + 1)`` float64 training inputs (unit cube, fidelity last).
-        train_y: ``(n, m)`` float64 standardized (and warped) training outputs: the GPs' units.
-        warp: ``"none"`` or ``"bilog"``: ``y = y_mean + y_std * bilog_inverse(g)`` for a GP value ``g``.
+        train_y: ``(n, m)`` float64 standardized training outputs.
     """
 
     gps: list[SingleTaskGP]
@@ -68,15 +48,6 @@ class ObjectiveModels:
     y_std: np.ndarray
     train_x: np.ndarray
     train_y: np.ndarray
-    warp: str = "none"
-
-    def to_objective(self, g):
-        """GP values ``(..., m)`` (numpy or torch) to objective units."""
-        if self.warp == "bilog":
-            g = bilog_inverse(g)
-        if isinstance(g, torch.Tensor):
-            return torch.as_tensor(self.y_mean, dtype=g.dtype) + torch.as_tensor(self.y_std, dtype=g.dtype) * g
-        return self.y_mean + self.y_std * g
 
     def kernel_params(self, j: int) -> tuple[np.ndarray, float, float]:
         """Objective ``j``'s ARD lengthscales ``(d + 1,)``, signal variance and noise variance."""
@@ -114,11 +85,7 @@ class ObjectiveModels:
         return tuple(np.stack(v, axis=1) for v in out)  # type: ignore[return-value]
 
     def predict(self, xz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior mean and sd in objective units at ``xz (n, d + 1)``: two ``(n, m)`` float64.
-
-        Under a warp the mean is the warped mean mapped back (the posterior median) and the sd is
-        the warped sd times the warp's slope there (first order).
-        """
+        """Posterior mean and sd in objective units at ``xz (n, d + 1)``: two ``(n, m)`` float64."""
         x = torch.as_tensor(xz, dtype=DTYPE)
         mus, sds = [], []
         with torch.no_grad():
@@ -126,9 +93,7 @@ class ObjectiveModels:
                 post = gp.posterior(x)
                 mus.append(post.mean.squeeze(-1).numpy())
                 sds.append(post.variance.clamp_min(0).sqrt().squeeze(-1).numpy())
-        mu, sd = np.stack(mus, 1), np.stack(sds, 1)
-        slope = np.exp(np.abs(mu)) if self.warp == "bilog" else 1.0
-        return self.to_objective(mu), self.y_std * slope * sd
+        return self.y_mean + self.y_std * np.stack(mus, 1), self.y_std * np.stack(sds, 1)
 
     def conditioned(self, pending_xz: np.ndarray) -> ObjectiveModels:
         """These models conditioned on pending points at their posterior mean (kriging believer).
@@ -146,7 +111,7 @@ class ObjectiveModels:
                 gps.append(gp.condition_on_observations(xp, yp))
                 ys.append(yp.squeeze(-1).numpy())
         return ObjectiveModels(gps, self.y_mean, self.y_std, np.vstack([self.train_x, pending_xz]),
-                               np.vstack([self.train_y, np.stack(ys, 1)]), self.warp)
+                               np.vstack([self.train_y, np.stack(ys, 1)]))
 
 
 def _make_gp(x: torch.Tensor, y: torch.Tensor) -> SingleTaskGP:
@@ -167,7 +132,7 @@ def _noise_constraint():
     return GreaterThan(MIN_NOISE)
 
 
-def fit_models(train_x: np.ndarray, train_y: np.ndarray, seed: int, warp: str = "none") -> ObjectiveModels:
+def fit_models(train_x: np.ndarray, train_y: np.ndarray, seed: int) -> ObjectiveModels:
     """Fit one GP per objective.
 
     Args:
@@ -175,7 +140,6 @@ def fit_models(train_x: np.ndarray, train_y: np.ndarray, seed: int, warp: str = 
         train_y: ``(n, m)`` float64 objective values (finite).
         seed: seeds BoTorch's fitting retries (it draws restarts from torch's global generator,
             which is forked here so that the caller's global state is untouched).
-        warp: ``"none"`` or ``"bilog"`` (of the standardized outputs; see the module doc).
 
     Returns:
         The fitted :class:`ObjectiveModels`.
@@ -183,11 +147,7 @@ def fit_models(train_x: np.ndarray, train_y: np.ndarray, seed: int, warp: str = 
     y_mean = train_y.mean(axis=0)
     y_std = train_y.std(axis=0)
     y_std = np.where(y_std > 1e-12, y_std, 1.0)
-    if warp not in WARPS:
-        raise ValueError(f"warp must be one of {WARPS}, not {warp!r}")
     ys = (train_y - y_mean) / y_std
-    if warp == "bilog":
-        ys = bilog(ys)
     x = torch.as_tensor(train_x, dtype=DTYPE)
     gps = []
     with torch.random.fork_rng():
@@ -198,4 +158,4 @@ def fit_models(train_x: np.ndarray, train_y: np.ndarray, seed: int, warp: str = 
                              optimizer_kwargs={"options": {"maxiter": FIT_MAXITER}})
             gp.eval()
             gps.append(gp)
-    return ObjectiveModels(gps, y_mean, y_std, np.asarray(train_x, dtype=np.float64), ys, warp)
+    return ObjectiveModels(gps, y_mean, y_std, np.asarray(train_x, dtype=np.float64), ys)
