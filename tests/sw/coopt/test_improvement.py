@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from vitforge.sw.coopt.acquisition import AcquisitionConfig
-from vitforge.sw.coopt.improvement import expected_hv_improvement, predicted_pareto_set
+from vitforge.sw.coopt.improvement import MIN_MC_SAMPLES, expected_hv_improvement, predicted_pareto_set, samples_for
 from vitforge.sw.coopt.methods import History, Mesmo, make_method
 from vitforge.sw.coopt.problem import Problem
 from vitforge.sw.coopt.surrogate import fit_models
@@ -98,3 +98,8 @@ def test_a_cfmesmo_hv_run_is_reproducible_and_reaches_the_top_fidelity(toy):
     b = optimize(toy, method="cfmesmo-hv", budget=30, seed=0, max_evals=10, acquisition=acq)
     assert [(e.x, e.fidelity, e.y) for e in a.evaluations] == [(e.x, e.fidelity, e.y) for e in b.evaluations]
     assert sum(e.fidelity >= 1.0 for e in a.evaluations[6:]) >= 2
+
+
+def test_fewer_mc_samples_with_more_objectives():
+    assert [samples_for(128, m) for m in (1, 2, 3, 4)] == [128, 128, 64, 32]
+    assert samples_for(128, 9) == MIN_MC_SAMPLES
