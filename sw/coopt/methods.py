@@ -1,4 +1,8 @@
-"""The optimizers: CF-MESMO, single-fidelity MESMO, BoTorch's MOMF, NSGA-II and random search.
+"""The optimizers: CF-MESMO, CF-MESMO-HV, single-fidelity MESMO, BoTorch's MOMF, NSGA-II and random search.
+
+CF-MESMO-HV (``cfmesmo-hv``) is an extension of the paper's CF-MESMO, not part of it: the fidelity
+is chosen the same way, the design at the top fidelity by expected hypervolume improvement over
+the evaluated top-fidelity front (``improvement.py``), with a lower pruning constant.
 
 Each method is a proposer: ``propose(history, rng)`` returns the next ``(u, fidelity)`` to evaluate
 (``u`` in the unit cube) from the evaluations so far and the pending ones, or ``None`` when it must
@@ -141,7 +145,9 @@ class Mesmo:
 
     Each proposal fits one GP per objective on the finished evaluations, conditions them on the
     pending ones, samples Pareto fronts at the top fidelity and picks the candidate ``(x, z)``
-    with the most information about the front per unit cost (see ``acquisition.py``).
+    with the most information about the front per unit cost (see ``acquisition.py``). With
+    ``cfg.top_choice == "ehvi"`` (CF-MESMO-HV) a top-fidelity choice takes the design of
+    :meth:`improving_design` instead.
     """
 
     def __init__(self, problem: Problem, multi_fidelity: bool, cfg: AcquisitionConfig | None = None) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 
 from vitforge.sw.coopt.acquisition import AcquisitionConfig
 from vitforge.sw.coopt.improvement import MIN_MC_SAMPLES, expected_hv_improvement, predicted_pareto_set, samples_for
-from vitforge.sw.coopt.methods import History, Mesmo, make_method
+from vitforge.sw.coopt.methods import HV_PRUNE_XI, History, Mesmo, make_method
 from vitforge.sw.coopt.problem import Problem
 from vitforge.sw.coopt.surrogate import fit_models
 
@@ -87,7 +87,8 @@ def test_method_names_select_the_top_fidelity_choice(toy):
     init = np.zeros((0, 2))
     assert make_method("cfmesmo", toy, init, 10, 0).cfg.top_choice == "info"
     assert make_method("cfmesmo-hv", toy, init, 10, 0, SMALL_ACQ).cfg.top_choice == "ehvi"
-    assert make_method("cfmesmo-hv", toy, init, 10, 0, SMALL_ACQ).cfg.num_candidates == SMALL_ACQ.num_candidates
+    hv = make_method("cfmesmo-hv", toy, init, 10, 0, SMALL_ACQ).cfg
+    assert hv.num_candidates == SMALL_ACQ.num_candidates and hv.prune_xi == HV_PRUNE_XI != SMALL_ACQ.prune_xi
 
 
 def test_a_cfmesmo_hv_run_is_reproducible_and_reaches_the_top_fidelity(toy):
