@@ -44,9 +44,9 @@ print(f"RTL: {run['exact']}/{run['images']} images bit-exact; {run['cycles_per_i
       f"{ms:.3f} ms at {run['clock_mhz']:g} MHz; {run['wall_s_per_image']:.1f} s of simulation per image")
 PY
 
-echo "== 6/8 co-optimization: CF-MESMO against NSGA-II on momf-branin-currin (one seed, hypervolume against cost)"
-vitforge coopt compare --problem momf-branin-currin --methods nsga2 cfmesmo --seeds 1 --budget 30 \
-  --method-budget cfmesmo=8 --max-evals cfmesmo=22 --out "$out/coopt"
+echo "== 6/8 co-optimization: CF-MESMO and CF-MESMO-HV against NSGA-II on momf-branin-currin (one seed, hypervolume against cost)"
+vitforge coopt compare --problem momf-branin-currin --methods nsga2 cfmesmo cfmesmo-hv --seeds 1 --budget 30 \
+  --method-budget cfmesmo=8 cfmesmo-hv=8 --max-evals cfmesmo=22 cfmesmo-hv=40 --out "$out/coopt"
 
 echo "== 7/8 ReRAM: a small bit-slice-L1 ResNet-20 on simulated crossbars (2-bit cells, 4-bit ADCs), under noise"
 vitforge reram train --method bitslice-l1 --channels 4 --epochs 3 1 0.5 --max-train 2000 --out "$out/reram" \

@@ -29,6 +29,8 @@ from scipy.special import log_ndtr
 from .surrogate import ObjectiveModels
 
 INFO_GAINS = ("eg", "tg")
+#: How the design is chosen once the top fidelity is: by information (the paper's) or by EHVI (improvement.py).
+TOP_CHOICES = ("info", "ehvi")
 HALF_LOG_2PI_E = 0.5 * np.log(2 * np.pi * np.e)
 #: gamma is clipped from below: Phi(gamma) underflows and the point carries no information there.
 GAMMA_MIN = -8.0
@@ -62,6 +64,11 @@ class AcquisitionConfig:
             top fidelity once the cheap fidelities are learned (about 25 evaluations).
         quad_points: grid points of EG's numerical integral over ``u`` in ``[-quad_range, quad_range]``.
         quad_range: half-width of that grid (standard deviations).
+        top_choice: ``"info"`` (the paper's CF-MESMO: the design with the most information per
+            cost) or ``"ehvi"`` (an extension: when the information per cost picks the top
+            fidelity, the design is the one with the largest expected hypervolume improvement
+            over the evaluated top-fidelity front; see ``improvement.py``).
+        ehvi_samples: quasi-MC samples of that expected improvement.
     """
 
     num_samples: int = 3
@@ -74,15 +81,20 @@ class AcquisitionConfig:
     prune_xi: float = 1.0
     quad_points: int = 121
     quad_range: float = 8.0
+    top_choice: str = "info"
+    ehvi_samples: int = 128
 
     def __post_init__(self) -> None:
-        for name in ("num_samples", "num_features", "nsga_pop", "nsga_gens", "num_candidates", "quad_points"):
+        for name in ("num_samples", "num_features", "nsga_pop", "nsga_gens", "num_candidates", "quad_points",
+                     "ehvi_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, not {getattr(self, name)}")
         if self.fidelity_levels < 2:
             raise ValueError(f"fidelity_levels must be >= 2 (the lowest and the top), not {self.fidelity_levels}")
         if self.info_gain not in INFO_GAINS:
             raise ValueError(f"info_gain must be one of {INFO_GAINS}, not {self.info_gain!r}")
+        if self.top_choice not in TOP_CHOICES:
+            raise ValueError(f"top_choice must be one of {TOP_CHOICES}, not {self.top_choice!r}")
         if self.prune_xi < 0:
             raise ValueError(f"prune_xi must be >= 0, not {self.prune_xi}")
 

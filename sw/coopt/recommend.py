@@ -18,7 +18,7 @@ from .problem import TOP_FIDELITY, Problem
 from .surrogate import ObjectiveModels, fit_models
 
 #: Methods whose runs have a model to recommend from.
-MODEL_METHODS = frozenset({"cfmesmo", "mesmo", "momf"})
+MODEL_METHODS = frozenset({"cfmesmo", "cfmesmo-hv", "mesmo", "momf"})
 RECOMMEND_POP = 40
 RECOMMEND_GENS = 40
 

@@ -65,7 +65,7 @@ def test_failed_and_nan_evaluations_are_recorded_and_the_run_goes_on():
 @pytest.mark.parametrize("kw, match", [
     ({"budget": 0}, "budget must be a positive number of top-fidelity evaluations, not 0"),
     ({"budget": -1.5}, "not -1.5"),
-    ({"method": "bayes"}, "unknown method 'bayes': choose one of cfmesmo, mesmo, momf, nsga2, random"),
+    ({"method": "bayes"}, "unknown method 'bayes': choose one of cfmesmo, cfmesmo-hv, mesmo, momf, nsga2, random"),
     ({"workers": 0}, "workers must be >= 1, not 0"),
 ])
 def test_bad_run_arguments_are_named(toy, kw, match):
