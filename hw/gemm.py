@@ -8,7 +8,8 @@ Blocks:
   ``C[pe_rows, pe_cols]`` from a stream of K steps; drains the tile through the requantizer while
   the next tile accumulates.
 * :class:`GemmSequencer` — runs one ``GEMM`` instruction (:mod:`vitforge.hw.isa`): tiles M, N and
-  K, reads the scratchpads, feeds the engine, writes the int8 results back.
+  K, reads the scratchpads into double-buffered operand blocks (the next block's reads overlap
+  the current block's K steps), feeds the engine, writes the int8 results back.
 
 Arithmetic contract (what the tests check against quant/): ``acc = sum_k a*b`` in 32 bits,
 ``acc + bias`` in 32 bits, then ``saturate(round_shift(acc * mult, shift))`` to int8 with round

@@ -13,10 +13,13 @@ dispatch cycle; the two cycles from ``start`` to the first dispatch are :data:`S
 
 Per instruction (``rows = pe_rows``, ``lanes = pe_cols``, ``rw(c) = ceil(c / lanes)``):
 
-* ``GEMM``: per output tile (``ceil(m/rows) x ceil(n/lanes)`` tiles) ``TILE`` + ``PARAMS`` (2), per K
-  block of ``lanes`` (``rw(k)`` blocks) ``BLOCK`` + the operand reads (``rows + lanes + 2``), one cycle
-  per K step (``k``); then the last tile's drain (engine latency + ``rows``) and the hand-back (4).
-  ``mean`` adds the reciprocal divider (its latency + 1).
+* ``GEMM``: operand blocks (per output tile, ``ceil(m/rows) x ceil(n/lanes)`` tiles, ``rw(k)`` K blocks
+  of up to ``lanes`` steps) are read in :func:`reads_per_block` cycles (``max(rows, lanes)``, or
+  ``rows + lanes`` when B is an activation) while the block before steps, one K step per cycle:
+  a block costs ``max(steps, reads)`` cycles in the steady state, plus one engine bubble per tile
+  and, for tiles shorter than ``rows + 1`` cycles, the drain; :func:`gemm_busy_cycles` follows the
+  sequencer block by block. Then the last tile's drain (``rows`` + the requantizer) and the
+  hand-back. ``mean`` adds the reciprocal divider (its latency + 1) first.
 * ``ADD``: four cycles per word; ``LOAD``: one per word (stream port); ``STORE``: three per word.
 * streaming row-wise units (``GELU``/``SIGMOID``): per row ``cols + 2 rw(cols)`` (one element per
   cycle, two bubbles per word read), plus the unit's latency.
