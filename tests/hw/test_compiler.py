@@ -54,6 +54,8 @@ def test_refusals_quote_values():
     p = block_ref.make_block_params(dim=16, heads=2, mlp=32, selector=True, seed=1)
     with pytest.raises(ValueError, match=r"n_tokens must be in 1\.\.max_tokens=6, not 7"):
         compile_block(block_ref.as_block(p), TINY, 7)
-    wide = dataclasses.replace(TINY, pe_cols=8)
-    with pytest.raises(ValueError, match="not heads=2, head_dim=8, lanes=8"):
+    # head_dim = lanes compiles (the selector's global half gets its own words); below lanes it cannot.
+    compile_block(block_ref.as_block(p), dataclasses.replace(TINY, pe_cols=8), 5)
+    wide = dataclasses.replace(TINY, pe_cols=16, max_embed_dim=32)
+    with pytest.raises(ValueError, match="head_dim a multiple of lanes, not heads=2, head_dim=8, lanes=16"):
         compile_block(block_ref.as_block(p), wide, 5)
