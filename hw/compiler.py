@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -483,13 +483,20 @@ class _Compiler:
         cfg, lanes, t = self.cfg, self.cfg.lanes, self.cfg.max_tokens
         hd = dim // heads
         half = hd // 2
-        if heads > lanes or hd % (2 * lanes):
-            raise ValueError(f"the selector program needs heads <= lanes and head_dim a multiple of 2 x lanes, "
+        if heads > lanes or hd % lanes:
+            raise ValueError(f"the selector program needs heads <= lanes and head_dim a multiple of lanes, "
                              f"not heads={heads}, head_dim={hd}, lanes={lanes}")
+        # The global half of MLP1's output starts on a word boundary when head_dim is a multiple of
+        # 2 x lanes; otherwise (DeiT: head_dim = lanes = 64) the whole row's mean is broadcast into a
+        # second head_dim-wide half of a (tokens, 2 head_dim) buffer, and MLP2's first layer reads
+        # the local half from the first and the global half from the second (zero weights elsewhere:
+        # the same integer sums).
+        split = hd % (2 * lanes) != 0
         ones_row = self.const_act("const.ones_row", torch.ones((1, t), dtype=torch.int64))
         ones_col = self.const_act("const.ones_col", torch.ones((t, 1), dtype=torch.int64))
-        ln_h, zr, z = self.matrix(t, hd), self.matrix(t, hd), self.matrix(t, hd)
-        glob = self.matrix(1, half)
+        ln_h, zr = self.matrix(t, hd), self.matrix(t, hd)
+        z = self.matrix(t, 2 * hd if split else hd)
+        glob = self.matrix(1, hd if split else half)
         t1, y1 = self.matrix(t, half), self.matrix(t, half)
         t2, y2 = self.matrix(t, hd // 4), self.matrix(t, hd // 4)
         y3 = self.matrix(t, 2)
@@ -498,13 +505,20 @@ class _Compiler:
             pre = f"{name}.scorers.{i}"
             self.layernorm(f"{pre}.norm", s.norms[i], x.col(cfg, i * hd), ln_h, n)
             self.linear(f"{pre}.mlp1", s.mlp1[i], ln_h, zr, n)
-            ident = self.per_tensor(max(half, heads), 1, 0)
+            ident = self.per_tensor(max(hd if split else half, heads), 1, 0)
             self.rowwise(Op.GELU, zr, z, n, hd)
             # Global feature: the mean over the live tokens, then broadcast back over them.
-            self.gemm(ones_row, z.col(cfg, half), glob, 0, 1, n, half, b_act=True, mean=True)
-            self.gemm(ones_col, glob, z.col(cfg, half), ident, n, 1, half, b_act=True)
             l1, l2, l3 = s.mlp2[i]
-            self.linear(f"{pre}.mlp2.linears.0", l1, z, t1, n)
+            if split:
+                self.gemm(ones_row, z, glob, 0, 1, n, hd, b_act=True, mean=True)
+                self.gemm(ones_col, glob, z.col(cfg, hd), ident, n, 1, hd, b_act=True)
+                w = torch.zeros((2 * hd, l1.w.shape[1]), dtype=l1.w.dtype)
+                w[:half], w[hd + half:] = l1.w[:half], l1.w[half:]
+                self.linear(f"{pre}.mlp2.linears.0.split", replace(l1, w=w), z, t1, n)
+            else:
+                self.gemm(ones_row, z.col(cfg, half), glob, 0, 1, n, half, b_act=True, mean=True)
+                self.gemm(ones_col, glob, z.col(cfg, half), ident, n, 1, half, b_act=True)
+                self.linear(f"{pre}.mlp2.linears.0", l1, z, t1, n)
             self.rowwise(Op.GELU, t1, y1, n, half)
             self.linear(f"{pre}.mlp2.linears.1", l2, y1, t2, n)
             self.rowwise(Op.GELU, t2, y2, n, hd // 4)

@@ -109,6 +109,56 @@ class CycleModel:
         total = START_CYCLES + sum(per_instr)
         return {"total": total, "per_instr": per_instr, "per_layer": per_layer}
 
+    def gemm_layers(self, program, select_tokens: Sequence[int] = (),
+                    pruned: Sequence[bool] | None = None) -> list[dict]:
+        """MAC utilization of every ``GEMM`` of ``program``, instructions of one layer and shape merged.
+
+        Args: as :meth:`program_cycles`.
+
+        Returns:
+            One row per (layer, shape, operand source), in program order: ``layer``, ``m``, ``k``,
+            ``n``, ``b_act``, ``b_trans``, ``mean``, ``count`` (instructions merged), ``macs``,
+            ``cycles`` (dispatch to next dispatch, summed), ``utilization`` (``macs / (cycles x
+            pe_rows x lanes)``), ``bound`` (the tile occupancy: ``m x n`` over M and N rounded up to
+            the array) and ``of_bound`` (``utilization / bound``).
+        """
+        cfg = self.cfg
+        per_instr = self.program_cycles(program, select_tokens, pruned)["per_instr"]
+        layers = program.layers or ["program"] * len(per_instr)
+        rows: dict[tuple, dict] = {}
+        tokens, s = 0, 0
+        kept = [int(t) for t in select_tokens]
+        for ins, layer, cycles in zip(program.instrs, layers, per_instr, strict=True):
+            if ins.op == Op.SELECT:
+                tokens, s = kept[s], s + 1
+                continue
+            if ins.op != Op.GEMM:
+                continue
+            m, k, n = (self.dim(v, tokens) for v in (ins.m, ins.k, ins.n))
+            key = (layer, m, k, n, bool(ins.b_act), bool(ins.b_trans), bool(ins.mean))
+            row = rows.setdefault(key, {"layer": layer, "m": m, "k": k, "n": n, "b_act": key[4], "b_trans": key[5],
+                                        "mean": key[6], "count": 0, "macs": 0, "cycles": 0})
+            row["count"] += 1
+            row["macs"] += m * k * n
+            row["cycles"] += cycles
+        out = []
+        for row in rows.values():
+            m, n = row["m"], row["n"]
+            row["utilization"] = row["macs"] / (row["cycles"] * cfg.macs) if row["cycles"] else 0.0
+            row["bound"] = tile_occupancy(cfg, m, n)
+            row["of_bound"] = row["utilization"] / row["bound"] if row["bound"] else 0.0
+            out.append(row)
+        return out
 
 
-__all__ = ["PORTS", "START_CYCLES", "CycleModel"]
+def tile_occupancy(cfg: HwConfig, m: int, n: int) -> float:
+    """The share of the PE array an ``(m, *) x (*, n)`` GEMM can use: ``m x n`` over M and N rounded
+    up to whole ``pe_rows x lanes`` tiles (1.0 when both are multiples of the array)."""
+    if min(m, n) <= 0:
+        return 0.0
+    padded = -(-m // cfg.pe_rows) * cfg.pe_rows * cfg.row_words(n) * cfg.lanes
+    return m * n / padded
+
+
+
+__all__ = ["PORTS", "START_CYCLES", "CycleModel", "tile_occupancy"]

@@ -8,7 +8,8 @@ Blocks:
   ``C[pe_rows, pe_cols]`` from a stream of K steps; drains the tile through the requantizer while
   the next tile accumulates.
 * :class:`GemmSequencer` — runs one ``GEMM`` instruction (:mod:`vitforge.hw.isa`): tiles M, N and
-  K, reads the scratchpads, feeds the engine, writes the int8 results back.
+  K, reads the scratchpads into double-buffered operand blocks (the next block's reads overlap
+  the current block's K steps), feeds the engine, writes the int8 results back.
 
 Arithmetic contract (what the tests check against quant/): ``acc = sum_k a*b`` in 32 bits,
 ``acc + bias`` in 32 bits, then ``saturate(round_shift(acc * mult, shift))`` to int8 with round
@@ -244,14 +245,20 @@ class GemmSequencer(wiring.Component):
         prm_raddr / prm_rdata: parameter scratchpad read port.
         act_waddr / act_wdata / act_we: activation scratchpad write port (results).
 
-    Schedule, per output tile (``mt`` over M in ``pe_rows``, ``nt`` over N in ``lanes``), per
-    K block of ``lanes`` steps: read ``pe_rows`` A words and ``lanes`` B words (``pe_rows +
-    lanes + 1`` cycles), then stream up to ``lanes`` K steps to the engine. Results are written
-    while the next tile computes; rows past M are not written. Sources and destination must not
-    overlap. M, K or N of 0 finishes at once. With ``mean`` set, the reciprocal
-    ``floor(2**MEAN_RECIP_BITS / k)`` (a :class:`~vitforge.hw.divider.Divider`) is computed first
-    (``MEAN_RECIP_BITS + 3`` cycles) and replaces every channel's parameters (``bias = 0``,
-    ``shift = MEAN_RECIP_BITS``).
+    Schedule: the output tiles (``mt`` over M in ``pe_rows``, ``nt`` over N in ``lanes``) and, in
+    each, the K blocks of ``lanes`` steps, form one sequence of operand blocks. A block is
+    ``pe_rows`` A words and ``lanes`` B words. Operands are double-buffered: a reader fills a
+    shadow buffer with the next block (:func:`reads_per_block` cycles: A on the activation port
+    and B on the weight port at once, or one after the other when ``b_act``) while the live buffer
+    streams the current block to the engine, one K step per cycle; the reader starts a block in
+    the cycle before the shadow is handed over. Blocks reach the engine back to back when a block
+    has at least as many K steps as read cycles; the engine's one bubble per tile and its drain
+    (``pe_rows`` cycles a tile) are the other losses. :func:`vitforge.hw.timing.gemm_cycles`
+    counts the cycles. Results are written while the next tile computes; rows past M are not
+    written. Sources and destination must not overlap. M, K or N of 0 finishes at once. With
+    ``mean`` set, the reciprocal ``floor(2**MEAN_RECIP_BITS / k)`` (a
+    :class:`~vitforge.hw.divider.Divider`) is computed first (``MEAN_RECIP_BITS + 3`` cycles) and
+    replaces every channel's parameters (``bias = 0``, ``shift = MEAN_RECIP_BITS``).
     """
 
     def __init__(self, *, config: HwConfig):
@@ -288,26 +295,11 @@ class GemmSequencer(wiring.Component):
         with m.If(div.o.valid):
             m.d.sync += recip.eq(div.o.payload.quotient)
         dim = ins.m.shape()
-        n_mt, n_nt, n_kb = Signal(dim), Signal(dim), Signal(dim)  # tile counts
-        mt, nt, kb = Signal(dim), Signal(dim), Signal(dim)
-        k_left = Signal(dim)  # K steps from this block on
-        steps = Signal(range(lanes + 1))  # K steps in this block
-        step = Signal(range(lanes + 1))
         addr = unsigned(32)
-        a_tile = Signal(addr)  # a_addr + mt * rows * a_stride
-        b_tile = Signal(addr)  # first B word of the tile: b_addr + nt (or + nt * lanes * b_stride if b_trans)
-        b_block = Signal(addr)  # first B word of this block
-        ptr = Signal(addr)  # read address being issued
-        rd_i = Signal(range(rows + lanes + 2))
-        cap_i = Signal(range(rows + lanes + 2))
-        cap_valid = Signal()
-        a_blk = [Signal(cfg.word_bits, name=f"a_blk{i}") for i in range(rows)]
-        b_blk = [Signal(cfg.word_bits, name=f"b_blk{r}") for r in range(lanes)]
-        prm_valid = Signal()
-        prm_word = Signal(param_word_layout(cfg))
-        issuing = Signal()
-        wb_done = Signal()
         bits = cfg.act_bits
+        n_mt, n_nt, n_kb = Signal(dim), Signal(dim), Signal(dim)  # tile counts
+        wb_done = Signal()
+        running = Signal()  # RUN or DRAIN: the reader, the stepper and the parameter loader work
         b_row_step = ins.b_stride * lanes  # words between B rows k and k + lanes (or n and n + lanes)
 
         def ceil_div(x, d):
@@ -315,31 +307,143 @@ class GemmSequencer(wiring.Component):
                 return (x + (d - 1)) // d
             return (x + (d - 1)) >> (d.bit_length() - 1)
 
-        # Read data: the B source is the weight or the activation scratchpad.
-        rdata = Signal(cfg.word_bits)
-        m.d.comb += rdata.eq(Mux(ins.b_act | (cap_i < rows), self.act_rdata.as_value(), self.wt_rdata.as_value()))
-        m.d.comb += [self.act_raddr.eq(ptr), self.wt_raddr.eq(ptr), self.prm_raddr.eq(ins.param_addr + nt)]
-
-        # Capture words issued last cycle.
-        m.d.sync += [cap_valid.eq(issuing), cap_i.eq(rd_i)]
-        with m.If(cap_valid):
-            for i in range(rows):
-                with m.If(cap_i == i):
-                    m.d.sync += a_blk[i].eq(rdata)
-            for r in range(lanes):
-                with m.If(cap_i == rows + r):
-                    m.d.sync += b_blk[r].eq(rdata)
-
-        # Engine operands: byte 0 of each A word; B row 0 (or byte 0 of each B word if b_trans).
+        # --- operand buffers ----------------------------------------------------------------
+        # Shadow: two word chains the reader shifts captured words into (no select per word).
+        # Live: what the engine steps through; loaded from the shadow in one cycle (the swap).
+        a_sh = [Signal(cfg.word_bits, name=f"a_sh{i}") for i in range(rows)]
+        b_sh = [Signal(cfg.word_bits, name=f"b_sh{r}") for r in range(lanes)]
+        a_live = [Signal(cfg.word_bits, name=f"a_live{i}") for i in range(rows)]
+        b_live = [Signal(cfg.word_bits, name=f"b_live{r}") for r in range(lanes)]
+        occ = Signal(range(3))  # blocks whose reads began and that are not yet swapped in
+        full = Signal()  # the shadow holds a whole block
+        live_valid = Signal()
+        step = Signal(range(lanes + 1))
+        steps = Signal(range(lanes + 1))  # K steps of the live block
+        live_tile_last = Signal()  # the live block ends its tile
+        live_final = Signal()  # the live block is the instruction's last
+        done = Signal()  # the last K step went to the engine
         ops = eng.operands
+        xfer = ops.valid & ops.ready
+        last_step = step + 1 == steps
+        swap = Signal()
+        m.d.comb += swap.eq(running & full & (~live_valid | (xfer & last_step)))
+
+        # --- reader: walks the blocks (mt, nt, kb) one block ahead of the stepper -----------------
+        reads = Signal(range(rows + lanes + 1))  # read cycles per block: reads_per_block()
+        r_i = Signal(range(rows + lanes + 1))  # read cycle within the block
+        r_more = Signal()  # blocks left to read
+        r_kb, r_nt, r_mt = Signal(dim), Signal(dim), Signal(dim)
+        a_tile = Signal(addr)  # a_addr + mt * rows * a_stride
+        b_tile = Signal(addr)  # first B word of the tile: b_addr + nt (or + nt * lanes * b_stride if b_trans)
+        a_ptr, b_ptr = Signal(addr), Signal(addr)  # the A and B words read this cycle
+        a_blk, b_blk = Signal(addr), Signal(addr)  # first A and B words of this block
+        a_issue = r_i < rows
+        b_issue = Mux(ins.b_act, (r_i >= rows) & (r_i < rows + lanes), r_i < lanes)
+        # The block's first read may go out when its first word lands after the swap of the block
+        # before it: the swap is now, or certain next cycle.
+        cap_a, cap_b, cap_last = Signal(), Signal(), Signal()
+        full_next = full | cap_last
+        live_empty_next = ~live_valid | (xfer & last_step)
+        last_step_next = xfer & (step + 2 == steps)
+        start_ok = (occ == 0) | ((occ == 1) & (swap | (full_next & (live_empty_next | last_step_next))))
+        issuing = Signal()
+        m.d.comb += issuing.eq(running & r_more & ((r_i != 0) | start_ok))
+        m.d.comb += [self.act_raddr.eq(Mux(a_issue, a_ptr, b_ptr)), self.wt_raddr.eq(b_ptr)]
+        m.d.sync += [cap_a.eq(issuing & a_issue), cap_b.eq(issuing & b_issue),
+                     cap_last.eq(issuing & (r_i + 1 == reads))]
+        with m.If(issuing):
+            m.d.sync += r_i.eq(r_i + 1)
+            with m.If(a_issue):
+                m.d.sync += a_ptr.eq(a_ptr + ins.a_stride)
+            with m.If(b_issue):
+                m.d.sync += b_ptr.eq(b_ptr + ins.b_stride)
+            with m.If(r_i + 1 == reads):  # next block
+                m.d.sync += r_i.eq(0)
+                with m.If(r_kb + 1 < n_kb):
+                    nb = Mux(ins.b_trans, b_blk + 1, b_blk + b_row_step)
+                    m.d.sync += [r_kb.eq(r_kb + 1), a_blk.eq(a_blk + 1), a_ptr.eq(a_blk + 1),
+                                 b_blk.eq(nb), b_ptr.eq(nb)]
+                with m.Elif(r_nt + 1 < n_nt):
+                    nb = Mux(ins.b_trans, b_tile + b_row_step, b_tile + 1)
+                    m.d.sync += [r_kb.eq(0), r_nt.eq(r_nt + 1), a_blk.eq(a_tile), a_ptr.eq(a_tile),
+                                 b_tile.eq(nb), b_blk.eq(nb), b_ptr.eq(nb)]
+                with m.Elif(r_mt + 1 < n_mt):
+                    na = a_tile + ins.a_stride * rows
+                    m.d.sync += [r_kb.eq(0), r_nt.eq(0), r_mt.eq(r_mt + 1), a_tile.eq(na), a_blk.eq(na),
+                                 a_ptr.eq(na), b_tile.eq(ins.b_addr), b_blk.eq(ins.b_addr), b_ptr.eq(ins.b_addr)]
+                with m.Else():
+                    m.d.sync += r_more.eq(0)
+        b_rdata = Mux(ins.b_act, self.act_rdata.as_value(), self.wt_rdata.as_value())
+        with m.If(cap_a):
+            for i in range(rows):
+                m.d.sync += a_sh[i].eq(a_sh[i + 1] if i + 1 < rows else self.act_rdata)
+        with m.If(cap_b):
+            for r in range(lanes):
+                m.d.sync += b_sh[r].eq(b_sh[r + 1] if r + 1 < lanes else b_rdata)
+        m.d.sync += occ.eq(occ + (issuing & (r_i == 0)) - swap)
+        with m.If(swap):
+            m.d.sync += full.eq(0)
+        with m.If(cap_last):
+            m.d.sync += full.eq(1)
+
+        # --- stepper: the live block to the engine, one K step per cycle ------------------------
+        s_kb, s_nt, s_mt = Signal(dim), Signal(dim), Signal(dim)  # the block the next swap brings
+        s_k_left = Signal(dim)  # K steps from that block on in its tile
         for i in range(rows):
-            m.d.comb += ops.payload.a[i].eq(a_blk[i][:bits].as_signed())
+            m.d.comb += ops.payload.a[i].eq(a_live[i][:bits].as_signed())
         for j in range(lanes):
-            m.d.comb += ops.payload.b[j].eq(Mux(ins.b_trans, b_blk[j][:bits], b_blk[0][j * bits:(j + 1) * bits]))
-        m.d.comb += ops.payload.last.eq((kb + 1 == n_kb) & (step + 1 == steps))
-        m.d.comb += [eng.params.valid.eq(prm_valid), eng.params.payload.eq(prm_word)]
+            m.d.comb += ops.payload.b[j].eq(Mux(ins.b_trans, b_live[j][:bits], b_live[0][j * bits:(j + 1) * bits]))
+        m.d.comb += [ops.valid.eq(live_valid), ops.payload.last.eq(live_tile_last & last_step)]
+        with m.If(xfer):
+            m.d.sync += step.eq(step + 1)
+            for i in range(rows):
+                m.d.sync += a_live[i].eq(a_live[i] >> bits)
+            for r in range(lanes):
+                shifted = b_live[r + 1] if r + 1 < lanes else b_live[r]
+                m.d.sync += b_live[r].eq(Mux(ins.b_trans, b_live[r] >> bits, shifted))
+            with m.If(last_step):
+                m.d.sync += live_valid.eq(0)
+                with m.If(live_final):
+                    m.d.sync += done.eq(1)
+        with m.If(swap):
+            tile_last = s_kb + 1 == n_kb
+            m.d.sync += [live_valid.eq(1), step.eq(0), steps.eq(Mux(s_k_left > lanes, lanes, s_k_left)),
+                         live_tile_last.eq(tile_last),
+                         live_final.eq(tile_last & (s_nt + 1 == n_nt) & (s_mt + 1 == n_mt))]
+            m.d.sync += [a_live[i].eq(a_sh[i]) for i in range(rows)]
+            m.d.sync += [b_live[r].eq(b_sh[r]) for r in range(lanes)]
+            with m.If(~tile_last):
+                m.d.sync += [s_kb.eq(s_kb + 1), s_k_left.eq(s_k_left - lanes)]
+            with m.Else():
+                m.d.sync += [s_kb.eq(0), s_k_left.eq(ins.k)]
+                with m.If(s_nt + 1 < n_nt):
+                    m.d.sync += s_nt.eq(s_nt + 1)
+                with m.Else():
+                    m.d.sync += [s_nt.eq(0), s_mt.eq(s_mt + 1)]
+
+        # --- parameters: one word per tile, loaded when the engine took the previous tile's -------
+        p_nt, p_mt = Signal(dim), Signal(dim)
+        p_more = Signal()  # tiles whose parameters are still to load
+        p_fresh = Signal()  # the read port shows p_nt's word
+        prm_valid = Signal()
+        prm_word = Signal(param_word_layout(cfg))
+        m.d.comb += [self.prm_raddr.eq(ins.param_addr + p_nt),
+                     eng.params.valid.eq(prm_valid), eng.params.payload.eq(prm_word)]
+        m.d.sync += p_fresh.eq(1)
         with m.If(eng.params.valid & eng.params.ready):
             m.d.sync += prm_valid.eq(0)
+        with m.If(running & p_more & p_fresh & ~prm_valid):
+            m.d.sync += [prm_word.eq(self.prm_rdata), prm_valid.eq(1), p_fresh.eq(0)]
+            with m.If(ins.mean):
+                for j in range(lanes):
+                    m.d.sync += [prm_word[j].bias.eq(0), prm_word[j].mult.eq(recip),
+                                 prm_word[j].shift.eq(MEAN_RECIP_BITS)]
+            with m.If(p_nt + 1 < n_nt):
+                m.d.sync += p_nt.eq(p_nt + 1)
+            with m.Elif(p_mt + 1 < n_mt):
+                m.d.sync += [p_nt.eq(0), p_mt.eq(p_mt + 1)]
+            with m.Else():
+                m.d.sync += [p_nt.eq(0), p_more.eq(0)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -349,14 +453,20 @@ class GemmSequencer(wiring.Component):
                         n_mt.eq(ceil_div(self.instr.m, rows)),
                         n_nt.eq(ceil_div(self.instr.n, lanes)),
                         n_kb.eq(ceil_div(self.instr.k, lanes)),
-                        mt.eq(0), nt.eq(0),
-                        a_tile.eq(self.instr.a_addr),
-                        b_tile.eq(self.instr.b_addr),
+                        reads.eq(Mux(self.instr.b_act, rows + lanes, max(rows, lanes))),
+                        r_i.eq(0), r_more.eq(1), r_kb.eq(0), r_nt.eq(0), r_mt.eq(0),
+                        a_tile.eq(self.instr.a_addr), a_blk.eq(self.instr.a_addr), a_ptr.eq(self.instr.a_addr),
+                        b_tile.eq(self.instr.b_addr), b_blk.eq(self.instr.b_addr), b_ptr.eq(self.instr.b_addr),
+                        occ.eq(0), full.eq(0), live_valid.eq(0), done.eq(0),
+                        s_kb.eq(0), s_nt.eq(0), s_mt.eq(0), s_k_left.eq(self.instr.k),
+                        p_nt.eq(0), p_mt.eq(0), p_more.eq(1), p_fresh.eq(0),
                     ]
                     with m.If((self.instr.m != 0) & (self.instr.n != 0) & (self.instr.k != 0)):
-                        m.next = "TILE"
+                        m.next = "RUN"
+                        m.d.sync += running.eq(1)
                         with m.If(self.instr.mean):
                             m.next = "RECIP"
+                            m.d.sync += running.eq(0)
             with m.State("RECIP"):  # mean: floor(2**MEAN_RECIP_BITS / k) as every channel's multiplier
                 m.d.comb += [self.busy.eq(1), div.i.valid.eq(1)]
                 with m.If(div.i.ready):
@@ -364,65 +474,16 @@ class GemmSequencer(wiring.Component):
             with m.State("RECIP_WAIT"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(div.o.valid):
-                    m.next = "TILE"
-            with m.State("TILE"):
-                # Start of a tile: the params read port is addressed by nt; rewind K.
+                    m.d.sync += running.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [kb.eq(0), k_left.eq(ins.k), b_block.eq(b_tile)]
-                m.next = "PARAMS"
-            with m.State("PARAMS"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(~prm_valid):  # the previous tile's params were taken
-                    m.d.sync += [prm_word.eq(self.prm_rdata), prm_valid.eq(1)]
-                    with m.If(ins.mean):
-                        for j in range(lanes):
-                            m.d.sync += [prm_word[j].bias.eq(0), prm_word[j].mult.eq(recip),
-                                         prm_word[j].shift.eq(MEAN_RECIP_BITS)]
-                    m.next = "BLOCK"
-            with m.State("BLOCK"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += [steps.eq(Mux(k_left > lanes, lanes, k_left)), step.eq(0),
-                             rd_i.eq(0), ptr.eq(a_tile + kb)]
-                m.next = "READ"
-            with m.State("READ"):
-                m.d.comb += [self.busy.eq(1), issuing.eq(rd_i < rows + lanes)]
-                m.d.sync += rd_i.eq(rd_i + 1)
-                with m.If(rd_i + 1 < rows):
-                    m.d.sync += ptr.eq(ptr + ins.a_stride)
-                with m.Elif(rd_i + 1 == rows):
-                    m.d.sync += ptr.eq(b_block)
-                with m.Else():
-                    m.d.sync += ptr.eq(ptr + ins.b_stride)
-                with m.If(rd_i == rows + lanes):  # the last word is captured this cycle
-                    m.next = "STEP"
-            with m.State("STEP"):
-                m.d.comb += [self.busy.eq(1), ops.valid.eq(1)]
-                with m.If(ops.ready):
-                    m.d.sync += step.eq(step + 1)
-                    for i in range(rows):
-                        m.d.sync += a_blk[i].eq(a_blk[i] >> bits)
-                    for r in range(lanes):
-                        with m.If(ins.b_trans):
-                            m.d.sync += b_blk[r].eq(b_blk[r] >> bits)
-                        with m.Else():
-                            m.d.sync += b_blk[r].eq(b_blk[r + 1] if r + 1 < lanes else 0)
-                    with m.If(step + 1 == steps):
-                        with m.If(kb + 1 < n_kb):
-                            m.d.sync += [kb.eq(kb + 1), k_left.eq(k_left - lanes),
-                                         b_block.eq(Mux(ins.b_trans, b_block + 1, b_block + b_row_step))]
-                            m.next = "BLOCK"
-                        with m.Elif(nt + 1 < n_nt):
-                            m.d.sync += [nt.eq(nt + 1), b_tile.eq(Mux(ins.b_trans, b_tile + b_row_step, b_tile + 1))]
-                            m.next = "TILE"
-                        with m.Elif(mt + 1 < n_mt):
-                            m.d.sync += [nt.eq(0), mt.eq(mt + 1), a_tile.eq(a_tile + ins.a_stride * rows),
-                                         b_tile.eq(ins.b_addr)]
-                            m.next = "TILE"
-                        with m.Else():
-                            m.next = "DRAIN"
+                with m.If(done):
+                    m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(wb_done):
+                    m.d.sync += running.eq(0)
                     m.next = "IDLE"
 
         # Write-back: results arrive in tile order (mt, nt), rows 0..pe_rows-1.

@@ -13,10 +13,13 @@ dispatch cycle; the two cycles from ``start`` to the first dispatch are :data:`S
 
 Per instruction (``rows = pe_rows``, ``lanes = pe_cols``, ``rw(c) = ceil(c / lanes)``):
 
-* ``GEMM``: per output tile (``ceil(m/rows) x ceil(n/lanes)`` tiles) ``TILE`` + ``PARAMS`` (2), per K
-  block of ``lanes`` (``rw(k)`` blocks) ``BLOCK`` + the operand reads (``rows + lanes + 2``), one cycle
-  per K step (``k``); then the last tile's drain (engine latency + ``rows``) and the hand-back (4).
-  ``mean`` adds the reciprocal divider (its latency + 1).
+* ``GEMM``: operand blocks (per output tile, ``ceil(m/rows) x ceil(n/lanes)`` tiles, ``rw(k)`` K blocks
+  of up to ``lanes`` steps) are read in :func:`reads_per_block` cycles (``max(rows, lanes)``, or
+  ``rows + lanes`` when B is an activation) while the block before steps, one K step per cycle:
+  a block costs ``max(steps, reads)`` cycles in the steady state, plus one engine bubble per tile
+  and, for tiles shorter than ``rows + 1`` cycles, the drain; :func:`gemm_busy_cycles` follows the
+  sequencer block by block. Then the last tile's drain (``rows`` + the requantizer) and the
+  hand-back. ``mean`` adds the reciprocal divider (its latency + 1) first.
 * ``ADD``: four cycles per word; ``LOAD``: one per word (stream port); ``STORE``: three per word.
 * streaming row-wise units (``GELU``/``SIGMOID``): per row ``cols + 2 rw(cols)`` (one element per
   cycle, two bubbles per word read), plus the unit's latency.
@@ -30,12 +33,13 @@ Per instruction (``rows = pe_rows``, ``lanes = pe_cols``, ``rw(c) = ceil(c / lan
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from vitforge.quant.selector import MEAN_RECIP_BITS, PACKAGE_RECIP_BITS
 
 from .config import HwConfig
 from .divider import Divider
-from .gemm import GemmEngine
+from .gemm import Requantizer
 from .isa import PER_TOKEN, TOKENS, Mem
 from .selector import FuseScore
 
@@ -48,13 +52,12 @@ ISSUE_CYCLES = 3
 END_CYCLES = 1
 #: ``SYNC`` (a no-op barrier): dispatch, fetch, decode.
 SYNC_CYCLES = ISSUE_CYCLES
-#: GEMM per output tile outside the K loop: ``TILE`` and ``PARAMS``.
-GEMM_TILE_CYCLES = 2
-#: GEMM per K block outside the operand reads and steps: ``BLOCK`` and the read pipeline's extra cycle.
-GEMM_BLOCK_CYCLES = 2
-#: GEMM from the last result row to the next dispatch: ``wb_done``, the sequencer back in ``IDLE``,
-#: the controller's ``GEMM`` state seeing it, ``FETCH``, ``DECODE``.
-GEMM_TAIL_CYCLES = 5
+#: GEMM from the engine taking the last tile to ``busy`` falling, beyond its ``pe_rows`` rows: the
+#: drain's first row, the requantizer, ``wb_done``, ``DRAIN`` seeing it.
+GEMM_END_CYCLES = 1 + Requantizer.latency + 1
+#: GEMM cycles outside the sequencer's ``busy``: the dispatch (``start``) cycle, the controller's
+#: ``GEMM`` state seeing ``busy`` fall, ``FETCH``, ``DECODE``.
+GEMM_HANDBACK_CYCLES = 4
 #: GEMM whose m, k or n is 0: the sequencer never starts.
 GEMM_EMPTY_CYCLES = 4
 #: ADD: read a, read b, add, write.
@@ -143,16 +146,55 @@ def count(value: int, tokens: int) -> int:
 # --- per instruction --------------------------------------------------------------------------------
 
 
-def gemm_cycles(cfg: HwConfig, m: int, k: int, n: int, mean: bool = False) -> int:
-    """Cycles of a ``GEMM`` of ``(m, k) x (k, n)`` (sizes resolved)."""
+def reads_per_block(cfg: HwConfig, b_act: bool) -> int:
+    """Cycles the GEMM sequencer's reader takes for one operand block (``pe_rows`` A words and
+    ``lanes`` B words): A and B at once on two ports, or one after the other when B is an activation."""
+    return cfg.pe_rows + cfg.lanes if b_act else max(cfg.pe_rows, cfg.lanes)
+
+
+def gemm_cycles(cfg: HwConfig, m: int, k: int, n: int, mean: bool = False, b_act: bool = False) -> int:
+    """Cycles of a ``GEMM`` of ``(m, k) x (k, n)`` (sizes resolved); ``b_act``: B is read from the
+    activation scratchpad (one read port for both operands)."""
     if min(m, k, n) == 0:
         return GEMM_EMPTY_CYCLES
-    tiles = -(-m // cfg.pe_rows) * cfg.row_words(n)
-    k_blocks = cfg.row_words(k)
-    tile = GEMM_TILE_CYCLES + k + k_blocks * (cfg.pe_rows + cfg.lanes + GEMM_BLOCK_CYCLES)
-    # The last tile's rows leave the engine latency cycles after its last K step, one per cycle.
-    drain = GemmEngine.latency + cfg.pe_rows - 1
-    return (GEMM_MEAN_CYCLES if mean else 0) + tiles * tile + drain + GEMM_TAIL_CYCLES
+    return gemm_busy_cycles(cfg, m, k, n, mean, b_act) + GEMM_HANDBACK_CYCLES
+
+
+@lru_cache(maxsize=1 << 14)
+def gemm_busy_cycles(cfg: HwConfig, m: int, k: int, n: int, mean: bool = False, b_act: bool = False) -> int:
+    """Cycles the GEMM sequencer's ``busy`` is high for a ``GEMM`` of ``(m, k) x (k, n)`` (all
+    sizes positive; ``b_act`` as in :func:`gemm_cycles`).
+
+    The blocks (tile by tile, K block by K block) follow hw/gemm.py's GemmSequencer: block ``b`` is
+    read in ``W`` cycles from ``I_b`` (ready to swap in at ``F_b = I_b + W + 1``), swapped into the
+    live buffer at ``X_b = max(F_b, L_{b-1})`` (the previous block's last K step), stepped from
+    ``X_b + 1`` (a tile's first block also waits for the engine to take the previous tile) to
+    ``L_b``; the next block's reads start at ``X_b - 1`` when the swap was certain a cycle ahead,
+    else at ``X_b``. The engine takes tile ``t`` at ``max(L + 1, take_{t-1} + pe_rows + 1)`` (its
+    drain registers free); the last tile's rows then leave through the requantizer.
+    """
+    if min(m, k, n) <= 0:
+        raise ValueError(f"gemm_busy_cycles needs positive sizes, not m={m}, k={k}, n={n}")
+    rows, lanes = cfg.pe_rows, cfg.lanes
+    reads = reads_per_block(cfg, b_act)
+    tiles = -(-m // rows) * cfg.row_words(n)
+    block_steps = [min(lanes, k - lanes * j) for j in range(cfg.row_words(k))]
+    issue = (GEMM_MEAN_CYCLES if mean else 0)  # the first block's first read; busy from 0
+    last, last_steps, take = None, 0, None
+    for _ in range(tiles):
+        for j, s in enumerate(block_steps):
+            ready = issue + reads + 1
+            if last is None or ready > last:  # the stepper waits for this block
+                swap, certain = ready, True
+            else:  # the block waits for the stepper's last step of the block before
+                swap, certain = last, last_steps >= 2
+            first = swap + 1
+            if j == 0 and take is not None:  # the engine's bubble: it takes the previous tile first
+                first = max(first, take + 1)
+            issue = swap - 1 if certain else swap
+            last, last_steps = first + s - 1, s
+        take = last + 1 if take is None else max(last + 1, take + rows + 1)
+    return take + rows + GEMM_END_CYCLES
 
 
 def add_cycles(cfg: HwConfig, words: int) -> int:
@@ -219,5 +261,5 @@ def store_cycles(cfg: HwConfig, timing: PortTiming, port: str, words: int) -> in
 
 
 __all__ = ["DEFAULT_READ_LATENCY", "PORTS", "START_CYCLES", "PortTiming", "add_cycles", "buffering_cycles",
-           "count", "dim", "gemm_cycles", "layernorm_out_pass", "load_cycles", "port_timing", "select_cycles",
-           "store_cycles", "streaming_cycles"]
+           "count", "dim", "gemm_busy_cycles", "gemm_cycles", "layernorm_out_pass", "load_cycles", "port_timing",
+           "reads_per_block", "select_cycles", "store_cycles", "streaming_cycles"]

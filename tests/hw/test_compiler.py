@@ -54,6 +54,23 @@ def test_refusals_quote_values():
     p = block_ref.make_block_params(dim=16, heads=2, mlp=32, selector=True, seed=1)
     with pytest.raises(ValueError, match=r"n_tokens must be in 1\.\.max_tokens=6, not 7"):
         compile_block(block_ref.as_block(p), TINY, 7)
-    wide = dataclasses.replace(TINY, pe_cols=8)
-    with pytest.raises(ValueError, match="not heads=2, head_dim=8, lanes=8"):
+    # head_dim = lanes compiles (the selector's global half gets its own words); below lanes it cannot.
+    compile_block(block_ref.as_block(p), dataclasses.replace(TINY, pe_cols=8), 5)
+    wide = dataclasses.replace(TINY, pe_cols=16, max_embed_dim=32)
+    with pytest.raises(ValueError, match="head_dim a multiple of lanes, not heads=2, head_dim=8, lanes=16"):
         compile_block(block_ref.as_block(p), wide, 5)
+
+
+def test_deit_tiny_with_selectors_compiles_for_zcu102():
+    """DeiT's head_dim (64) equals zcu102's lanes: the selector program compiles and fits the preset."""
+    from vitforge.hw.config import get_preset
+    from vitforge.sw.latency import shape_program
+    from vitforge.sw.vit import get_config
+
+    hw = get_preset("zcu102")
+    cfg = get_config("deit-tiny").with_selectors((3, 6, 9), (0.7, 0.49, 0.343))
+    assert cfg.embed_dim // cfg.num_heads == hw.lanes
+    prog = shape_program(cfg, hw)
+    assert sum(i.op == Op.SELECT for i in prog.instrs) == 3
+    assert len(prog.instrs) <= hw.imem_depth
+    assert {"selectors.3", "selectors.6", "selectors.9"} <= set(prog.layer_names())

@@ -57,6 +57,28 @@ def test_tiny_block_matches_reference(keep):
     assert out["cycles"] > 0
 
 
+#: head_dim = lanes (DeiT's 64 on zcu102, here 8): the selector's global half starts mid-word.
+HEAD_LANES = dataclasses.replace(TINY, pe_cols=8)
+
+
+@pytest.mark.parametrize("keep", ["mixed", "all"])
+def test_selector_with_head_dim_equal_to_lanes_matches_reference(keep):
+    cfg, n = HEAD_LANES, 6
+    x = torch.randint(-128, 128, (n, cfg.max_embed_dim), generator=torch.Generator().manual_seed(5))
+    p = block_ref.make_block_params(dim=16, heads=2, mlp=32, selector=True, seed=8)
+    assert 16 // 2 == cfg.lanes
+    _, _, fused = block_ref.selector_reference(x, p, cfg.numerics)
+    p.threshold = block_ref.choose_threshold(fused, keep)
+    expected, kept = block_ref.reference(x, p, cfg.numerics)
+    n_kept = int(kept.sum())
+    assert (1 < n_kept < n) if keep == "mixed" else n_kept == n, n_kept
+    out = run_top(cfg, block_ref.block_program(cfg, p, n), x)
+    assert not out["error"] and out["dma_left"] == 0
+    assert out["tokens"] == expected.shape[0]
+    got = block_ref.unpack_matrix(cfg, out["stored"], len(out["stored"]) // cfg.row_words(16), 16)
+    assert_equal(got, expected, f"selector with head_dim = lanes ({keep})")
+
+
 def test_unbuilt_unit_stops_with_error():
     cfg = dataclasses.replace(TINY, gelu=False)
     prog = Program([Instr(Op.GELU, rows=1, cols=4), Instr(Op.END)], {}, [], (1, 16), 1, 16)

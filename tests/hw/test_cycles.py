@@ -1,0 +1,45 @@
+"""hw/cycles.py's per-GEMM utilization report: MACs, cycles and the tile-occupancy bound."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from vitforge.hw.compiler import Program
+from vitforge.hw.config import BASE
+from vitforge.hw.cycles import CycleModel, tile_occupancy
+from vitforge.hw.isa import Instr, Op
+
+CFG = dataclasses.replace(BASE, pe_rows=4, pe_cols=8, max_embed_dim=64, max_heads=2)
+
+
+@pytest.mark.parametrize(("m", "n", "expected"), [(4, 8, 1.0), (8, 16, 1.0), (5, 8, 5 / 8), (4, 9, 9 / 16),
+                                                  (1, 1, 1 / 32), (0, 8, 0.0)])
+def test_tile_occupancy(m, n, expected):
+    assert tile_occupancy(CFG, m, n) == pytest.approx(expected)
+
+
+def _gemm(m, k, n, **flags):
+    return Instr(Op.GEMM, a_addr=0, b_addr=0, dst_addr=0, a_stride=1, b_stride=1, dst_stride=1, param_addr=0,
+                 m=m, k=k, n=n, **flags)
+
+
+def test_gemm_layers_merge_one_shape_per_layer():
+    instrs = [_gemm(9, 32, 16), _gemm(9, 8, 9, b_act=1, b_trans=1), _gemm(9, 8, 9, b_act=1, b_trans=1),
+              _gemm(9, 32, 16), Instr(Op.END)]
+    prog = Program(instrs=instrs, blobs={}, loads=[], input_shape=(9, 32), output_rows=9, output_cols=16,
+                   layers=["a", "a", "a", "b", "b"])
+    model = CycleModel(CFG)
+    per_instr = model.program_cycles(prog)["per_instr"]
+    rows = model.gemm_layers(prog)
+    assert [(r["layer"], r["m"], r["k"], r["n"], r["b_act"], r["count"]) for r in rows] == [
+        ("a", 9, 32, 16, False, 1), ("a", 9, 8, 9, True, 2), ("b", 9, 32, 16, False, 1)]
+    qk = rows[1]
+    assert qk["cycles"] == per_instr[1] + per_instr[2] and qk["macs"] == 2 * 9 * 8 * 9
+    assert qk["utilization"] == pytest.approx(qk["macs"] / (qk["cycles"] * CFG.macs))
+    assert qk["bound"] == pytest.approx(9 * 9 / (12 * 16))
+    assert qk["of_bound"] == pytest.approx(qk["utilization"] / qk["bound"])
+    # Operands from the weight scratchpad overlap their reads with the steps: closer to the bound.
+    assert rows[0]["of_bound"] > qk["of_bound"]
+    assert all(0 < r["of_bound"] <= 1 for r in rows)
