@@ -32,7 +32,7 @@ from vitforge.hw.config import get_preset
 from vitforge.hw.isa import TOKENS, Op, assemble
 
 #: The zcu102 smoke model: 17 tokens, D=128 in one head (the selector program needs head_dim a
-#: multiple of 2 x lanes = 128 there), MLP 256, a selector before block 1.
+#: multiple of lanes = 64 there), MLP 256, a selector before block 1.
 ZCU102_MODEL = dict(image_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=128, depth=2, num_heads=1,
                     mlp_ratio=2.0, selector_blocks=(1,), keep_rates=(0.5,))
 

