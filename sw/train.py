@@ -594,6 +594,46 @@ class Budgets:
                    pick(tc.qat_steps, QAT_BUDGET))
 
 
+def dense_objective(model: VisionTransformer) -> LossFn:
+    """Stage 1's objective: cross-entropy with label smoothing 0.1."""
+    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(xb)
+        return F.cross_entropy(logits, yb, label_smoothing=0.1), logits
+    return loss_fn
+
+
+def selector_objective(model: VisionTransformer, teacher: VisionTransformer, keep_rates: torch.Tensor) -> LossFn:
+    """Stage 2's objective (module docstring) for ``model``'s active selectors, ``keep_rates`` ``(S,)``
+    float: their cumulative targets."""
+    n_patches = model.cfg.num_patches
+
+    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tr = Trace()
+        logits = model(xb, trace=tr)
+        with torch.no_grad():
+            ttr = Trace()
+            t_logits = teacher(xb, trace=ttr)
+        keep = torch.stack([a[:, 1:1 + n_patches].mean(1).mean() for a in tr.alive])
+        keep_loss = ((keep - keep_rates[: len(keep)]) ** 2).mean()
+        alive = tr.alive[-1][:, : model.cfg.num_tokens, None]
+        feat = (((tr.tokens[:, : model.cfg.num_tokens] - ttr.tokens) ** 2) * alive).sum()
+        feat = feat / (alive.sum() * tr.tokens.shape[-1]).clamp(min=1.0)
+        loss = (F.cross_entropy(logits, yb) + KEEP_LOSS_WEIGHT * keep_loss
+                + KL_WEIGHT * _kl(logits, t_logits) + FEATURE_WEIGHT * feat)
+        return loss, logits
+    return loss_fn
+
+
+def qat_objective(model: VisionTransformer, teacher: VisionTransformer) -> LossFn:
+    """Stage 3's objective: cross-entropy + ``KL_WEIGHT`` x KL to the dense teacher."""
+    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(xb)
+        with torch.no_grad():
+            t_logits = teacher(xb)
+        return F.cross_entropy(logits, yb) + KL_WEIGHT * _kl(logits, t_logits), logits
+    return loss_fn
+
+
 def train_dense(cfg: ViTConfig, split: Split, tc: TrainConfig, budget: int, state_dir: Path | None = None,
                 log: Callable[[str], None] = print) -> tuple[VisionTransformer, StageResult]:
     """Stage 1: the dense float model."""
@@ -601,15 +641,12 @@ def train_dense(cfg: ViTConfig, split: Split, tc: TrainConfig, budget: int, stat
     model = VisionTransformer(cfg.with_selectors((), ()))
     model.set_poly(False)
 
-    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(xb)
-        return F.cross_entropy(logits, yb, label_smoothing=0.1), logits
-
-    res = fit(model, split, tc, "dense", budget, tc.lr, loss_fn, 1, state_dir, log)
+    res = fit(model, split, tc, "dense", budget, tc.lr, dense_objective(model), 1, state_dir, log)
     return model, res
 
 
-def _pruned_from(dense: VisionTransformer, schedule: Schedule) -> VisionTransformer:
+def pruned_from(dense: VisionTransformer, schedule: Schedule) -> VisionTransformer:
+    """A copy of ``dense`` with ``schedule``'s selectors (freshly initialised) inserted."""
     torch.manual_seed(0)
     cfg = dense.cfg.with_selectors(schedule.selector_blocks, schedule.keep_rates)
     model = VisionTransformer(cfg, dense.numerics)
@@ -626,26 +663,10 @@ def train_selectors(
 ) -> tuple[VisionTransformer, list[StageResult]]:
     """Stage 2: insert the selectors one by one (``budget`` steps at most each), distilling from the
     dense model; thresholds calibrated on the validation images."""
-    model = _pruned_from(dense, schedule)
+    model = pruned_from(dense, schedule)
     teacher = dense.eval()
-    n_patches = model.cfg.num_patches
-    rates = torch.tensor(schedule.keep_rates)
     model.set_decision("gumbel")
-
-    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tr = Trace()
-        logits = model(xb, trace=tr)
-        with torch.no_grad():
-            ttr = Trace()
-            t_logits = teacher(xb, trace=ttr)
-        keep = torch.stack([a[:, 1:1 + n_patches].mean(1).mean() for a in tr.alive])
-        keep_loss = ((keep - rates[: len(keep)]) ** 2).mean()
-        alive = tr.alive[-1][:, : model.cfg.num_tokens, None]
-        feat = (((tr.tokens[:, : model.cfg.num_tokens] - ttr.tokens) ** 2) * alive).sum()
-        feat = feat / (alive.sum() * tr.tokens.shape[-1]).clamp(min=1.0)
-        loss = (F.cross_entropy(logits, yb) + KEEP_LOSS_WEIGHT * keep_loss
-                + KL_WEIGHT * _kl(logits, t_logits) + FEATURE_WEIGHT * feat)
-        return loss, logits
+    loss_fn = selector_objective(model, teacher, torch.tensor(schedule.keep_rates))
 
     results = []
     for k in range(1, len(schedule.selector_blocks) + 1):
@@ -705,12 +726,7 @@ def train_qat(pruned: VisionTransformer, teacher: VisionTransformer, split: Spli
     calibrate_quant(model, split.x_fit[: tc.calib_images])
     calibrate_thresholds(model, split.x_val[: tc.calib_images])
     model.set_decision("threshold")
-
-    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(xb)
-        with torch.no_grad():
-            t_logits = teacher(xb)
-        return F.cross_entropy(logits, yb) + KL_WEIGHT * _kl(logits, t_logits), logits
+    loss_fn = qat_objective(model, teacher)
 
     result = None
     if budget > 0:
