@@ -5,6 +5,12 @@ what the kernel profiles (vitforge/kernels.py) cost.
 * ``python scripts/bench_train.py [--out DIR] [--seed N] [--threads N]``: ``vitforge train --preset
   demo`` in-process (the kernel profile of ``$VITFORGE_KERNELS``, default portable): wall time per
   stage, steps per stage and the report's figures.
+* ``python scripts/bench_train.py --step-costs REPORT [--steps N]``: the cost of the training run
+  that wrote ``REPORT`` (a ``report.json`` on the default data) against the code before issue #14
+  (commit a6faf32: cosine over 3 / 0.5 / 0.15 passes of all training images, no validation), as
+  optimizer steps x per-step cost plus validation checks x images x per-image cost, each cost
+  measured here in one process (demo model, batch 64, one thread). Work both codes share
+  (calibration, test evaluation, export, the golden model) is left out.
 * ``python scripts/bench_train.py --kernels-only [--steps N] [--rounds R]``: dense-stage steps of
   the demo model under each profile, in alternating subprocesses (one thread each); times as
   ratios to ``native`` within the one run, since absolute times move with the machine's load.
@@ -13,7 +19,9 @@ what the kernel profiles (vitforge/kernels.py) cost.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -23,12 +31,25 @@ from pathlib import Path
 import torch
 
 from vitforge.kernels import KERNEL_PROFILE, KERNEL_PROFILES, KERNELS_ENV, kernel_status, user_environ
-from vitforge.sw.data import load_data
-from vitforge.sw.train import TrainConfig, time_dense_steps
+from vitforge.sw.data import load_data, validation_split
+from vitforge.sw.latency import MacLatency, choose_schedule
+from vitforge.sw.train import (
+    TrainConfig,
+    dense_objective,
+    pruned_from,
+    qat_objective,
+    seed_everything,
+    selector_objective,
+    time_dense_steps,
+    train_dense,
+    train_qat,
+)
 from vitforge.sw.vit import get_config
 from vitforge.sw.workflow import Target, train_to_dir
 
 TARGET_S = 600
+#: The code before issue #14 (commit a6faf32): passes of all training images per stage.
+OLD_PASSES = {"dense": 3.0, "prune": 0.5, "qat": 0.15}
 
 
 def time_child(steps: int) -> None:
@@ -51,6 +72,77 @@ def kernels_only(steps: int, rounds: int) -> None:
             print(f"round {r + 1}: {profile:8s} {res['seconds']:7.2f} s for {steps} steps  {res['kernels']}")
     for profile, t in totals.items():
         print(f"{profile:8s} {t:8.2f} s total, {t / totals['native']:.2f}x native")
+
+
+def _per_call(fn, n: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n
+
+
+def unit_costs(steps: int) -> dict[str, float]:
+    """Seconds per optimizer step and per validation image of each stage's objective (demo model,
+    the default data's first batch, one thread); the model's weights do not change the cost."""
+    seed_everything(0, 1)
+    cfg = get_config("demo")
+    data = load_data(None, size=cfg.image_size)
+    split = validation_split(data, 0.1)
+    tc = TrainConfig(progress=False, calib_images=64)
+    x, y = split.x_fit[:64], split.y_fit[:64]
+    dense, _ = train_dense(cfg, split, tc, 1, log=lambda s: None)
+    latency = MacLatency()
+    schedule = choose_schedule(cfg, Target().resolve(cfg, latency), latency)
+    pruned = pruned_from(dense, schedule)
+    pruned.set_decision("gumbel")
+    pruned.active_selectors = len(schedule.selector_blocks)
+    qat, _ = train_qat(pruned, dense, split, tc, 0, log=lambda s: None)
+    student = copy.deepcopy(dense)
+    objectives = {"dense": (student, dense_objective(student)),
+                  "prune": (pruned, selector_objective(pruned, dense, torch.tensor(schedule.keep_rates))),
+                  "qat": (qat, qat_objective(qat, dense))}
+    costs = {}
+    for name, (model, loss_fn) in objectives.items():
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+
+        def step(model=model, loss_fn=loss_fn, opt=opt) -> None:
+            loss, _ = loss_fn(x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        costs[f"{name}_step"] = _per_call(step, steps if name != "qat" else max(2, steps // 4))
+        with torch.no_grad():
+            costs[f"{name}_val_image"] = _per_call(lambda loss_fn=loss_fn: loss_fn(x, y),
+                                                   steps if name != "qat" else max(2, steps // 4)) / len(y)
+    return costs
+
+
+def step_costs(report_path: Path, steps: int) -> None:
+    report = json.loads(report_path.read_text())
+    tc = TrainConfig(**{**report["train"], "progress": False})
+    n_all = report["train_images"] + report["val_images"]
+    old_steps = {k: max(1, round(p * math.ceil(n_all / tc.batch_size))) for k, p in OLD_PASSES.items()}
+    costs = unit_costs(steps)
+    print("per step / per validation image (s): " + ", ".join(f"{k} {v:.4f}" for k, v in costs.items()))
+    old_total, new_total = 0.0, 0.0
+    for kind, n_stages in (("dense", 1), ("prune", len(report["selector_blocks"])), ("qat", 1)):
+        stages = [st for st in report["stages"] if st["name"].rstrip("0123456789") == kind]
+        old = n_stages * old_steps[kind] * costs[f"{kind}_step"]
+        n_steps = sum(st["steps"] for st in stages)
+        n_checks = sum(len(st["history"]) for st in stages)
+        per_check = min(report["val_images"], tc.val_images if kind == "dense" else tc.calib_images)
+        train_s = n_steps * costs[f"{kind}_step"]
+        check_s = n_checks * per_check * costs[f"{kind}_val_image"]
+        old_total += old
+        new_total += train_s + check_s
+        print(f"{kind}: before #14 {n_stages} x {old_steps[kind]} steps = {old:.1f} s; now {n_steps} steps "
+              f"({train_s:.1f} s) + {n_checks} checks x {per_check} images ({check_s:.1f} s) = "
+              f"{train_s + check_s:.1f} s")
+    print(f"training stages: before #14 {old_total:.1f} s, now {new_total:.1f} s, ratio {new_total / old_total:.3f} "
+          "(shared work left out)")
 
 
 def pipeline(out: Path | None, seed: int, threads: int) -> None:
@@ -81,10 +173,14 @@ def main() -> int:
     p.add_argument("--kernels-only", action="store_true", help="time the kernel profiles only")
     p.add_argument("--steps", type=int, default=40, help="dense steps per profile and round (--kernels-only)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of all profiles (--kernels-only)")
+    p.add_argument("--step-costs", type=Path, default=None, metavar="REPORT",
+                   help="cost of the run that wrote REPORT (report.json) against the code before #14")
     p.add_argument("--time-child", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.time_child is not None:
         time_child(args.time_child)
+    elif args.step_costs is not None:
+        step_costs(args.step_costs, args.steps)
     elif args.kernels_only:
         kernels_only(args.steps, args.rounds)
     else:

@@ -11,15 +11,19 @@
   recalibrated on the quantized scores.
 
 Every stage runs the same loop (:func:`fit`) on the training images less a fixed validation split
-(:func:`~.data.validation_split`): a warm-up, a constant learning rate while the validation loss
-keeps improving (checked every ``eval_every`` steps; ``patience`` checks without an improvement
-of ``min_delta`` end it, once a quarter of the constant phase's budget is done and the model beats
-chance by :data:`CHANCE_MARGIN` points), then a cosine
-decay over :data:`DECAY_FRACTION` of the steps so far; the checkpoint with the best validation
-loss is kept. Budgets are optimizer steps, by default
-scaled to the data set's size (:func:`auto_steps`). A stage that reaches its budget while its
-validation loss is still falling has not converged: :class:`StageResult` says so and the pipeline
-warns, naming the flag that gives the stage more steps.
+(:func:`~.data.validation_split`). The dense and QAT stages: a warm-up, a constant learning rate
+while the model keeps improving (checked every ``eval_every`` steps; ``patience`` checks without
+an improvement of ``min_delta`` in the validation loss end it, once a quarter of the constant
+phase's budget is done, the model beats chance by :data:`CHANCE_MARGIN` points and its validation
+accuracy is no longer climbing by :data:`ACC_CLIMB_POINTS`), then a cosine decay over
+:data:`DECAY_FRACTION` of the steps so far. Each selector insertion: a warm-up, then a cosine
+decay over its whole budget (a selector that has just started to drop tokens raises the loss
+before it lowers it, so patience would keep the checkpoint that had not learnt to prune). The
+checkpoint with the best validation loss is kept. Budgets are optimizer steps, by default scaled
+to the data set's size (:func:`auto_steps`). A stage that reaches its budget while its
+validation loss is still falling or its accuracy still climbing has not converged:
+:class:`StageResult` says so and the pipeline warns, naming the flag that gives the stage more
+steps.
 
 With ``state_dir`` each stage saves its state (weights, optimizer, data order, RNG, history) at
 every validation check and at its end; a run started again on the same directory continues
@@ -76,9 +80,21 @@ MIN_CONSTANT_FRACTION = 0.25
 #: validation set's most frequent class: a plateau at chance is not convergence (if it lasts, the
 #: stage runs into its budget and says it did not converge).
 CHANCE_MARGIN = 10.0
+#: Nor while validation accuracy is still climbing: the mean of the checks of the last pass over
+#: the training images (at least ``patience`` checks) above the mean of the pass before by more
+#: than this many points (a small validation set's loss is noisy; a model still learning fast
+#: shows it in its accuracy trend).
+ACC_CLIMB_POINTS = 2.0
 #: QAT's forward is the integer path, so its stage checks the validation set fewer times (this
 #: many per budget) on fewer images (at most ``calib_images``).
 QAT_CHECKS = 2
+#: The learning-rate schedules of :func:`fit`.
+SCHEDULES = ("plateau", "cosine")
+#: Each selector insertion checks the validation set this many times (on at most ``calib_images``):
+#: its schedule needs no patience, the checks pick the checkpoint and judge convergence.
+PRUNE_CHECKS = 4
+#: The selector stages' schedule: a decay from the start of each insertion (see :func:`train_selectors`).
+PRUNE_SCHEDULE = "cosine"
 #: Fixed seed of the validation passes of stages with random decisions (Gumbel noise).
 VAL_NOISE_SEED = 7
 
@@ -103,9 +119,11 @@ class StageBudget:
 
 #: Default budgets. Dense: up to 6 passes, at least 800 steps (small or hard data sets need
 #: many passes; patience ends the stage earlier where the validation loss settles). Selectors:
-#: half a pass each. QAT: short (its forward is the integer path).
+#: half a pass each, at least 150 steps (a selector needs that many to learn which tokens to
+#: drop and the blocks after it to work without them; on 3,639 noisy images 60 steps left the
+#: pruned model 8 points below dense). QAT: short (its forward is the integer path).
 DENSE_BUDGET = StageBudget(passes=6.0, min_steps=800, max_steps=30000)
-PRUNE_BUDGET = StageBudget(passes=0.5, min_steps=60, max_steps=3000)
+PRUNE_BUDGET = StageBudget(passes=0.5, min_steps=150, max_steps=3000)
 QAT_BUDGET = StageBudget(passes=0.15, min_steps=20, max_steps=600)
 
 
@@ -221,6 +239,7 @@ class _Loop:
 
     step: int = 0
     decay_start: int | None = None
+    decay_len: int = 0
     since_best: int = 0
     """Checks since the validation loss last fell ``min_delta`` below ``ref_loss``."""
     ref_loss: float = math.inf
@@ -230,9 +249,14 @@ class _Loop:
     epoch_pos: int = 0
 
 
+def _warmup_steps(budget: int) -> int:
+    """:data:`WARMUP_STEPS`, at most a tenth of the budget."""
+    return max(1, min(WARMUP_STEPS, budget // 10))
+
+
 def _lr_at(base: float, step: int, budget: int, decay_start: int | None, decay_len: int) -> float:
-    """Warm-up over :data:`WARMUP_STEPS` (at most a tenth of the budget), constant, then cosine to 0."""
-    warm = max(1, min(WARMUP_STEPS, budget // 10))
+    """Warm-up over :func:`_warmup_steps`, constant, then cosine to 0 over ``decay_len`` steps."""
+    warm = _warmup_steps(budget)
     if decay_start is None or step < decay_start:
         return base * min(1.0, (step + 1) / warm)
     t = (step - decay_start) / max(decay_len, 1)
@@ -348,7 +372,7 @@ class _Reporter:
 def fit(
     model: VisionTransformer, split: Split, tc: TrainConfig, name: str, budget: int, lr: float,
     loss_fn: LossFn, seed_offset: int, state_dir: Path | None = None, log: Callable[[str], None] = print,
-    eval_every: int | None = None, val_limit: int | None = None,
+    eval_every: int | None = None, val_limit: int | None = None, schedule: str = "plateau",
 ) -> StageResult:
     """Train ``model`` in place with AdamW to convergence on the validation loss (module docstring).
 
@@ -361,6 +385,9 @@ def fit(
             ``tc.eval_every`` / ``tc.val_images`` (default: :func:`default_eval_every`).
         state_dir: where the stage's checkpoint lives; an existing one is resumed (or, finished,
             loaded and returned as is).
+        schedule: ``"plateau"`` (warm-up, constant until patience or the budget ends it, decay) or
+            ``"cosine"`` (warm-up, then a cosine decay over the whole budget; patience does not
+            stop it, the checks pick the checkpoint and judge convergence at the end).
 
     Returns:
         The :class:`StageResult`; ``model`` holds the best validation checkpoint, in eval mode.
@@ -374,7 +401,13 @@ def fit(
     stable_cap = max(1, math.floor(budget / (1 + DECAY_FRACTION)))
     min_constant = math.ceil(MIN_CONSTANT_FRACTION * stable_cap)
     chance = 100.0 * float(torch.bincount(yv).max()) / max(len(yv), 1)
+    trend = max(tc.patience, round(math.ceil(len(y) / tc.batch_size) / eval_every))
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
     result, loop = StageResult(name, budget), _Loop()
+    if schedule == "cosine":
+        loop.decay_start = _warmup_steps(budget)
+        loop.decay_len = max(1, budget - loop.decay_start)
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     epoch_state = gen.get_state()
     ckpt = _Checkpoint(state_dir, name)
@@ -426,7 +459,8 @@ def fit(
         return result.best_val_acc >= chance + CHANCE_MARGIN
 
     def plateaued() -> bool:
-        return loop.since_best >= tc.patience and loop.step >= min_constant and learning()
+        return (loop.since_best >= tc.patience and loop.step >= min_constant and learning()
+                and not accuracy_climbing(result.history, trend))
 
     def constant_ends() -> bool:
         return loop.decay_start is None and (plateaued() or loop.step >= stable_cap)
@@ -436,19 +470,18 @@ def fit(
     while True:
         if constant_ends():
             loop.decay_start = loop.step
+            loop.decay_len = _decay_len(loop.decay_start, budget)
             result.stopped = "patience" if plateaued() else "budget"
-            result.converged = result.stopped == "patience" or (learning()
-                                                                and not _still_improving(result.history, tc))
-        end = None if loop.decay_start is None else loop.decay_start + _decay_len(loop.decay_start, budget)
+            result.converged = result.stopped == "patience" or _settled(result.history, tc, learning(), trend)
+        end = None if loop.decay_start is None else loop.decay_start + loop.decay_len
         if end is not None and loop.step >= end:
             break
         gen.set_state(epoch_state)
         perm = torch.randperm(len(y), generator=gen)
         while loop.epoch_pos < len(y):
             idx = perm[loop.epoch_pos:loop.epoch_pos + tc.batch_size]
-            decay_len = 0 if loop.decay_start is None else _decay_len(loop.decay_start, budget)
             for g in opt.param_groups:
-                g["lr"] = _lr_at(lr, loop.step, budget, loop.decay_start, decay_len)
+                g["lr"] = _lr_at(lr, loop.step, budget, loop.decay_start, loop.decay_len)
             loss, _ = loss_fn(x[idx], y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -469,6 +502,9 @@ def fit(
             loop.epoch_pos = 0
             epoch_state = gen.get_state()
     reporter.close()
+    if schedule == "cosine":
+        result.stopped = "budget"
+        result.converged = _settled(result.history, tc, learning(), trend)
     model.load_state_dict(best_state)
     result.steps, result.finished = loop.step, True
     save()
@@ -492,6 +528,24 @@ def _still_improving(history: list[dict], tc: TrainConfig) -> bool:
     before = min(h["val_loss"] for h in history[:split])
     recent = min(h["val_loss"] for h in history[split:])
     return recent < before * (1 - tc.min_delta)
+
+
+def accuracy_climbing(history: list[dict], window: int) -> bool:
+    """Whether validation accuracy is still climbing: the mean of the last ``window`` checks beats
+    the mean of the ``window`` before them by more than :data:`ACC_CLIMB_POINTS` (False with fewer
+    than ``2 * window`` checks)."""
+    if len(history) < 2 * window:
+        return False
+    recent = sum(h["val_acc"] for h in history[-window:]) / window
+    before = sum(h["val_acc"] for h in history[-2 * window:-window]) / window
+    return recent > before + ACC_CLIMB_POINTS
+
+
+def _settled(history: list[dict], tc: TrainConfig, learning: bool, window: int) -> bool:
+    """Whether a stage that its budget ended has converged: it beats chance, and neither its
+    validation loss (:func:`_still_improving`) nor its accuracy (:func:`accuracy_climbing` over
+    ``window`` checks) is still improving."""
+    return learning and not _still_improving(history, tc) and not accuracy_climbing(history, window)
 
 
 @torch.no_grad()
@@ -540,6 +594,46 @@ class Budgets:
                    pick(tc.qat_steps, QAT_BUDGET))
 
 
+def dense_objective(model: VisionTransformer) -> LossFn:
+    """Stage 1's objective: cross-entropy with label smoothing 0.1."""
+    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(xb)
+        return F.cross_entropy(logits, yb, label_smoothing=0.1), logits
+    return loss_fn
+
+
+def selector_objective(model: VisionTransformer, teacher: VisionTransformer, keep_rates: torch.Tensor) -> LossFn:
+    """Stage 2's objective (module docstring) for ``model``'s active selectors, ``keep_rates`` ``(S,)``
+    float: their cumulative targets."""
+    n_patches = model.cfg.num_patches
+
+    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tr = Trace()
+        logits = model(xb, trace=tr)
+        with torch.no_grad():
+            ttr = Trace()
+            t_logits = teacher(xb, trace=ttr)
+        keep = torch.stack([a[:, 1:1 + n_patches].mean(1).mean() for a in tr.alive])
+        keep_loss = ((keep - keep_rates[: len(keep)]) ** 2).mean()
+        alive = tr.alive[-1][:, : model.cfg.num_tokens, None]
+        feat = (((tr.tokens[:, : model.cfg.num_tokens] - ttr.tokens) ** 2) * alive).sum()
+        feat = feat / (alive.sum() * tr.tokens.shape[-1]).clamp(min=1.0)
+        loss = (F.cross_entropy(logits, yb) + KEEP_LOSS_WEIGHT * keep_loss
+                + KL_WEIGHT * _kl(logits, t_logits) + FEATURE_WEIGHT * feat)
+        return loss, logits
+    return loss_fn
+
+
+def qat_objective(model: VisionTransformer, teacher: VisionTransformer) -> LossFn:
+    """Stage 3's objective: cross-entropy + ``KL_WEIGHT`` x KL to the dense teacher."""
+    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(xb)
+        with torch.no_grad():
+            t_logits = teacher(xb)
+        return F.cross_entropy(logits, yb) + KL_WEIGHT * _kl(logits, t_logits), logits
+    return loss_fn
+
+
 def train_dense(cfg: ViTConfig, split: Split, tc: TrainConfig, budget: int, state_dir: Path | None = None,
                 log: Callable[[str], None] = print) -> tuple[VisionTransformer, StageResult]:
     """Stage 1: the dense float model."""
@@ -547,15 +641,12 @@ def train_dense(cfg: ViTConfig, split: Split, tc: TrainConfig, budget: int, stat
     model = VisionTransformer(cfg.with_selectors((), ()))
     model.set_poly(False)
 
-    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(xb)
-        return F.cross_entropy(logits, yb, label_smoothing=0.1), logits
-
-    res = fit(model, split, tc, "dense", budget, tc.lr, loss_fn, 1, state_dir, log)
+    res = fit(model, split, tc, "dense", budget, tc.lr, dense_objective(model), 1, state_dir, log)
     return model, res
 
 
-def _pruned_from(dense: VisionTransformer, schedule: Schedule) -> VisionTransformer:
+def pruned_from(dense: VisionTransformer, schedule: Schedule) -> VisionTransformer:
+    """A copy of ``dense`` with ``schedule``'s selectors (freshly initialised) inserted."""
     torch.manual_seed(0)
     cfg = dense.cfg.with_selectors(schedule.selector_blocks, schedule.keep_rates)
     model = VisionTransformer(cfg, dense.numerics)
@@ -572,31 +663,17 @@ def train_selectors(
 ) -> tuple[VisionTransformer, list[StageResult]]:
     """Stage 2: insert the selectors one by one (``budget`` steps at most each), distilling from the
     dense model; thresholds calibrated on the validation images."""
-    model = _pruned_from(dense, schedule)
+    model = pruned_from(dense, schedule)
     teacher = dense.eval()
-    n_patches = model.cfg.num_patches
-    rates = torch.tensor(schedule.keep_rates)
     model.set_decision("gumbel")
-
-    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tr = Trace()
-        logits = model(xb, trace=tr)
-        with torch.no_grad():
-            ttr = Trace()
-            t_logits = teacher(xb, trace=ttr)
-        keep = torch.stack([a[:, 1:1 + n_patches].mean(1).mean() for a in tr.alive])
-        keep_loss = ((keep - rates[: len(keep)]) ** 2).mean()
-        alive = tr.alive[-1][:, : model.cfg.num_tokens, None]
-        feat = (((tr.tokens[:, : model.cfg.num_tokens] - ttr.tokens) ** 2) * alive).sum()
-        feat = feat / (alive.sum() * tr.tokens.shape[-1]).clamp(min=1.0)
-        loss = (F.cross_entropy(logits, yb) + KEEP_LOSS_WEIGHT * keep_loss
-                + KL_WEIGHT * _kl(logits, t_logits) + FEATURE_WEIGHT * feat)
-        return loss, logits
+    loss_fn = selector_objective(model, teacher, torch.tensor(schedule.keep_rates))
 
     results = []
     for k in range(1, len(schedule.selector_blocks) + 1):
         model.active_selectors = k
-        results.append(fit(model, split, tc, f"prune{k}", budget, tc.prune_lr, loss_fn, 10 + k, state_dir, log))
+        results.append(fit(model, split, tc, f"prune{k}", budget, tc.prune_lr, loss_fn, 10 + k, state_dir, log,
+                           eval_every=math.ceil(budget / PRUNE_CHECKS), val_limit=tc.calib_images,
+                           schedule=PRUNE_SCHEDULE))
     model.set_decision("threshold")
     calibrate_thresholds(model, split.x_val[: tc.calib_images])
     return model, results
@@ -649,12 +726,7 @@ def train_qat(pruned: VisionTransformer, teacher: VisionTransformer, split: Spli
     calibrate_quant(model, split.x_fit[: tc.calib_images])
     calibrate_thresholds(model, split.x_val[: tc.calib_images])
     model.set_decision("threshold")
-
-    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(xb)
-        with torch.no_grad():
-            t_logits = teacher(xb)
-        return F.cross_entropy(logits, yb) + KL_WEIGHT * _kl(logits, t_logits), logits
+    loss_fn = qat_objective(model, teacher)
 
     result = None
     if budget > 0:
@@ -717,8 +789,9 @@ def _warn_unconverged(res: StageResult, tc: TrainConfig, log: Callable[[str], No
     h = res.history
     first = h[max(0, len(h) - 1 - tc.patience)] if h else {"val_loss": math.nan, "val_acc": math.nan, "step": 0}
     msg = (f"stage {res.name} did not converge: it used its whole budget of {res.budget} steps while the "
-           f"validation loss was still falling (from {first['val_loss']:.4f} at step {first['step']} to "
-           f"{res.best_val_loss:.4f}; validation accuracy {first['val_acc']:.2f}% -> {res.best_val_acc:.2f}%). "
+           f"validation loss or accuracy was still improving (loss from {first['val_loss']:.4f} at step "
+           f"{first['step']} to {res.best_val_loss:.4f}; accuracy {first['val_acc']:.2f}% -> "
+           f"{res.best_val_acc:.2f}%). "
            f"Give it more steps with {BUDGET_FLAGS[stage]} (e.g. {BUDGET_FLAGS[stage]} {2 * res.budget}).")
     log(f"WARNING: {msg}")
     return msg

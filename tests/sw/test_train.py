@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 
@@ -11,11 +12,13 @@ import torch.nn.functional as F
 
 from vitforge.sw.data import Split
 from vitforge.sw.train import (
+    ACC_CLIMB_POINTS,
     DECAY_FRACTION,
     MIN_CONSTANT_FRACTION,
     Budgets,
     StageBudget,
     TrainConfig,
+    accuracy_climbing,
     default_eval_every,
     fit,
 )
@@ -146,3 +149,71 @@ def test_too_few_checks_show_no_improvement(tiny_cfg):
     fit(model, split, tc, "dense", 60, 3e-3, _loss(model), 1, log=lambda s: None)  # learn the toy first
     res = fit(model, split, replace(tc, eval_every=5), "qat", 10, 1e-4, _loss(model), 2, log=lambda s: None)
     assert res.stopped == "budget" and res.converged and [h["step"] for h in res.history] == [5, 10]
+
+
+def test_accuracy_climbing_compares_the_last_window_with_the_one_before():
+    """digits_scaled's dense checks at steps 342..475 (before the fix, patience ended the constant
+    phase at 361 and again here): over a pass (4 checks) the accuracy rose 5.7 points, over 3
+    checks only 0.7. The default data's checks at 336..630 rose 1.7 points a pass: settled."""
+    scaled = [{"val_acc": a} for a in (39.63, 40.37, 48.89, 47.04, 50.19, 46.67, 49.81, 51.85)]
+    assert accuracy_climbing(scaled, 4)
+    assert not accuracy_climbing(scaled, 3)
+    assert not accuracy_climbing(scaled[1:], 4)          # fewer than two windows: no trend
+    default = [{"val_acc": a} for a in (85.55, 86.13, 84.77, 87.11, 87.99, 87.5, 88.09, 86.91)]
+    assert not accuracy_climbing(default, 4)
+    assert ACC_CLIMB_POINTS == 2.0
+
+
+def _scripted(split: Split, climb_steps: int):
+    """A stand-in model whose validation loss is flat (it falls by far less than ``min_delta``)
+    while its validation accuracy climbs linearly from 0 to 100% over ``climb_steps`` training
+    steps, then stays there."""
+    module = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(module.weight)
+    steps = [0]
+
+    def loss_fn(xb, yb):
+        if torch.is_grad_enabled():
+            steps[0] += 1
+        frac = min(steps[0], climb_steps) / climb_steps
+        right = torch.arange(len(yb)) < frac * len(yb)
+        logits = F.one_hot(torch.where(right, yb, (yb + 1) % 4), 4).float()
+        return (module.weight ** 2).sum() + 1.0 - 1e-4 * frac, logits
+
+    return module, loss_fn
+
+
+@pytest.mark.parametrize(("climb_steps", "first", "last"), [(1, 40, 40), (100, 94, 108)])
+def test_patience_waits_while_validation_accuracy_climbs(tiny_cfg, climb_steps, first, last):
+    """A flat validation loss ends the constant phase by patience once it may (step 40, a quarter of
+    its 160 steps) only when the accuracy is flat too; while it climbs (4 points a check) the phase
+    goes on, and ends within a few checks (windows of 2 checks) of the climb's end at step 100."""
+    split = _toy(tiny_cfg)
+    module, loss_fn = _scripted(split, climb_steps)
+    tc = TrainConfig(batch_size=32, eval_every=2, patience=2, progress=False)
+    res = fit(module, split, tc, "dense", 200, 1e-3, loss_fn, 1, log=lambda s: None)
+    assert res.stopped == "patience" and res.converged
+    decay = [h["step"] for h in res.history if h["step"] > 20 and h["lr"] < 1e-3]  # after the warm-up
+    assert first <= decay[0] - 2 <= last
+
+
+def test_a_budget_that_ends_a_climb_is_not_convergence(tiny_cfg):
+    split = _toy(tiny_cfg)
+    module, loss_fn = _scripted(split, 1000)
+    tc = TrainConfig(batch_size=32, eval_every=2, patience=2, progress=False)
+    res = fit(module, split, tc, "dense", 200, 1e-3, loss_fn, 1, log=lambda s: None)
+    assert res.stopped == "budget" and not res.converged
+
+
+def test_cosine_schedule_decays_from_the_start_and_runs_its_budget(tiny_cfg):
+    """The selector stages' schedule: warm-up, then the learning rate only falls; a patience that
+    would end a plateau schedule early does not stop it, and the best check is kept."""
+    split, model = _toy(tiny_cfg), _model(tiny_cfg)
+    tc = TrainConfig(batch_size=32, eval_every=5, patience=1, min_delta=0.5, progress=False)
+    res = fit(model, split, tc, "prune1", 40, 3e-3, _loss(model), 1, log=lambda s: None, schedule="cosine")
+    lrs = [h["lr"] for h in res.history]
+    assert res.steps == 40 and res.stopped == "budget"
+    assert all(a > b for a, b in itertools.pairwise(lrs)) and lrs[0] <= 3e-3 and lrs[-1] < 3e-3 * 0.01
+    assert res.best_val_loss == min(h["val_loss"] for h in res.history)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        fit(model, split, tc, "x", 10, 1e-3, _loss(model), 1, log=lambda s: None, schedule="linear")
