@@ -35,13 +35,12 @@ Trained accuracies are cached per (selector block, keep rate, fidelity) in memor
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from .diskcache import JsonCache
 from .problem import Problem
 
 #: The small ViT: 16x16 canvas, 4x4 patches (16 + class token), D = 32, 3 blocks, one head.
@@ -101,6 +100,7 @@ class HeatVitObjectives:
     def __init__(self, seed: int, cache_dir: str | None) -> None:
         self.seed = seed
         self.cache_dir = cache_dir
+        self._disk = JsonCache(None if cache_dir is None else Path(cache_dir) / f"heatvit_acc_seed{seed}.json")
         self._latency: dict = {}
         self._data = None
 
@@ -116,25 +116,6 @@ class HeatVitObjectives:
             self._data = digits_canvas(seed=self.seed, train_copies=1, canvas=MODEL["image_size"])
         return self._data
 
-    def _cache_path(self) -> Path | None:
-        return None if self.cache_dir is None else Path(self.cache_dir) / f"heatvit_acc_seed{self.seed}.json"
-
-    def _load_disk(self) -> dict:
-        path = self._cache_path()
-        if path is None or not path.exists():
-            return {}
-        return json.loads(path.read_text())
-
-    def _store_disk(self, key: str, acc: float) -> None:
-        path = self._cache_path()
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        entries = {**self._load_disk(), key: acc}
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entries, sort_keys=True))
-        os.replace(tmp, path)
-
     def accuracy(self, block: int, keep: float, s: float) -> float:
         """Top-1 (%) of the ViT with a selector before ``block`` keeping ``keep``, trained at fidelity ``s``."""
         import torch
@@ -148,7 +129,7 @@ class HeatVitObjectives:
         with _LOCK:
             cached = _ACC.get((self.seed, key))
         if cached is None:
-            cached = self._load_disk().get(key)
+            cached = self._disk.get(key)
         if cached is not None:
             return float(cached)
         tc = TrainConfig(seed=self.seed, batch_size=64, lr=LEARNING_RATE, calib_images=128, progress=False)
@@ -171,7 +152,7 @@ class HeatVitObjectives:
             acc = float(evaluate(model, data.x_test[:TEST_IMAGES], data.y_test[:TEST_IMAGES])["top1"])
         with _LOCK:
             _ACC[(self.seed, key)] = acc
-        self._store_disk(key, acc)
+        self._disk.store(key, acc)
         return acc
 
     def latency_ms(self, rows: int, cols: int, clock: float, block: int, keep: float) -> float:

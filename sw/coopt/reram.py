@@ -52,7 +52,6 @@ import io
 import itertools
 import json
 import math
-import os
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -60,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .diskcache import JsonCache
 from .problem import Problem
 
 #: Bounds of the design variables (see the module docstring).
@@ -195,6 +195,7 @@ class ReramObjectives:
     def __init__(self, seed: int, cache_dir: str | None, setup: ReramSetup) -> None:
         self.seed = seed
         self.cache_dir = cache_dir
+        self._disk = JsonCache(None if cache_dir is None else Path(cache_dir) / f"reram_err_seed{seed}.json")
         self.setup = setup
         self._data = None
         self._geometry = None
@@ -305,24 +306,6 @@ class ReramObjectives:
         return model
 
     # -- objectives -------------------------------------------------------------------------------
-    def _cache_path(self) -> Path | None:
-        return None if self.cache_dir is None else Path(self.cache_dir) / f"reram_err_seed{self.seed}.json"
-
-    def _load_disk(self) -> dict:
-        path = self._cache_path()
-        if path is None or not path.exists():
-            return {}
-        return json.loads(path.read_text())
-
-    def _store_disk(self, key: str, err: float) -> None:
-        path = self._cache_path()
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        entries = {**self._load_disk(), key: err}
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entries, sort_keys=True))
-        os.replace(tmp, path)
 
     def error(self, d: Design, s: float) -> float:
         """``1 - top-1`` of the ReSNA model for ``d``, trained at fidelity ``s``, on ``d``'s noisy chip."""
@@ -338,7 +321,7 @@ class ReramObjectives:
         with _LOCK:
             cached = _ERR.get((self.seed, key))
         if cached is None:
-            cached = self._load_disk().get(key)
+            cached = self._disk.get(key)
         if cached is not None:
             return float(cached)
         with torch.random.fork_rng(devices=[]):  # train() seeds torch's global generator for the init
@@ -350,7 +333,7 @@ class ReramObjectives:
         err = 1.0 - res["top1_mean"] / 100.0
         with _LOCK:
             _ERR[(self.seed, key)] = err
-        self._store_disk(key, err)
+        self._disk.store(key, err)
         return err
 
     def costs(self, d: Design) -> tuple[float, float, float]:
