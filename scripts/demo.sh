@@ -48,10 +48,12 @@ echo "== 6/8 co-optimization: CF-MESMO and CF-MESMO-HV against NSGA-II on momf-b
 vitforge coopt compare --problem momf-branin-currin --methods nsga2 cfmesmo cfmesmo-hv --seeds 1 --budget 30 \
   --method-budget cfmesmo=8 cfmesmo-hv=8 --max-evals cfmesmo=22 cfmesmo-hv=40 --out "$out/coopt"
 
-echo "== 7/8 ReRAM: a small bit-slice-L1 ResNet-20 on simulated crossbars (2-bit cells, 4-bit ADCs), under noise"
-vitforge reram train --method bitslice-l1 --channels 4 --epochs 3 1 0.5 --max-train 2000 --out "$out/reram" \
-  --no-progress --json
-vitforge reram eval --checkpoint "$out/reram/model.safetensors" --adc-bits 4 --noise --prog-sigma 0.1 \
+echo "== 7/8 ReRAM: a bit-slice-L1 ResNet-20 with column budgets on 8-row crossbars, 1-bit MSB / 3-bit ADCs, without and with noise"
+vitforge reram train --method bitslice-l1 --channels 4 --epochs 4 1.5 3 --max-train 3000 --rows 8 --adc-bits 3,3,3,1 \
+  --adc-budget --out "$out/reram" --no-progress --json
+vitforge reram eval --checkpoint "$out/reram/model.safetensors" --rows 8 --adc-bits 3,3,3,1 --images 64 --seeds 0 \
+  --no-progress --out "$out/reram_eval_clean.json"
+vitforge reram eval --checkpoint "$out/reram/model.safetensors" --rows 8 --adc-bits 3,3,3,1 --noise --prog-sigma 0.1 \
   --frequency-mhz 1000 --temperature-k 400 --images 64 --seeds 0 --plots "$out/reram/plots" --no-progress \
   --out "$out/reram_eval.json"
 
