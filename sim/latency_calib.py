@@ -62,12 +62,10 @@ class Case:
         cfg = self.config()
         gen = torch.Generator().manual_seed(self.seed)
         x = torch.randint(-128, 128, (self.n_tokens, self.dim), generator=gen)
-        p = block_ref.make_block_params(dim=self.dim, heads=self.heads, mlp=self.mlp, selector=self.selector,
-                                        seed=self.seed, prune_bias=(1 << 20) if self.keep == "class_only" else 0)
+        p = block_ref.make_block_case(x, dim=self.dim, heads=self.heads, mlp=self.mlp, selector=self.selector,
+                                      seed=self.seed, keep=self.keep, num=cfg.numerics)
         pruned = []
         if self.selector:
-            _, _, fused = block_ref.selector_reference(x, p, cfg.numerics)
-            p.threshold = block_ref.choose_threshold(fused, self.keep)
             pruned = [not bool(block_ref.selector_reference(x, p, cfg.numerics)[1].all())]
         if not self.depth:
             inputs = {hwp.INPUT_BLOB: hwp.pack_matrix(cfg, x)}

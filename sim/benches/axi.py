@@ -104,10 +104,8 @@ async def block(dut):
     n, seed, extra = params["n_tokens"], params["seed"], params["extra_beats"]
     gen = torch.Generator().manual_seed(seed)
     x = torch.randint(-128, 128, (n, cfg.max_embed_dim), generator=gen)
-    p = block_ref.make_block_params(dim=cfg.max_embed_dim, heads=cfg.max_heads, mlp=cfg.max_mlp_dim,
-                                    selector=True, seed=seed)
-    _, _, fused = block_ref.selector_reference(x, p, cfg.numerics)
-    p.threshold = block_ref.choose_threshold(fused, "mixed")
+    p = block_ref.make_block_case(x, dim=cfg.max_embed_dim, heads=cfg.max_heads, mlp=cfg.max_mlp_dim,
+                                  selector=True, seed=seed, keep="mixed", num=cfg.numerics)
     expected, _ = block_ref.reference(x, p, cfg.numerics)
     prog = block_ref.block_program(cfg, p, n)
     words = assemble(prog.instrs)

@@ -127,12 +127,8 @@ async def encoder_block(dut):
     selector = params["selector"]
     gen = torch.Generator().manual_seed(seed)
     x = torch.randint(-128, 128, (n, cfg.max_embed_dim), generator=gen)
-    p = block_ref.make_block_params(dim=cfg.max_embed_dim, heads=cfg.max_heads, mlp=cfg.max_mlp_dim,
-                                    selector=selector, seed=seed,
-                                    prune_bias=(1 << 20) if keep == "class_only" else 0)
-    if selector:
-        _, _, fused = block_ref.selector_reference(x, p, cfg.numerics)
-        p.threshold = block_ref.choose_threshold(fused, keep)
+    p = block_ref.make_block_case(x, dim=cfg.max_embed_dim, heads=cfg.max_heads, mlp=cfg.max_mlp_dim,
+                                  selector=selector, seed=seed, keep=keep, num=cfg.numerics)
     expected, kept = block_ref.reference(x, p, cfg.numerics)
     if selector:
         want = {"all": n, "class_only": 1}.get(keep)

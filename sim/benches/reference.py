@@ -24,8 +24,8 @@ from vitforge.hw.isa import Instr, Op
 from vitforge.quant.fixed import REQUANT_MULT_BITS
 from vitforge.quant.selector import head_weight_dims, scorer_dims
 
-__all__ = ["Instr", "Op", "as_block", "block_program", "choose_threshold", "gemm_case", "make_block_params",
-           "pack_matrix", "pack_params", "reference", "selector_reference", "unpack_matrix"]
+__all__ = ["Instr", "Op", "as_block", "block_program", "choose_threshold", "gemm_case", "make_block_case",
+           "make_block_params", "pack_matrix", "pack_params", "reference", "selector_reference", "unpack_matrix"]
 
 #: Largest requantization multiplier.
 MMAX = (1 << REQUANT_MULT_BITS) - 1
@@ -208,6 +208,18 @@ def make_block_params(*, dim: int, heads: int, mlp: int, selector: bool, seed: i
             p.sel_mlp2.append([random_linear(gen, a, z, 1000.0, bias_offset=last_bias if j == len(pairs) - 1 else None)
                                for j, (a, z) in enumerate(pairs)])
         p.sel_wmlp = [random_linear(gen, a, z, 1000.0) for a, z in itertools.pairwise(head_weight_dims(heads))]
+    return p
+
+
+def make_block_case(x: torch.Tensor, *, dim: int, heads: int, mlp: int, selector: bool, seed: int, keep: str,
+                    num) -> BlockParams:
+    """:func:`make_block_params` whose selector threshold realizes ``keep`` on the input ``x`` (one of
+    :func:`choose_threshold`'s rules; ``"class_only"`` also biases every token towards pruning)."""
+    p = make_block_params(dim=dim, heads=heads, mlp=mlp, selector=selector, seed=seed,
+                          prune_bias=(1 << 20) if keep == "class_only" else 0)
+    if selector:
+        _, _, fused = selector_reference(x, p, num)
+        p.threshold = choose_threshold(fused, keep)
     return p
 
 

@@ -36,11 +36,8 @@ def test_tiny_block_matches_reference(keep):
     cfg, n = TINY, 5
     x = torch.randint(-128, 128, (n, cfg.max_embed_dim), generator=torch.Generator().manual_seed(4))
     selector = keep != "no_selector"
-    p = block_ref.make_block_params(dim=16, heads=2, mlp=32, selector=selector, seed=7,
-                                    prune_bias=(1 << 20) if keep == "class_only" else 0)
-    if selector:
-        _, _, fused = block_ref.selector_reference(x, p, cfg.numerics)
-        p.threshold = block_ref.choose_threshold(fused, keep)
+    p = block_ref.make_block_case(x, dim=16, heads=2, mlp=32, selector=selector, seed=7,
+                                  keep=keep, num=cfg.numerics)
     expected, kept = block_ref.reference(x, p, cfg.numerics)
     if selector:
         n_kept = int(kept.sum())
@@ -65,10 +62,8 @@ HEAD_LANES = dataclasses.replace(TINY, pe_cols=8)
 def test_selector_with_head_dim_equal_to_lanes_matches_reference(keep):
     cfg, n = HEAD_LANES, 6
     x = torch.randint(-128, 128, (n, cfg.max_embed_dim), generator=torch.Generator().manual_seed(5))
-    p = block_ref.make_block_params(dim=16, heads=2, mlp=32, selector=True, seed=8)
+    p = block_ref.make_block_case(x, dim=16, heads=2, mlp=32, selector=True, seed=8, keep=keep, num=cfg.numerics)
     assert 16 // 2 == cfg.lanes
-    _, _, fused = block_ref.selector_reference(x, p, cfg.numerics)
-    p.threshold = block_ref.choose_threshold(fused, keep)
     expected, kept = block_ref.reference(x, p, cfg.numerics)
     n_kept = int(kept.sum())
     assert (1 < n_kept < n) if keep == "mixed" else n_kept == n, n_kept
