@@ -3,6 +3,7 @@ against the operating point, cost per component."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -67,4 +68,59 @@ def plot_cost(per_component: dict[str, dict[str, float]], path: Path, title: str
         ax.grid(alpha=0.3, axis="y")
     if title:
         fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+#: Colors of the sweep's methods in the frontier plot.
+METHOD_COLORS = {"l1": "tab:blue", "bitslice-l1": "tab:red"}
+
+
+def plot_sparsity_frontier(points: list[dict], summary: dict, path: Path, n_slices: int) -> Path:
+    """int8 top-1 against zero-slice ratio, overall and per slice, and against the zero-weight fraction.
+
+    ``points`` and ``summary`` are :func:`vitforge.sw.reram.sparsity.run_sweep`'s: filled markers are
+    trained (pruned and fine-tuned) models, hollow ones the same models pruned harder afterwards; the
+    line is each method's frontier. Dashed: the reference L1's top-1 less ``max_drop``; dotted: twice
+    the reference's ratio (or, on the last panel, the zero-weight fraction that twice its overall
+    ratio needs), noted in the title when it lies beyond 100%.
+    """
+    from .sparsity import OVERALL, SWEEP_METHODS, frontier, slice_key
+
+    keys = [OVERALL] + [slice_key(k) for k in range(n_slices)] + ["pruned"]
+    cols = 3
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    ref = summary["reference"]
+    for ax, key in zip(axes.flat, keys, strict=False):
+        for method in SWEEP_METHODS:
+            mine = [p for p in points if p["method"] == method]
+            if not mine:
+                continue
+            color = METHOD_COLORS.get(method)
+            trained = [p for p in mine if p["threshold"] is None]
+            later = [p for p in mine if p["threshold"] is not None]
+            ax.scatter([100 * p[key] for p in trained], [p["top1"] for p in trained], color=color, s=22,
+                       label=f"{method} (trained)")
+            ax.scatter([100 * p[key] for p in later], [p["top1"] for p in later], facecolors="none",
+                       edgecolors=color, s=22, label=f"{method} (pruned after)")
+            front = frontier(mine, key)
+            ax.plot([100 * p[key] for p in front], [p["top1"] for p in front], color=color, lw=1)
+        ax.axhline(summary["floor"], color="gray", ls="--", lw=1)
+        if key == "pruned":
+            line = summary["bound"]["pruned_needed"]
+            title = "zero weights (code 0)"
+            note = "needed for 2x overall" if line is not None else "2x overall: impossible (> 100%)"
+        else:
+            line = 2 * ref[key]
+            title = "all slices" if key == OVERALL else f"slice {key[len('slice'):]}"
+            note = f"2x L1 = {100 * line:.1f}%"
+        if line is not None and line <= 1:
+            ax.axvline(100 * line, color="black", ls=":", lw=1)
+        ax.set_title(f"{title}; {note}", fontsize=9)
+        ax.set_xlabel("zero (%)" if key == "pruned" else "zero slices (%)")
+        ax.set_ylabel("int8 top-1 (%)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="lower left")
     return _save(fig, path)
