@@ -25,7 +25,7 @@ from vitforge.quant.crossbar import CrossbarConfig
 from vitforge.sw.data import load_data
 from vitforge.sw.reram.models import ModelConfig
 from vitforge.sw.reram.plots import plot_sparsity_frontier
-from vitforge.sw.reram.sparsity import OVERALL, SWEEP_METHODS, SweepConfig, run_sweep, slice_key
+from vitforge.sw.reram.sparsity import OVERALL, SWEEP_METHODS, SweepConfig, run_sweep, slice_key, summarize
 from vitforge.sw.reram.train import TrainConfig
 
 
@@ -56,6 +56,8 @@ def main() -> None:
     p.add_argument("--thresholds", type=int, nargs="*", default=[8, 32],
                    help="post-training thresholds (no fine-tuning) applied to every trained model")
     p.add_argument("--max-drop", type=float, default=1.0)
+    p.add_argument("--more-drops", type=float, nargs="*", default=[5.0, 10.0],
+                   help="also print the best ratios within these many points of the reference")
     p.add_argument("--plot", default="scripts/figures/reram_sparsity_frontier.png")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
     args = p.parse_args()
@@ -73,6 +75,8 @@ def main() -> None:
     result = run_sweep(cfg, data, args.out)
     n_slices = base.crossbar.n_slices
     result["plot"] = str(plot_sparsity_frontier(result["points"], result["summary"], args.plot, n_slices))
+    result["more_drops"] = {str(drop): summarize(result["points"], cfg.reference, n_slices, drop)["definitions"]
+                            for drop in args.more_drops}
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
         return
@@ -94,10 +98,22 @@ def main() -> None:
         print(row)
     b = s["bound"]
     at = b["best_top1_at_needed"]
-    print(f"2x overall = {_pct(b['target'])}: needs {_pct(b['pruned_needed'])} of the weights at code 0"
+    needed = ("impossible (no ratio exceeds 100%)" if b["pruned_needed"] is None else
+              f"needs {_pct(b['pruned_needed'])} of the weights at code 0")
+    print(f"2x overall = {_pct(b['target'])}: {needed}"
           + ("" if at is None else f"; the best model with that many: {at['top1']:.2f}% ({_where(at)}, "
              f"{_pct(at['pruned'])} zero)")
           + f"; the most pruned point: {_pct(b['most_pruned']['pruned'])} at {b['most_pruned']['top1']:.2f}%")
+    for drop, definitions in result["more_drops"].items():
+        cells = []
+        for d, e in definitions.items():
+            cells.append(f"{d} " + " / ".join("-" if e["best"][m]["ratio"] is None else
+                                              f"{e['best'][m]['ratio']:.2f}x ({_where(e['best'][m]['point'])})"
+                                              for m in SWEEP_METHODS))
+        print(f"within {float(drop):g} points (x L1, {' / '.join(SWEEP_METHODS)}): " + "; ".join(cells))
+    print("points the other method dominates (better or equal on ratio and top-1): " + "; ".join(
+        f"{d} " + " / ".join(f"{m} {e['dominated'][m][0]}/{e['dominated'][m][1]}" for m in SWEEP_METHODS)
+        for d, e in s["definitions"].items()))
     print("2x reached within the floor on: " + (", ".join(f"{m} {d}" for m, d in s["reached"]) or "none"))
     print(f"plot {result['plot']}; points {args.out}/frontier.json")
 

@@ -80,7 +80,7 @@ def plot_sparsity_frontier(points: list[dict], summary: dict, path: Path, n_slic
 
     ``points`` and ``summary`` are :func:`vitforge.sw.reram.sparsity.run_sweep`'s: filled markers are
     trained (pruned and fine-tuned) models, hollow ones the same models pruned harder afterwards; the
-    line is each method's frontier. Dashed: the reference L1's top-1 less ``max_drop``; dotted: twice
+    line is each method's frontier, the star the reference L1. Dashed: its top-1 less ``max_drop``; dotted: twice
     the reference's ratio (or, on the last panel, the zero-weight fraction that twice its overall
     ratio needs), noted in the title when it lies beyond 100%.
     """
@@ -105,6 +105,8 @@ def plot_sparsity_frontier(points: list[dict], summary: dict, path: Path, n_slic
                        edgecolors=color, s=22, label=f"{method} (pruned after)")
             front = frontier(mine, key)
             ax.plot([100 * p[key] for p in front], [p["top1"] for p in front], color=color, lw=1)
+        ax.scatter([100 * ref[key]], [ref["top1"]], marker="*", s=110, color="black", zorder=3,
+                   label="reference L1")
         ax.axhline(summary["floor"], color="gray", ls="--", lw=1)
         if key == "pruned":
             line = summary["bound"]["pruned_needed"]

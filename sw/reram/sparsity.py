@@ -212,13 +212,23 @@ def frontier(points: list[dict], key: str) -> list[dict]:
     return out[::-1]
 
 
+def dominated(points: list[dict], by: list[dict], key: str) -> list[dict]:
+    """The points of ``points`` that some point of ``by`` matches or beats on both ``key`` and
+    ``top1`` and strictly beats on one of them."""
+    def beats(q: dict, p: dict) -> bool:
+        return q[key] >= p[key] and q["top1"] >= p["top1"] and (q[key] > p[key] or q["top1"] > p["top1"])
+    return [p for p in points if any(beats(q, p) for q in by)]
+
+
 def summarize(points: list[dict], reference: str, n_slices: int, max_drop: float = 1.0) -> dict:
     """The target read off ``points`` against the trained point of run ``reference`` (plain L1).
 
     Returns:
         ``{"reference": that point, "floor": its top1 - max_drop, "definitions": {definition: {
         "target": 2x the reference's ratio, "best": {method: the best point within the floor,
-        "ratio": its ratio to the reference}}}, "reached": [(method, definition) at >= 2x],
+        "ratio": its ratio to the reference}, "dominated": {method: [how many of its points a point
+        of the other method dominates (:func:`dominated`), how many it has]}}}, "reached": [(method,
+        definition) at >= 2x],
         "bound": {"target", "pruned_needed", "best_top1_at_needed": the most accurate point with at
         least that fraction of zero weights (None if none), "most_pruned": the point with the most}}``.
     """
@@ -230,9 +240,12 @@ def summarize(points: list[dict], reference: str, n_slices: int, max_drop: float
     definitions: dict[str, dict] = {}
     reached: list[list[str]] = []
     for d in [OVERALL] + [slice_key(k) for k in range(n_slices)]:
-        entry: dict = {"reference": ref[d], "target": 2 * ref[d], "best": {}}
+        entry: dict = {"reference": ref[d], "target": 2 * ref[d], "best": {}, "dominated": {}}
         for method in SWEEP_METHODS:
-            best = best_within([p for p in points if p["method"] == method], d, floor)
+            mine = [p for p in points if p["method"] == method]
+            others = [p for p in points if p["method"] != method]
+            entry["dominated"][method] = [len(dominated(mine, others, d)), len(mine)]
+            best = best_within(mine, d, floor)
             ratio = None if best is None or ref[d] == 0 else best[d] / ref[d]
             entry["best"][method] = {"point": best, "ratio": ratio}
             if ratio is not None and ratio >= 2:

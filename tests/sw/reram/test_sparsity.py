@@ -18,6 +18,7 @@ from vitforge.sw.reram.sparsity import (
     POINT_FILE,
     SweepConfig,
     best_within,
+    dominated,
     frontier,
     pruned_copy,
     pruned_fraction_needed,
@@ -84,6 +85,15 @@ def test_frontier_keeps_the_points_nothing_beats():
     assert [p["run"] for p in frontier(pts, "overall")] == ["f", "a", "c", "b", "e"]
 
 
+def test_dominated_needs_both_coordinates():
+    mine = [_point("a", "bitslice-l1", 80, 0.5), _point("b", "bitslice-l1", 70, 0.9),
+            _point("c", "bitslice-l1", 75, 0.6)]
+    by = [_point("x", "l1", 80, 0.6), _point("y", "l1", 60, 0.95)]
+    # a: x beats it on the ratio at equal top-1; b: y is sparser but less accurate; c: x beats both
+    assert [p["run"] for p in dominated(mine, by, "overall")] == ["a", "c"]
+    assert dominated(by, by, "overall") == []  # a point never dominates itself
+
+
 def test_best_within_respects_the_floor():
     pts = [_point("a", "l1", 80, 0.5), _point("b", "l1", 78.9, 0.9), _point("c", "l1", 79.2, 0.7)]
     assert best_within(pts, "overall", 79.0)["run"] == "c"
@@ -102,6 +112,8 @@ def test_summarize_reads_2x_per_definition_against_the_reference():
     assert s["definitions"]["slice0"]["best"]["bitslice-l1"]["ratio"] == pytest.approx(0.61 / 0.30)
     assert s["definitions"]["slice0"]["best"]["l1"]["point"]["threshold"] is None  # T32 is below the floor
     assert s["reached"] == [["bitslice-l1", "slice0"]]
+    # overall: bs (79.5, 0.70) and bs_hard (78.5, 0.95) beat l1_ref T32 (70, 0.60); nothing of l1 beats them
+    assert s["definitions"]["overall"]["dominated"] == {"l1": [1, 2], "bitslice-l1": [0, 2]}
     assert s["bound"]["pruned_needed"] == pytest.approx(1 - 2 * (1 - 0.8))
     assert s["bound"]["best_top1_at_needed"]["run"] == "bs_hard"
     assert s["bound"]["most_pruned"]["pruned"] == 0.9
