@@ -34,7 +34,8 @@ one does not fit behind the others the cache is emptied). The weights of one enc
 one selector) that fit the weight scratchpad together are loaded by one ``LOAD`` (blob
 ``<blocks.i|selectors.i>.weights``), and likewise their parameters (``.params``). Activations
 live at fixed addresses: two token buffers (``SELECT`` reads one and writes the other), then
-per-block temporaries.
+per-block temporaries (the MLP's hidden activations reuse the attention's QKV, scores and
+probabilities when they fit there).
 """
 
 from __future__ import annotations
@@ -575,7 +576,11 @@ class _Compiler:
         x1 = self.matrix(t, d)
         self.add(x, a, x1, self.token_words(n, d), b.add1)
         self.layernorm(f"{name}.norm2", b.ln2, x1, h, n)
-        f, g = self.matrix(t, b.mlp), self.matrix(t, b.mlp)
+        # The MLP's first buffer reuses QKV, the scores and the probabilities (dead after the
+        # attention; they lie in one run of words before o) when it fits there.
+        stride = cfg.row_words(b.mlp)
+        f = _Mat(qkv.addr, stride) if t * stride <= o.addr - qkv.addr else self.matrix(t, b.mlp)
+        g = self.matrix(t, b.mlp)
         self.linear(f"{name}.fc1", b.fc1, h, f, n)
         self.rowwise(Op.GELU, f, g, n, b.mlp)
         self.linear(f"{name}.fc2", b.fc2, g, a, n)
