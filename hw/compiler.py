@@ -35,7 +35,9 @@ one selector) that fit the weight scratchpad together are loaded by one ``LOAD``
 ``<blocks.i|selectors.i>.weights``), and likewise their parameters (``.params``). Activations
 live at fixed addresses: two token buffers (``SELECT`` reads one and writes the other), then
 per-block temporaries (the MLP's hidden activations reuse the attention's QKV, scores and
-probabilities when they fit there).
+probabilities when they fit there). With ``overlap_loads`` (the default), :func:`prefetch` then
+moves the weight and parameter LOADs up to run beside the layers before them
+(``LOAD nowait``, ``SYNC`` before their first reader).
 """
 
 from __future__ import annotations

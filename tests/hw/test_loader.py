@@ -102,3 +102,14 @@ def test_prefetch_moves_loads_up_and_waits_before_their_readers():
                    ("SYNC", 1), ("GEMM", None), ("STORE", None), ("END", None)]
     assert [(lo.mem, lo.addr, lo.count) for lo in out.loads] == \
         [(i.mem, i.addr, i.count) for i in out.instrs if i.op == Op.LOAD]
+
+
+def test_queue_depth_and_pending_are_checked():
+    from vitforge.hw.config import HwConfig
+
+    with pytest.raises(ValueError, match=r"load_queue must be in 1\.\.15 \(SYNC's pending field\), not 16"):
+        HwConfig(load_queue=16)
+    with pytest.raises(ValueError, match="load_queue must be a positive integer, not 0"):
+        HwConfig(load_queue=0)
+    with pytest.raises(ValueError, match=r"SYNC.pending must be an integer in 0..15, not 16"):
+        Instr(Op.SYNC, pending=16)
