@@ -34,7 +34,10 @@ one does not fit behind the others the cache is emptied). The weights of one enc
 one selector) that fit the weight scratchpad together are loaded by one ``LOAD`` (blob
 ``<blocks.i|selectors.i>.weights``), and likewise their parameters (``.params``). Activations
 live at fixed addresses: two token buffers (``SELECT`` reads one and writes the other), then
-per-block temporaries.
+per-block temporaries (the MLP's hidden activations reuse the attention's QKV, scores and
+probabilities when they fit there). With ``overlap_loads`` (the default), :func:`prefetch` then
+moves the weight and parameter LOADs up to run beside the layers before them
+(``LOAD nowait``, ``SYNC`` before their first reader).
 """
 
 from __future__ import annotations
@@ -575,11 +578,95 @@ class _Compiler:
         x1 = self.matrix(t, d)
         self.add(x, a, x1, self.token_words(n, d), b.add1)
         self.layernorm(f"{name}.norm2", b.ln2, x1, h, n)
-        f, g = self.matrix(t, b.mlp), self.matrix(t, b.mlp)
+        # The MLP's first buffer reuses QKV, the scores and the probabilities (dead after the
+        # attention; they lie in one run of words before o) when it fits there.
+        stride = cfg.row_words(b.mlp)
+        f = _Mat(qkv.addr, stride) if t * stride <= o.addr - qkv.addr else self.matrix(t, b.mlp)
+        g = self.matrix(t, b.mlp)
         self.linear(f"{name}.fc1", b.fc1, h, f, n)
         self.rowwise(Op.GELU, f, g, n, b.mlp)
         self.linear(f"{name}.fc2", b.fc2, g, a, n)
         self.add(x1, a, x, self.token_words(n, d), b.add2)
+
+
+# --- weight prefetch ---------------------------------------------------------------------------------
+
+#: Scratchpads whose LOADs may run beside compute (the datapath only reads them).
+PREFETCHED = (Mem.WEIGHT, Mem.PARAM)
+
+
+def reads(cfg: HwConfig, ins: Instr) -> list[tuple[Mem, int, int]]:
+    """The weight and parameter words ``ins`` reads, as ``(mem, first, end)`` word ranges
+    (``TOKENS`` sizes taken at ``cfg.max_tokens``)."""
+    def size(v: int) -> int:
+        return cfg.max_tokens if v == TOKENS else v
+
+    if ins.op == Op.GEMM:
+        out = []
+        k, n = size(ins.k), size(ins.n)
+        if not ins.b_act:
+            rows, cols = (n, k) if ins.b_trans else (k, n)
+            out.append((Mem.WEIGHT, ins.b_addr, ins.b_addr + max(0, rows - 1) * ins.b_stride + cfg.row_words(cols)))
+        if not ins.mean:
+            out.append((Mem.PARAM, ins.param_addr, ins.param_addr + cfg.row_words(n)))
+        return out
+    if ins.op == Op.LAYERNORM:  # the per-channel words and the trailer
+        return [(Mem.PARAM, ins.param_addr, ins.param_addr + cfg.row_words(size(ins.cols)) + 1)]
+    if ins.op == Op.SELECT:  # the threshold word
+        return [(Mem.PARAM, ins.param_addr, ins.param_addr + 1)]
+    return []
+
+
+def _overlaps(ranges: list[tuple[Mem, int, int]], mem: Mem, lo: int, hi: int) -> bool:
+    return any(m == mem and a < hi and lo < b for m, a, b in ranges)
+
+
+def prefetch(cfg: HwConfig, prog: Program) -> Program:
+    """``prog`` with its weight and parameter ``LOAD``\\ s run beside compute.
+
+    Each such ``LOAD`` moves up, as ``LOAD nowait``, to just after the last instruction before it
+    that is a ``LOAD`` (the input stream keeps its order, so :attr:`Program.loads` holds) or reads
+    the words it writes; one that cannot move stays a blocking ``LOAD``. Then a ``SYNC`` goes
+    before each instruction that reads words a still unfinished ``LOAD`` writes, with ``pending``
+    the ``LOAD``\\ s issued after that one (they may go on). The loader holds at most
+    ``cfg.load_queue + 1`` unfinished ``LOAD``\\ s, so older ones need no ``SYNC``.
+    """
+    layers = prog.layers or ["program"] * len(prog.instrs)
+    instrs: list[Instr] = []
+    names: list[str] = []
+    read: list[list[tuple[Mem, int, int]]] = []
+    for ins, layer in zip(prog.instrs, layers, strict=True):
+        movable = ins.op == Op.LOAD and Mem(ins.mem) in PREFETCHED and not ins.count & PER_TOKEN
+        at = len(instrs)
+        if movable:
+            while at and instrs[at - 1].op not in (Op.LOAD, Op.SYNC) and \
+                    not _overlaps(read[at - 1], Mem(ins.mem), ins.addr, ins.addr + ins.count):
+                at -= 1
+        if at < len(instrs):
+            ins = Instr(Op.LOAD, mem=ins.mem, addr=ins.addr, count=ins.count, nowait=1)
+            layer = names[at - 1] if at else names[0]
+        instrs.insert(at, ins)
+        names.insert(at, layer)
+        read.insert(at, reads(cfg, ins))
+    out: list[Instr] = []
+    out_names: list[str] = []
+    unfinished: list[tuple[Mem, int, int]] = []  # nowait LOADs that may be unfinished, in issue order
+    for ins, layer, rd in zip(instrs, names, read, strict=True):
+        if ins.op == Op.LOAD:
+            if ins.nowait:
+                unfinished = [*unfinished, (Mem(ins.mem), ins.addr, ins.addr + ins.count)][-(cfg.load_queue + 1):]
+            else:
+                unfinished = []
+        elif rd:
+            hits = [j for j, (mem, lo, hi) in enumerate(unfinished) if _overlaps(rd, mem, lo, hi)]
+            if hits:
+                after = len(unfinished) - hits[-1] - 1
+                out.append(Instr(Op.SYNC, pending=after))
+                out_names.append(layer)
+                unfinished = unfinished[hits[-1] + 1:]
+        out.append(ins)
+        out_names.append(layer)
+    return replace(prog, instrs=out, layers=out_names if prog.layers else [])
 
 
 def _check_int8_shapes(model: Model) -> None:
@@ -591,8 +678,9 @@ def _check_int8_shapes(model: Model) -> None:
             raise ValueError(f"{name} must hold int8 codes")
 
 
-def compile_model(model: Model, cfg: HwConfig) -> Program:
-    """The instruction stream of one image's inference (see the module docstring)."""
+def compile_model(model: Model, cfg: HwConfig, *, overlap_loads: bool = True) -> Program:
+    """The instruction stream of one image's inference (see the module docstring); with
+    ``overlap_loads``, weights and parameters load beside compute (:func:`prefetch`)."""
     _check_int8_shapes(model)
     c = _Compiler(cfg)
     n0, d = model.num_tokens, int(model.cls.shape[0])
@@ -628,12 +716,14 @@ def compile_model(model: Model, cfg: HwConfig) -> Program:
     c.linear("head", model.head, h, out, 1)
     c.prog += [Instr(Op.STORE, mem=Mem.ACT, addr=out.addr, count=out.stride), Instr(Op.END)]
     c.tag("head")
-    return Program(c.prog, c.blobs, c.loads, patches_shape, 1, classes, c.layers)
+    prog = Program(c.prog, c.blobs, c.loads, patches_shape, 1, classes, c.layers)
+    return prefetch(cfg, prog) if overlap_loads else prog
 
 
-def compile_block(block: Block, cfg: HwConfig, n_tokens: int) -> Program:
+def compile_block(block: Block, cfg: HwConfig, n_tokens: int, *, overlap_loads: bool = True) -> Program:
     """One encoder block (behind its selector, if any) on ``n_tokens`` input tokens: the tokens
-    come in as :data:`INPUT_BLOB` ``(n_tokens, D)``; the output tokens go out through ``STORE``."""
+    come in as :data:`INPUT_BLOB` ``(n_tokens, D)``; the output tokens go out through ``STORE``
+    (``overlap_loads``: as in :func:`compile_model`)."""
     if not 1 <= n_tokens <= cfg.max_tokens:
         raise ValueError(f"n_tokens must be in 1..max_tokens={cfg.max_tokens}, not {n_tokens}")
     c = _Compiler(cfg)
@@ -652,9 +742,10 @@ def compile_block(block: Block, cfg: HwConfig, n_tokens: int) -> Program:
     c.tag("blocks.0")
     c.prog += [Instr(Op.STORE, mem=Mem.ACT, addr=x.addr, count=c.token_words(n, d)), Instr(Op.END)]
     c.tag("output")
-    return Program(c.prog, c.blobs, c.loads, (n_tokens, d), n, d, c.layers)
+    prog = Program(c.prog, c.blobs, c.loads, (n_tokens, d), n, d, c.layers)
+    return prefetch(cfg, prog) if overlap_loads else prog
 
 
 __all__ = ["INPUT_BLOB", "Add", "Block", "LayerNorm", "Linear", "Load", "Model", "Program", "Requant", "Selector",
-           "compile_block", "compile_model", "layernorm_words", "pack_matrix", "pack_params", "threshold_words",
-           "unpack_matrix"]
+           "compile_block", "compile_model", "layernorm_words", "pack_matrix", "pack_params", "prefetch", "reads",
+           "threshold_words", "unpack_matrix"]

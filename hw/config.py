@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from vitforge.quant.config import DEFAULT_NUMERICS, NumericsConfig
 from vitforge.quant.fixed import ACC_BITS, REQUANT_MULT_BITS, FixedFormat
 
-from .isa import INSTR_BITS, MAX_ADDR_BITS, MAX_DIM_BITS, SHIFT_BITS
+from .isa import INSTR_BITS, LOAD_QUEUE_BITS, MAX_ADDR_BITS, MAX_DIM_BITS, SHIFT_BITS
 
 #: The datapath is built for this activation and weight width (NumericsConfig allows more).
 DATAPATH_BITS = 8
@@ -80,6 +80,8 @@ class HwConfig:
         axi_max_inflight: most read beats requested and not yet received (at least ``axi_burst``).
         axi_align: byte alignment of the host's buffers (a power of two, 4 KiB at least: a burst of
             ``axi_burst`` beats then never crosses a 4 KiB boundary).
+        load_queue: LOADs with ``nowait`` that the loader queues behind the one it is loading
+            (1..``2**LOAD_QUEUE_BITS - 1``; :mod:`vitforge.hw.isa`).
     """
 
     numerics: NumericsConfig = field(default_factory=lambda: DEFAULT_NUMERICS)
@@ -104,6 +106,7 @@ class HwConfig:
     axi_burst: int = 16
     axi_max_inflight: int = 64
     axi_align: int = 4096
+    load_queue: int = 4
 
     def __post_init__(self) -> None:
         if not isinstance(self.numerics, NumericsConfig):
@@ -136,6 +139,10 @@ class HwConfig:
         if self.axi_align & (self.axi_align - 1) or self.axi_align < max(AXI_BOUNDARY, burst_bytes):
             raise ValueError(f"axi_align must be a power of two of at least {AXI_BOUNDARY} bytes and one burst "
                              f"({burst_bytes} bytes), not {self.axi_align}")
+        _check_positive(self.load_queue, "load_queue")
+        if self.load_queue >= 1 << LOAD_QUEUE_BITS:
+            raise ValueError(f"load_queue must be in 1..{(1 << LOAD_QUEUE_BITS) - 1} (SYNC's pending field), "
+                             f"not {self.load_queue}")
         for name in ("act_depth", "weight_depth", "param_depth", "imem_depth"):
             depth = getattr(self, name)
             if depth > 1 << MAX_ADDR_BITS:
@@ -316,8 +323,8 @@ PRESETS: dict[str, HwConfig] = {
         pe_rows=32,
         pe_cols=64,
         act_depth=20480,
-        weight_depth=9216,
-        param_depth=64,
+        weight_depth=18432,  # two of the largest layer's weights: the next layer loads beside compute
+        param_depth=256,  # a block's parameters (DeiT-S: 73 words) three times over; in BRAM (48 BRAM36), not LUTRAM
         imem_depth=1024,
         max_tokens=197,
         max_embed_dim=384,

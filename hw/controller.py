@@ -4,9 +4,19 @@
 units and the token selector that :class:`~vitforge.hw.config.HwConfig` enables, and drives the
 scratchpad ports that :class:`~vitforge.hw.top.EncoderTop` connects to its memories.
 
-Execution: one instruction at a time, in order (``SYNC`` is a no-op). ``END`` stops the
-controller and raises ``done``; an opcode whose unit is not built (or unknown) stops it with
-``error`` raised as well. ``cycles`` counts the cycles from ``start`` to the cycle ``done`` rises.
+Execution: one instruction at a time, in order, beside the loader: a ``LOAD`` with ``nowait``
+into the weight or parameter scratchpad is handed to it (it writes the words through the
+memory's write port, which nothing else uses while the controller runs) and the next instruction
+is fetched at once; ``SYNC`` waits for it (:mod:`vitforge.hw.isa` has the rules). ``END`` waits for
+the loader, stops the controller and raises ``done``; an opcode whose unit is not built (or
+unknown) stops it with ``error`` raised as well. ``cycles`` counts the cycles from ``start`` to the
+cycle ``done`` rises.
+
+Loader: one ``LOAD`` in progress (``ld_left`` words to go, one taken per cycle that ``dma_in`` is
+valid) and a queue of ``load_queue`` more. A ``LOAD`` dispatched with the loader idle starts in the
+next cycle; a queued one starts in the cycle after the last word of the one before it (two cycles
+after its dispatch at the earliest). A waiting ``LOAD``, ``SYNC`` or ``END`` goes on in the cycle
+after the loader's count allows it.
 
 Dynamic token count (the selector's output is data dependent):
 
@@ -36,7 +46,7 @@ word read; ``ADD`` takes four cycles per word; ``LOAD``/``STORE`` one word per c
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -74,7 +84,7 @@ class Controller(wiring.Component):
         instr: index of the instruction being executed (the last one after ``END``);
         issue: high for the one cycle in which instruction ``instr`` is dispatched (its ``cycles``
             value then is the instruction's start time: a profiler latches it).
-        load_param: the current ``LOAD`` targets the parameter scratchpad (its words are
+        load_param: the loader's current ``LOAD`` targets the parameter scratchpad (its words are
             ``param_word_bits`` wide; others ``word_bits``): the memory port sizes its beats by it.
         imem_raddr / imem_rdata: instruction memory read port (synchronous, one cycle).
         act_*, wt_*, prm_*: scratchpad read (``raddr``/``rdata``) and write
@@ -136,7 +146,7 @@ class Controller(wiring.Component):
         ins = Signal(INSTR_LAYOUT)
         op = ins.op
         tokens = Signal(range(TOKENS + 1))
-        m.d.comb += [self.tokens.eq(tokens), self.imem_raddr.eq(pc), self.load_param.eq(ins.args.load.mem == Mem.PARAM)]
+        m.d.comb += [self.tokens.eq(tokens), self.imem_raddr.eq(pc)]
 
         def dim(value):
             """A size field, with TOKENS replaced by the token register."""
@@ -256,6 +266,63 @@ class Controller(wiring.Component):
         lane_layout = param_lane_layout(cfg)
         prm_lane0 = data.View(lane_layout, self.prm_rdata[:lane_layout.size])
 
+        # --- loader: LOAD words from dma_in into a scratchpad, beside the other instructions -------
+        ld = ins.args.load
+        queue_depth = cfg.load_queue
+        ld_left, ld_addr, ld_mem = Signal(addr_shape), Signal(addr_shape), Signal(2)
+        q_left = Array(Signal(addr_shape, name=f"q_left{i}") for i in range(queue_depth))
+        q_addr = Array(Signal(addr_shape, name=f"q_addr{i}") for i in range(queue_depth))
+        q_mem = Array(Signal(2, name=f"q_mem{i}") for i in range(queue_depth))
+        q_head, q_tail = Signal(range(queue_depth)), Signal(range(queue_depth))
+        q_level = Signal(range(queue_depth + 1))
+        pending = Signal(range(queue_depth + 2))  # LOADs not finished: the current one and the queued
+        ld_start, ld_push = Signal(), Signal()  # from the main FSM: start the decoded LOAD now / queue it
+        ld_fire = Signal()
+        m.d.comb += [
+            pending.eq(q_level + (ld_left != 0)),
+            self.dma_in.ready.eq(ld_left != 0),
+            ld_fire.eq(self.dma_in.valid & (ld_left != 0)),
+            self.load_param.eq(ld_mem == Mem.PARAM),
+        ]
+        with m.If(ld_fire):
+            m.d.sync += [ld_left.eq(ld_left - 1), ld_addr.eq(ld_addr + 1)]
+            with m.Switch(ld_mem):
+                with m.Case(Mem.ACT):
+                    m.d.comb += [self.act_we.eq(1), self.act_waddr.eq(ld_addr), self.act_wdata.eq(self.dma_in.payload)]
+                with m.Case(Mem.WEIGHT):
+                    m.d.comb += [self.wt_we.eq(1), self.wt_waddr.eq(ld_addr), self.wt_wdata.eq(self.dma_in.payload)]
+                with m.Case(Mem.PARAM):
+                    m.d.comb += [self.prm_we.eq(1), self.prm_waddr.eq(ld_addr), self.prm_wdata.eq(self.dma_in.payload)]
+        pop = Signal()
+        m.d.comb += pop.eq((q_level != 0) & ((ld_left == 0) | ((ld_left == 1) & ld_fire)))
+        with m.If(pop):
+            m.d.sync += [ld_left.eq(q_left[q_head]), ld_addr.eq(q_addr[q_head]), ld_mem.eq(q_mem[q_head]),
+                         q_head.eq(Mux(q_head == queue_depth - 1, 0, q_head + 1))]
+        with m.If(ld_start):  # only with pending == 0: no word is taken, nothing pops
+            m.d.sync += [ld_left.eq(count(ld.count)), ld_addr.eq(ld.addr), ld_mem.eq(ld.mem)]
+        with m.If(ld_push):  # only with q_level < queue_depth
+            m.d.sync += [q_left[q_tail].eq(count(ld.count)), q_addr[q_tail].eq(ld.addr), q_mem[q_tail].eq(ld.mem),
+                         q_tail.eq(Mux(q_tail == queue_depth - 1, 0, q_tail + 1))]
+        m.d.sync += q_level.eq(q_level + ld_push - pop)
+        # The decoded LOAD goes on beside the next instructions (nowait, weights or parameters).
+        ld_async = Signal()
+        m.d.comb += ld_async.eq(ld.nowait & ((ld.mem == Mem.WEIGHT) | (ld.mem == Mem.PARAM)))
+
+        def hand_over_load():
+            """In a state of the main FSM: start or queue the decoded LOAD if the loader allows it now
+            (then fetch the next instruction, or wait in LOAD for a blocking one), else wait in LOAD_QUEUE."""
+            with m.If(pending == 0):
+                m.d.comb += ld_start.eq(1)
+                with m.If(ld_async):
+                    m.next = "FETCH"
+                with m.Else():
+                    m.next = "LOAD"
+            with m.Elif(ld_async & (q_level < queue_depth)):
+                m.d.comb += ld_push.eq(1)
+                m.next = "FETCH"
+            with m.Else():
+                m.next = "LOAD_QUEUE"
+
         # --- writer (row-wise results and SELECT output), runs beside the reader ------------------
         row_end = Mux(is_select, o_last, w_col + 1 == cols)
         merged = w_buf | (o_data.as_unsigned() << (w_lane * bits))
@@ -300,6 +367,7 @@ class Controller(wiring.Component):
                 with m.If(self.start):
                     m.d.sync += [pc.eq(0), running.eq(1), cycles.eq(0), self.done.eq(0), self.error.eq(0),
                                  tokens.eq(0)]
+                    m.d.sync += [ld_left.eq(0), q_level.eq(0), q_head.eq(0), q_tail.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):  # the instruction memory reads pc
                 m.next = "DECODE"
@@ -311,10 +379,16 @@ class Controller(wiring.Component):
                 m.d.comb += self.issue.eq(1)
                 with m.Switch(op):
                     with m.Case(Op.END):
-                        m.d.sync += [running.eq(0), self.done.eq(1)]
-                        m.next = "IDLE"
+                        with m.If(pending == 0):
+                            m.d.sync += [running.eq(0), self.done.eq(1)]
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "END_WAIT"
                     with m.Case(Op.SYNC):
-                        m.next = "FETCH"
+                        with m.If(pending <= ins.args.sync.pending):
+                            m.next = "FETCH"
+                        with m.Else():
+                            m.next = "SYNC_WAIT"
                     with m.Case(Op.GEMM):
                         m.d.comb += seq.start.eq(1)
                         m.next = "GEMM"
@@ -322,8 +396,7 @@ class Controller(wiring.Component):
                         m.d.sync += n_words.eq(count(ins.args.add.count))
                         m.next = "ADD_A"
                     with m.Case(Op.LOAD):
-                        m.d.sync += n_words.eq(count(ins.args.load.count))
-                        m.next = "LOAD"
+                        hand_over_load()
                     with m.Case(Op.STORE):
                         m.d.sync += n_words.eq(count(ins.args.store.count))
                         m.next = "STORE_RD"
@@ -379,24 +452,19 @@ class Controller(wiring.Component):
                     m.d.sync += idx.eq(idx + 1)
                     m.next = "ADD_A"
 
+            # LOAD: the loader takes the words; a blocking LOAD waits here until they are in.
+            with m.State("LOAD_QUEUE"):
+                hand_over_load()
             with m.State("LOAD"):
-                ld = ins.args.load
-                with m.If(idx == n_words):
+                with m.If(ld_left == 0):
                     m.next = "FETCH"
-                with m.Else():
-                    m.d.comb += self.dma_in.ready.eq(1)
-                    with m.If(self.dma_in.valid):
-                        m.d.sync += idx.eq(idx + 1)
-                        with m.Switch(ld.mem):
-                            with m.Case(Mem.ACT):
-                                m.d.comb += [self.act_we.eq(1), self.act_waddr.eq(ld.addr + idx),
-                                             self.act_wdata.eq(self.dma_in.payload)]
-                            with m.Case(Mem.WEIGHT):
-                                m.d.comb += [self.wt_we.eq(1), self.wt_waddr.eq(ld.addr + idx),
-                                             self.wt_wdata.eq(self.dma_in.payload)]
-                            with m.Case(Mem.PARAM):
-                                m.d.comb += [self.prm_we.eq(1), self.prm_waddr.eq(ld.addr + idx),
-                                             self.prm_wdata.eq(self.dma_in.payload)]
+            with m.State("SYNC_WAIT"):
+                with m.If(pending <= ins.args.sync.pending):
+                    m.next = "FETCH"
+            with m.State("END_WAIT"):
+                with m.If(pending == 0):
+                    m.d.sync += [running.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
 
             with m.State("STORE_RD"):
                 with m.If(idx == n_words):

@@ -14,9 +14,17 @@ Conventions:
 * Addresses and counts are in scratchpad *words* of ``lanes`` int8 elements (see
   :mod:`vitforge.hw.config`); strides are row strides in words; ``m``, ``k``, ``n``, ``rows``,
   ``cols``, ``n_tokens``, ``dim`` are element counts.
-* Instructions execute in order, each one finishing before the next starts; ``SYNC`` is a barrier
-  kept for implementations that overlap instructions, ``END`` (opcode 0, so an erased memory ends
-  a program) stops the controller and raises ``done``.
+* Instructions execute in order, each one finishing before the next starts, except a ``LOAD``
+  with ``nowait`` into the weight or parameter scratchpad: it is handed to the loader (which takes
+  the ``LOAD`` words off the input stream and writes them through the memory's own write port)
+  and the next instruction starts at once. The loader works on one ``LOAD`` and queues up to
+  ``HwConfig.load_queue`` more, in program order; a ``nowait`` ``LOAD`` finding the queue full
+  waits for room. ``SYNC`` waits until at most ``pending`` such LOADs are unfinished
+  (``pending=0``: all); a ``LOAD`` without ``nowait`` (or into the activation scratchpad, which
+  the datapath writes) first waits for every queued one, so the input stream stays in program
+  order. The program must not read what an unfinished ``LOAD`` writes (the compiler puts a
+  ``SYNC`` before). ``END`` (opcode 0, so an erased memory ends a program) waits for the loader,
+  then stops the controller and raises ``done``.
 
 Semantics (``A[i, j]`` is element ``j`` of row ``i`` of the matrix at ``a_addr`` with stride
 ``a_stride``):
@@ -32,7 +40,7 @@ Semantics (``A[i, j]`` is element ``j`` of row ``i`` of the matrix at ``a_addr``
   (the mean over a dynamic token count).
 * ``ADD``: ``count`` words, lane-wise :func:`vitforge.quant.ops.residual_add`.
 * ``LOAD``/``STORE``: ``count`` words between the DMA streams and scratchpad ``mem``
-  (:class:`Mem`).
+  (:class:`Mem`); ``LOAD.nowait``: see above.
 * ``SOFTMAX``/``GELU``/``LAYERNORM``/``SIGMOID``: row-wise over ``rows`` rows of ``cols``
   elements; ``param_addr`` points at the unit's parameters (LayerNorm's gamma/beta/requant).
 * ``SELECT``: the token selector's control step: keep/prune from the scores at ``scores_addr``,
@@ -63,6 +71,8 @@ MAX_DIM_BITS = 12
 SHIFT_BITS = REQUANT_MAX_SHIFT.bit_length()
 #: Width of the opcode field.
 OP_BITS = 4
+#: Width of ``SYNC.pending``: the loader's queue holds at most ``2**LOAD_QUEUE_BITS - 1`` LOADs.
+LOAD_QUEUE_BITS = 4
 #: Width of one instruction.
 INSTR_BITS = 192
 #: Bytes per instruction in :func:`to_bytes`.
@@ -106,8 +116,8 @@ _ROWWISE = (("src_addr", _A), ("src_stride", _D), ("dst_addr", _A), ("dst_stride
 #: The instruction set: per opcode, its fields (name, width in bits) from low to high bits.
 FIELDS: Mapping[Op, tuple[tuple[str, int], ...]] = {
     Op.END: (),
-    Op.SYNC: (),
-    Op.LOAD: (("mem", 2), ("addr", _A), ("count", _A)),
+    Op.SYNC: (("pending", LOAD_QUEUE_BITS),),
+    Op.LOAD: (("mem", 2), ("addr", _A), ("count", _A), ("nowait", 1)),
     Op.STORE: (("mem", 2), ("addr", _A), ("count", _A)),
     Op.GEMM: (("a_addr", _A), ("a_stride", _D), ("b_addr", _A), ("b_stride", _D), ("dst_addr", _A),
               ("dst_stride", _D), ("param_addr", _A), ("m", _D), ("k", _D), ("n", _D),

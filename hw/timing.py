@@ -21,6 +21,8 @@ Per instruction (``rows = pe_rows``, ``lanes = pe_cols``, ``rw(c) = ceil(c / lan
   sequencer block by block. Then the last tile's drain (``rows`` + the requantizer) and the
   hand-back. ``mean`` adds the reciprocal divider (its latency + 1) first.
 * ``ADD``: four cycles per word; ``LOAD``: one per word (stream port); ``STORE``: three per word.
+* ``LOAD nowait``, ``SYNC``, ``END``: the issue cycles while the loader lets them go on; the loader's
+  own timeline (the starts and finishes of its LOADs, and the waits) is :class:`vitforge.hw.cycles.Loader`.
 * streaming row-wise units (``GELU``/``SIGMOID``): per row ``cols + 2 rw(cols)`` (one element per
   cycle, two bubbles per word read), plus the unit's latency.
 * row-buffering units (``SOFTMAX``/``LAYERNORM``): a row is taken only after the previous one has
@@ -242,11 +244,16 @@ def select_cycles(cfg: HwConfig, n_tokens: int, dim: int, pruned: bool) -> int:
     return last_in + SELECT_TAIL_CYCLES
 
 
-def load_cycles(cfg: HwConfig, timing: PortTiming, port: str, words: int, mem: Mem) -> int:
-    """Cycles of a ``LOAD`` of ``words`` words into ``mem`` on ``port``."""
+def load_transfer_cycles(cfg: HwConfig, timing: PortTiming, port: str, words: int, mem: Mem) -> int:
+    """Cycles the loader takes ``words`` words into ``mem`` on ``port`` (its first word to its last)."""
     bits = cfg.param_word_bits if mem == Mem.PARAM else cfg.word_bits
     beats = cfg.beats(bits) if port == "axi" else 1
-    return words * beats * timing.load_beat_cycles + timing.load_overhead
+    return words * beats * timing.load_beat_cycles
+
+
+def load_cycles(cfg: HwConfig, timing: PortTiming, port: str, words: int, mem: Mem) -> int:
+    """Cycles of a blocking ``LOAD`` of ``words`` words into ``mem`` on ``port``, the loader idle."""
+    return load_transfer_cycles(cfg, timing, port, words, mem) + timing.load_overhead
 
 
 def store_cycles(cfg: HwConfig, timing: PortTiming, port: str, words: int) -> int:
@@ -261,5 +268,6 @@ def store_cycles(cfg: HwConfig, timing: PortTiming, port: str, words: int) -> in
 
 
 __all__ = ["DEFAULT_READ_LATENCY", "PORTS", "START_CYCLES", "PortTiming", "add_cycles", "buffering_cycles",
-           "count", "dim", "gemm_busy_cycles", "gemm_cycles", "layernorm_out_pass", "load_cycles", "port_timing",
-           "reads_per_block", "select_cycles", "store_cycles", "streaming_cycles"]
+           "count", "dim", "gemm_busy_cycles", "gemm_cycles", "layernorm_out_pass", "load_cycles",
+           "load_transfer_cycles", "port_timing", "reads_per_block", "select_cycles", "store_cycles",
+           "streaming_cycles"]

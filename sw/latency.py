@@ -133,7 +133,7 @@ class CycleLatency:
     preset: object = "zcu102"
     port: str = "axi"
     _programs: dict = field(default_factory=dict, repr=False)
-    _segments: dict = field(default_factory=dict, repr=False)
+    _totals: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         from vitforge.hw.config import HwConfig, get_preset
@@ -170,30 +170,13 @@ class CycleLatency:
         return self.model.program_cycles(self.program(cfg), self.select_tokens(cfg, tokens))
 
     def total_cycles(self, cfg: ViTConfig, tokens: Sequence[float]) -> int:
-        """Total cycles; memoized per program segment (between SELECTs) and token count."""
-        from vitforge.hw.isa import Op
-        from vitforge.hw.timing import START_CYCLES
-
-        prog, kept = self.program(cfg), self.select_tokens(cfg, tokens)
-        key = _shape_key(cfg)
-        if key not in self._segments:
-            cuts = [i for i, ins in enumerate(prog.instrs) if ins.op == Op.SELECT]
-            bounds = [0, *[c for i in cuts for c in (i, i + 1)], len(prog.instrs)]
-            self._segments[key] = ([prog.instrs[a:b] for a, b in zip(bounds[::2], bounds[1::2], strict=True)],
-                                   [prog.instrs[i] for i in cuts], {})
-        segments, selects, memo = self._segments[key]
-        # The run's first LOAD also waits for the memory's read latency (axi port).
-        first_load = self.model.first_load_extra if any(ins.op == Op.LOAD for ins in prog.instrs) else 0
-        total, live = START_CYCLES + first_load, 0
-        for s, seg in enumerate(segments):
-            if (s, live) not in memo:
-                memo[s, live] = sum(self.model.instr_cycles(ins, live) for ins in seg)
-            total += memo[s, live]
-            if s < len(selects):
-                n = self.model.dim(selects[s].n_tokens, live)
-                total += self.model.instr_cycles(selects[s], live, pruned=kept[s] < n)
-                live = kept[s]
-        return total
+        """Total cycles (the controller's and the loader's timelines of hw/cycles.py); memoized per
+        shape and token counts."""
+        kept = self.select_tokens(cfg, tokens)
+        key = (_shape_key(cfg), tuple(kept))
+        if key not in self._totals:
+            self._totals[key] = self.model.program_cycles(self.program(cfg), kept)["total"]
+        return self._totals[key]
 
     def latency_ms(self, cfg: ViTConfig, tokens: Sequence[float]) -> float:
         return self.total_cycles(cfg, tokens) / (self.clock_mhz * 1e3)

@@ -43,3 +43,23 @@ def test_gemm_layers_merge_one_shape_per_layer():
     # Operands from the weight scratchpad overlap their reads with the steps: closer to the bound.
     assert rows[0]["of_bound"] > qk["of_bound"]
     assert all(0 < r["of_bound"] <= 1 for r in rows)
+
+
+def test_op_cycles_count_what_overlapped_loads_leave():
+    """Blocking LOADs cost their transfer on the controller's timeline; the same LOADs overlapped
+    with a long GEMM leave their issue cycles and nothing else."""
+    from vitforge.hw.isa import Mem
+
+    gemm = _gemm(64, 64, 32)
+    loads = [Instr(Op.LOAD, mem=Mem.WEIGHT, addr=0, count=100), Instr(Op.LOAD, mem=Mem.PARAM, addr=0, count=4)]
+    nowait = [Instr(Op.LOAD, mem=i.mem, addr=i.addr, count=i.count, nowait=1) for i in loads]
+    model = CycleModel(CFG)
+    out = {}
+    for name, instrs in (("blocking", [gemm, *loads, gemm]), ("overlapped", [*nowait, gemm, Instr(Op.SYNC), gemm])):
+        prog = Program(instrs=[*instrs, Instr(Op.END)], blobs={}, loads=[], input_shape=(1, 1), output_rows=1,
+                       output_cols=1)
+        out[name] = model.op_cycles(prog)
+    assert out["blocking"]["load_transfer"] == out["overlapped"]["load_transfer"] == 104
+    assert out["blocking"]["per_op"]["LOAD"] == 104 + 2 * 4
+    assert out["overlapped"]["per_op"]["LOAD"] + out["overlapped"]["per_op"]["SYNC"] == 3 * 3
+    assert out["blocking"]["total"] - out["overlapped"]["total"] == 104 + 2 * 4 - 3 * 3

@@ -129,15 +129,20 @@ def test_rtl_timeout_names_the_layer(artifact):
 
 @pytest.mark.rtl
 def test_rtl_starved_stream_hangs_and_is_caught(artifact):
-    """A mis-programmed run (the input stream is shorter than the program's LOADs) stops in the last
-    LOAD: the driver times out and names its layer."""
+    """A mis-programmed run (the input stream is shorter than the program's LOADs) never finishes the
+    last LOAD: the controller stops where it waits for it (the LOAD itself if it blocks; for a
+    LOAD nowait, the first SYNC that waits for every LOAD, or END); the driver times out and
+    names that instruction and its layer."""
     with Runtime(artifact, "rtl", budget=400_000) as rt:
         be = rt.backend
         be.device.write_reg(axi.Reg.IN_BEATS, be.in_beats - 3)
         prog = be.prog.program
         last_load = max(k for k, ins in enumerate(prog.instrs) if ins.op == Op.LOAD)
-        with pytest.raises(AcceleratorTimeout, match=f"instruction {last_load} \\(LOAD\\) of layer "
-                                                     f"'{prog.layers[last_load]}'"):
+        stuck = last_load if not prog.instrs[last_load].nowait else next(
+            k for k in range(last_load + 1, len(prog.instrs))
+            if prog.instrs[k].op == Op.END or (prog.instrs[k].op == Op.SYNC and prog.instrs[k].pending == 0))
+        with pytest.raises(AcceleratorTimeout, match=f"instruction {stuck} \\({prog.instrs[stuck].op.name}\\) of "
+                                                     f"layer '{prog.layers[stuck]}'"):
             rt.infer(_images(1)[0])
 
 
