@@ -80,6 +80,10 @@ class HwConfig:
         axi_max_inflight: most read beats requested and not yet received (at least ``axi_burst``).
         axi_align: byte alignment of the host's buffers (a power of two, 4 KiB at least: a burst of
             ``axi_burst`` beats then never crosses a 4 KiB boundary).
+        dsp_packing: compute the products of PE rows ``2p`` and ``2p + 1`` (which share ``b[j]``)
+            with one multiplication of the packed operand ``(a[2p] << PACK_SHIFT) + a[2p + 1]``
+            (AMD WP486: two int8 MACs per DSP48E2), split and sign-corrected; an odd ``pe_rows``
+            leaves the last row unpaired. Off: one multiplier per PE.
     """
 
     numerics: NumericsConfig = field(default_factory=lambda: DEFAULT_NUMERICS)
@@ -104,6 +108,7 @@ class HwConfig:
     axi_burst: int = 16
     axi_max_inflight: int = 64
     axi_align: int = 4096
+    dsp_packing: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.numerics, NumericsConfig):
@@ -115,7 +120,7 @@ class HwConfig:
         for name in ("pe_rows", "pe_cols", "act_depth", "weight_depth", "param_depth", "imem_depth",
                      "max_tokens", "max_embed_dim", "max_mlp_dim", "max_heads"):
             _check_positive(getattr(self, name), name)
-        for name in ("softmax", "gelu", "layernorm", "sigmoid", "selector"):
+        for name in ("softmax", "gelu", "layernorm", "sigmoid", "selector", "dsp_packing"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
         if isinstance(self.clock_mhz, bool) or not isinstance(self.clock_mhz, (int, float)) \

@@ -34,6 +34,12 @@ from .isa import FIELDS, Op
 #: Width of the product ``acc * mult`` (|acc| <= 2**31, mult < 2**16: fits 48 bits signed).
 PRODUCT_BITS = 48
 
+#: Offset of the high product in a packed multiplication (``HwConfig.dsp_packing``, AMD WP486):
+#: ``((a_hi << PACK_SHIFT) + a_lo) * b = a_hi*b * 2**PACK_SHIFT + a_lo*b``, where the low product
+#: (``|a_lo*b| <= 2**14``) fills bits ``0 .. PACK_SHIFT-1`` as a signed field. The packed operand
+#: is 27 bits signed and ``b`` 8: one DSP48E2 multiplier (27 x 18 signed).
+PACK_SHIFT = 18
+
 
 def _check_config(config: object) -> HwConfig:
     if not isinstance(config, HwConfig):
@@ -151,6 +157,43 @@ def result_layout(config: HwConfig) -> data.StructLayout:
     return data.StructLayout({"data": data.ArrayLayout(signed(INT8.bits), config.pe_cols), "last": 1})
 
 
+def packed_pair(m: Module, a_hi, a_lo, b: list, *, name: str) -> tuple[list, list]:
+    """``a_hi * b[j]`` and ``a_lo * b[j]`` for every ``j``, one multiplication each (AMD WP486).
+
+    ``P = ((a_hi << PACK_SHIFT) + a_lo) * b[j]`` (the packed operand is built once, for all ``j``).
+    The low field ``P[:PACK_SHIFT]``, read as signed, is ``a_lo * b[j]``; the high field
+    ``P[PACK_SHIFT:]`` is ``a_hi * b[j]`` less the low product's sign borrow, so the low field's
+    sign bit ``P[PACK_SHIFT - 1]`` is added back. Valid for int8 operands (``|a_lo * b| <= 2**14
+    < 2**(PACK_SHIFT - 1)``).
+
+    Returns ``(hi, lo)``: lists of values, one per ``b[j]``.
+    """
+    packed = Signal(signed(PACK_SHIFT + len(a_hi) + 1), name=f"packed_{name}")
+    m.d.comb += packed.eq((a_hi << PACK_SHIFT) + a_lo)
+    hi, lo = [], []
+    for j, bj in enumerate(b):
+        p = Signal(signed(len(packed) + len(bj)), name=f"pprod_{name}_{j}")
+        m.d.comb += p.eq(packed * bj)
+        lo.append(p[:PACK_SHIFT].as_signed())
+        hi.append(p[PACK_SHIFT:].as_signed() + p[PACK_SHIFT - 1])
+    return hi, lo
+
+
+def pe_products(m: Module, config: HwConfig, a, b) -> list[list]:
+    """The ``pe_rows x pe_cols`` products ``a[i] * b[j]`` of one K step, as values.
+
+    Plain multiplications, or with ``config.dsp_packing`` rows ``2p`` and ``2p + 1`` through
+    :func:`packed_pair` (an odd last row multiplies alone).
+    """
+    rows, cols = config.pe_rows, config.pe_cols
+    prods = [[a[i] * b[j] for j in range(cols)] for i in range(rows)]
+    if config.dsp_packing:
+        bs = [b[j] for j in range(cols)]
+        for p in range(rows // 2):
+            prods[2 * p], prods[2 * p + 1] = packed_pair(m, a[2 * p], a[2 * p + 1], bs, name=str(p))
+    return prods
+
+
 class GemmEngine(wiring.Component):
     """Output-stationary PE array: ``C[i, j] = requant(sum_k a[i]_k * b[j]_k + bias[j])``.
 
@@ -162,6 +205,9 @@ class GemmEngine(wiring.Component):
             accumulation ends.
         result: stream of the tile's ``pe_rows`` output rows ``{data: pe_cols x int8, last}``,
             row 0 first, ``last`` on the final row.
+
+    With ``config.dsp_packing``, rows ``2p`` and ``2p + 1`` share each multiplication
+    (:func:`pe_products`); the results are the same bit for bit.
 
     Throughput: one K step per cycle; one bubble per tile; the ``pe_rows``-cycle drain of a
     tile overlaps the next tile's accumulation (K >= pe_rows keeps the array busy).
@@ -202,14 +248,14 @@ class GemmEngine(wiring.Component):
         ops, prm = self.operands, self.params
 
         # Accumulate.
+        prods = pe_products(m, cfg, ops.payload.a, ops.payload.b)
         m.d.comb += ops.ready.eq(~pending)
         with m.If(ops.valid & ops.ready):
             for i in range(rows):
                 for j in range(cols):
                     # prod + (0 or acc): the select folds into the adder's LUTs (one LUT per bit; selecting
                     # after the adder took two).
-                    prod = ops.payload.a[i] * ops.payload.b[j]
-                    m.d.sync += acc[i][j].eq(prod + Mux(first, C(0, signed(cfg.acc_bits)), acc[i][j]))
+                    m.d.sync += acc[i][j].eq(prods[i][j] + Mux(first, C(0, signed(cfg.acc_bits)), acc[i][j]))
             m.d.sync += [first.eq(ops.payload.last), pending.eq(ops.payload.last)]
 
         # Move a finished tile into the drain registers and its bias into the bias registers.

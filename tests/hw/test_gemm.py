@@ -96,11 +96,12 @@ def _random_tile(gen: torch.Generator, rows: int, cols: int, k: int, extreme: bo
     return a, w, bias, mult, shift
 
 
-@pytest.mark.parametrize("shape", [(4, 4), (2, 3)])
-def test_engine_tiles_match_quant_gemm(shape):
+@pytest.mark.parametrize(("shape", "packing"), [((4, 4), False), ((2, 3), False), ((4, 4), True), ((3, 2), True)])
+def test_engine_tiles_match_quant_gemm(shape, packing):
+    """Plain, and with two rows per multiplication (``dsp_packing``; 3 rows: one pair and one row alone)."""
     rows, cols = shape
     cfg = dataclasses.replace(BASE, pe_rows=rows, pe_cols=cols, max_embed_dim=12 * cols, max_heads=1,
-                              max_mlp_dim=12 * cols, max_tokens=8, act_depth=8192)
+                              max_mlp_dim=12 * cols, max_tokens=8, act_depth=8192, dsp_packing=packing)
     dut = GemmEngine(config=cfg)
     gen = torch.Generator().manual_seed(2)
     ks = [1, 1, 2, 7, 3, 16, 1, 5]
