@@ -36,8 +36,11 @@ from .isa import INSTR_BITS, MAX_ADDR_BITS, MAX_DIM_BITS, SHIFT_BITS
 
 #: The datapath is built for this activation and weight width (NumericsConfig allows more).
 DATAPATH_BITS = 8
-#: Two int8 multiplies sharing one operand pack into one DSP48E2 (AMD WP486): an estimate.
+#: Two int8 multiplies sharing one operand pack into one DSP48E2 (AMD WP486; ``dsp_packing``).
 MACS_PER_DSP = 2
+#: DSP48E2s per requantizer lane: ``acc * mult`` (32 x 16 bits) is wider than one DSP48E2's
+#: 27 x 18 multiplier, and Yosys splits it into two.
+REQUANT_DSPS_PER_LANE = 2
 #: One BRAM36 as 512 words x 72 bits.
 BRAM36_DEPTH, BRAM36_WIDTH = 512, 72
 #: AXI4 data widths the memory port may have.
@@ -270,8 +273,12 @@ class HwConfig:
 
     @property
     def dsp_estimate(self) -> int:
-        """DSP48E2s with two int8 MACs per DSP, plus one per requantization lane."""
-        return math.ceil(self.macs / MACS_PER_DSP) + self.lanes
+        """DSP48E2s of the GEMM engine: one per PE, or with ``dsp_packing`` one per
+        :data:`MACS_PER_DSP` rows' products (an odd last row one per PE); plus
+        :data:`REQUANT_DSPS_PER_LANE` per requantization lane. Yosys maps exactly these
+        (tests/hw/test_synth.py); the other units' multipliers are not counted."""
+        pe_dsps = self.pe_cols * math.ceil(self.pe_rows / MACS_PER_DSP) if self.dsp_packing else self.macs
+        return pe_dsps + REQUANT_DSPS_PER_LANE * self.lanes
 
     def _bram36(self, depth: int, width: int) -> int:
         return math.ceil(depth / BRAM36_DEPTH) * math.ceil(width / BRAM36_WIDTH)

@@ -19,7 +19,7 @@ half up. The reference refuses accumulators that overflow int32; the hardware wr
 
 from __future__ import annotations
 
-from amaranth.hdl import C, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -163,10 +163,12 @@ def packed_pair(m: Module, a_hi, a_lo, b: list, *, name: str) -> tuple[list, lis
     ``P = ((a_hi << PACK_SHIFT) + a_lo) * b[j]`` (the packed operand is built once, for all ``j``).
     The low field ``P[:PACK_SHIFT]``, read as signed, is ``a_lo * b[j]``; the high field
     ``P[PACK_SHIFT:]`` is ``a_hi * b[j]`` less the low product's sign borrow, so the low field's
-    sign bit ``P[PACK_SHIFT - 1]`` is added back. Valid for int8 operands (``|a_lo * b| <= 2**14
-    < 2**(PACK_SHIFT - 1)``).
+    sign bit ``P[PACK_SHIFT - 1]`` must be added back. Valid for int8 operands (``|a_lo * b| <=
+    2**14 < 2**(PACK_SHIFT - 1)``).
 
-    Returns ``(hi, lo)``: lists of values, one per ``b[j]``.
+    Returns ``(hi, lo)``, one entry per ``b[j]``: ``hi[j] = (field, borrow)`` with ``a_hi * b[j] =
+    field + borrow`` (the accumulator adds the borrow as its carry-in: :func:`add_carry`), and
+    ``lo[j] = (a_lo * b[j], None)``.
     """
     packed = Signal(signed(PACK_SHIFT + len(a_hi) + 1), name=f"packed_{name}")
     m.d.comb += packed.eq((a_hi << PACK_SHIFT) + a_lo)
@@ -174,19 +176,30 @@ def packed_pair(m: Module, a_hi, a_lo, b: list, *, name: str) -> tuple[list, lis
     for j, bj in enumerate(b):
         p = Signal(signed(len(packed) + len(bj)), name=f"pprod_{name}_{j}")
         m.d.comb += p.eq(packed * bj)
-        lo.append(p[:PACK_SHIFT].as_signed())
-        hi.append(p[PACK_SHIFT:].as_signed() + p[PACK_SHIFT - 1])
+        lo.append((p[:PACK_SHIFT].as_signed(), None))
+        hi.append((p[PACK_SHIFT:].as_signed(), p[PACK_SHIFT - 1]))
     return hi, lo
 
 
-def pe_products(m: Module, config: HwConfig, a, b) -> list[list]:
-    """The ``pe_rows x pe_cols`` products ``a[i] * b[j]`` of one K step, as values.
+def add_carry(x, y, carry):
+    """``x + y + carry`` (``carry`` one bit) as one adder with ``carry`` in its carry chain.
 
-    Plain multiplications, or with ``config.dsp_packing`` rows ``2p`` and ``2p + 1`` through
-    :func:`packed_pair` (an odd last row multiplies alone).
+    ``(2x + carry) + (2y + 1) = 2 (x + y + carry) + 1 - carry``, so bits ``1..`` of that sum are
+    ``x + y + carry``. Written as ``x + y + carry``, Yosys builds two adders (a second carry chain
+    of about 40 LUTs per pair of PEs, measured on one PE pair: README, "Issue #13, item 3").
+    """
+    return (Cat(carry, x).as_signed() + Cat(C(1, 1), y).as_signed())[1:].as_signed()
+
+
+def pe_products(m: Module, config: HwConfig, a, b) -> list[list]:
+    """The ``pe_rows x pe_cols`` products ``a[i] * b[j]`` of one K step as ``(value, carry)``.
+
+    ``a[i] * b[j] = value + carry``; ``carry`` is ``None`` (plain multiplications) or, with
+    ``config.dsp_packing``, the borrow bit of :func:`packed_pair` for the even rows of each pair
+    of rows ``2p``, ``2p + 1`` (an odd last row multiplies alone).
     """
     rows, cols = config.pe_rows, config.pe_cols
-    prods = [[a[i] * b[j] for j in range(cols)] for i in range(rows)]
+    prods = [[(a[i] * b[j], None) for j in range(cols)] for i in range(rows)]
     if config.dsp_packing:
         bs = [b[j] for j in range(cols)]
         for p in range(rows // 2):
@@ -255,7 +268,9 @@ class GemmEngine(wiring.Component):
                 for j in range(cols):
                     # prod + (0 or acc): the select folds into the adder's LUTs (one LUT per bit; selecting
                     # after the adder took two).
-                    m.d.sync += acc[i][j].eq(prods[i][j] + Mux(first, C(0, signed(cfg.acc_bits)), acc[i][j]))
+                    prod, carry = prods[i][j]
+                    prev = Mux(first, C(0, signed(cfg.acc_bits)), acc[i][j])
+                    m.d.sync += acc[i][j].eq(prod + prev if carry is None else add_carry(prev, prod, carry))
             m.d.sync += [first.eq(ops.payload.last), pending.eq(ops.payload.last)]
 
         # Move a finished tile into the drain registers and its bias into the bias registers.

@@ -102,10 +102,18 @@ def test_engine_tiles_match_quant_gemm(shape, packing):
     rows, cols = shape
     cfg = dataclasses.replace(BASE, pe_rows=rows, pe_cols=cols, max_embed_dim=12 * cols, max_heads=1,
                               max_mlp_dim=12 * cols, max_tokens=8, act_depth=8192, dsp_packing=packing)
-    dut = GemmEngine(config=cfg)
     gen = torch.Generator().manual_seed(2)
     ks = [1, 1, 2, 7, 3, 16, 1, 5]
     tiles = [_random_tile(gen, rows, cols, k, extreme=(i == 5)) for i, k in enumerate(ks)]
+    got = _run_tiles(cfg, tiles)
+    for i, (a, w, bias, mult, shift) in enumerate(tiles):
+        assert_equal(got[i], gemm(a, w, bias, mult, shift), f"tile {i} (K={a.shape[1]})")
+
+
+def _run_tiles(cfg, tiles) -> torch.Tensor:
+    """The engine's ``(tiles, pe_rows, pe_cols)`` int8 results for ``(a, w, bias, mult, shift)`` tiles."""
+    rows, cols = cfg.pe_rows, cfg.pe_cols
+    dut = GemmEngine(config=cfg)
     out = []
 
     async def feed(ctx):
@@ -127,9 +135,7 @@ def test_engine_tiles_match_quant_gemm(shape, packing):
                 out.append([payload.data[j] for j in range(cols)])
 
     simulate(dut, feed, params, drain, name="gemm_engine")
-    got = torch.tensor(out).reshape(len(tiles), rows, cols)
-    for i, (a, w, bias, mult, shift) in enumerate(tiles):
-        assert_equal(got[i], gemm(a, w, bias, mult, shift), f"tile {i} (K={a.shape[1]})")
+    return torch.tensor(out).reshape(len(tiles), rows, cols)
 
 
 def test_engine_latency_property():

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -20,7 +21,9 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from vitforge.hw.config import BASE
-from vitforge.hw.gemm import PACK_SHIFT, packed_pair
+from vitforge.hw.gemm import PACK_SHIFT, GemmEngine, packed_pair
+from vitforge.hw.synth import split_modules
+from vitforge.hw.verilog import generate
 from vitforge.quant.fixed import INT8
 
 INT8_VALUES = np.arange(INT8.qmin, INT8.qmax + 1, dtype=np.int64)
@@ -73,7 +76,8 @@ class _Pair(wiring.Component):
         m = Module()
         bs = [Signal(signed(8), init=int(v), name=f"b{v + 128}") for v in INT8_VALUES]
         hi, lo = packed_pair(m, self.a_hi, self.a_lo, bs, name="t")
-        m.d.comb += self.products.eq(Cat(*(v.as_unsigned()[:FIELD] for v in hi + lo)))
+        values = [v if c is None else v + c for v, c in hi + lo]
+        m.d.comb += self.products.eq(Cat(*(v.as_unsigned()[:FIELD] for v in values)))
         return m
 
 
@@ -102,6 +106,22 @@ def test_packed_pair_rtl_matches_products():
     sim.add_testbench(tb)
     sim.run()
     assert not bad, f"{len(bad)} (a_hi, a_lo) pairs wrong, first {bad[:4]}"
+
+
+#: ``$signed(x[hi:lo]) * $signed(y[hi:lo])`` in Amaranth's Verilog: the operand widths of one product.
+_MUL = re.compile(r"\$signed\([^)]*?\[(\d+):(\d+)\]\) \* \$signed\([^)]*?\[(\d+):(\d+)\]\)")
+
+
+@pytest.mark.parametrize(("rows", "packing", "narrow", "wide"), [(4, False, 16, 0), (4, True, 0, 8), (3, True, 4, 4)])
+def test_engine_multiplications_fit_one_dsp_each(rows, packing, narrow, wide):
+    """The engine module's multiplications: ``narrow`` 8 x 8 ones (one per PE) and ``wide`` packed
+    27 x 8 ones (one per pair of rows and column), each within one DSP48E2 multiplier (27 x 18
+    signed; tests/hw/test_synth.py shows Yosys mapping them so)."""
+    cfg = dataclasses.replace(BASE, pe_rows=rows, dsp_packing=packing)
+    verilog = split_modules(generate(GemmEngine(config=cfg), "gemm_engine"))["gemm_engine"]
+    widths = [(int(a) - int(b) + 1, int(c) - int(d) + 1) for a, b, c, d in _MUL.findall(verilog)]
+    assert len(widths) == verilog.count(" * ")
+    assert sorted(widths) == sorted([(8, 8)] * narrow + [(DSP_A_BITS, 8)] * wide)
 
 
 def test_dsp_packing_must_be_a_bool():
