@@ -41,6 +41,8 @@ MACS_PER_DSP = 2
 #: DSP48E2s per requantizer lane: ``acc * mult`` (32 x 16 bits) is wider than one DSP48E2's
 #: 27 x 18 multiplier, and Yosys splits it into two.
 REQUANT_DSPS_PER_LANE = 2
+#: The largest |a * b| of two int8 codes: (-128) * (-128).
+MAX_INT8_PRODUCT = 1 << (2 * (DATAPATH_BITS - 1))
 #: One BRAM36 as 512 words x 72 bits.
 BRAM36_DEPTH, BRAM36_WIDTH = 512, 72
 #: AXI4 data widths the memory port may have.
@@ -207,6 +209,26 @@ class HwConfig:
         return ACC_BITS
 
     @property
+    def max_gemm_k(self) -> int:
+        """The longest reduction (K) of a GEMM that hw/compiler.py issues at this config's sizes.
+
+        Its GEMMs reduce over D (QKV, fc1, the head, a selector's per-head mean), the MLP width
+        (fc2), the tokens (``attn x V``, a selector's token mean), ``2 x head_dim <= 2 D`` (a
+        selector's second MLP when the global half is broadcast), ``heads x lanes`` (the keep-score
+        gather) and the patch features of the embedding, which the config does not bound: a
+        model's patches must have at most this many features (DeiT's 768 and the demo's 48 do).
+        """
+        return max(2 * self.max_embed_dim, self.max_mlp_dim, self.max_tokens,
+                   self.max_heads * self.lanes)
+
+    @property
+    def pe_acc_bits(self) -> int:
+        """Width of the PE accumulators: the signed width of ``max_gemm_k x 2**14``, the largest
+        possible ``|sum_k a*b|`` (so the sum is exact), at most ``acc_bits``. The bias add and the
+        requantizer stay ``acc_bits`` wide (the accumulator is sign-extended into them)."""
+        return min(self.acc_bits, (self.max_gemm_k * MAX_INT8_PRODUCT).bit_length() + 1)
+
+    @property
     def mult_bits(self) -> int:
         return REQUANT_MULT_BITS
 
@@ -311,6 +333,7 @@ class HwConfig:
         """The fields and main derived values as a JSON-friendly dict."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "numerics"}
         out.update(lanes=self.lanes, act_bits=self.act_bits, weight_bits=self.weight_bits, acc_bits=self.acc_bits,
+                   pe_acc_bits=self.pe_acc_bits, max_gemm_k=self.max_gemm_k,
                    macs=self.macs, dsp_estimate=self.dsp_estimate, bram36_estimate=self.bram36_estimate)
         return out
 

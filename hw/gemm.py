@@ -11,10 +11,12 @@ Blocks:
   K, reads the scratchpads into double-buffered operand blocks (the next block's reads overlap
   the current block's K steps), feeds the engine, writes the int8 results back.
 
-Arithmetic contract (what the tests check against quant/): ``acc = sum_k a*b`` in 32 bits,
-``acc + bias`` in 32 bits, then ``saturate(round_shift(acc * mult, shift))`` to int8 with round
-half up. The reference refuses accumulators that overflow int32; the hardware wraps them
-(two's complement), so programs must keep within int32 as the reference requires.
+Arithmetic contract (what the tests check against quant/): ``acc = sum_k a*b`` in
+``HwConfig.pe_acc_bits`` (exact for any K up to ``HwConfig.max_gemm_k``: the width of the
+largest possible sum), ``acc + bias`` in 32 bits, then ``saturate(round_shift(acc * mult,
+shift))`` to int8 with round half up. The reference refuses accumulators that overflow int32;
+the hardware wraps them (two's complement), so programs must keep within int32 as the reference
+requires, and within ``max_gemm_k`` steps per GEMM.
 """
 
 from __future__ import annotations
@@ -212,7 +214,8 @@ class GemmEngine(wiring.Component):
 
     Ports:
         operands: stream of K steps ``{a: pe_rows x int8, b: pe_cols x int8, last}``; a tile is
-            the steps up to and including one with ``last`` (any K >= 1).
+            the steps up to and including one with ``last`` (K in 1..``config.max_gemm_k``; longer
+            sums may wrap at ``config.pe_acc_bits``).
         params: stream of ``pe_cols`` channels ``{bias: int32, mult: uint16, shift: uint6}``
             (:func:`param_word_layout`), one transfer per tile, taken when the tile's
             accumulation ends.
@@ -251,8 +254,9 @@ class GemmEngine(wiring.Component):
                                                 shift_bits=cfg.shift_bits)
         wiring.connect(m, rq.output, wiring.flipped(self.result))
 
-        acc = [[Signal(signed(cfg.acc_bits), name=f"acc_{i}_{j}") for j in range(cols)] for i in range(rows)]
-        drain = [[Signal(signed(cfg.acc_bits), name=f"drain_{i}_{j}") for j in range(cols)] for i in range(rows)]
+        # Accumulators and drain registers are pe_acc_bits wide (exact up to max_gemm_k steps).
+        acc = [[Signal(signed(cfg.pe_acc_bits), name=f"acc_{i}_{j}") for j in range(cols)] for i in range(rows)]
+        drain = [[Signal(signed(cfg.pe_acc_bits), name=f"drain_{i}_{j}") for j in range(cols)] for i in range(rows)]
         # The bias joins each row as it leaves the drain (one adder per column, not per PE).
         bias = [Signal(signed(cfg.acc_bits), name=f"bias_{j}") for j in range(cols)]
         first = Signal(init=1)  # the next operand starts a tile
@@ -269,7 +273,7 @@ class GemmEngine(wiring.Component):
                     # prod + (0 or acc): the select folds into the adder's LUTs (one LUT per bit; selecting
                     # after the adder took two).
                     prod, carry = prods[i][j]
-                    prev = Mux(first, C(0, signed(cfg.acc_bits)), acc[i][j])
+                    prev = Mux(first, C(0, signed(cfg.pe_acc_bits)), acc[i][j])
                     m.d.sync += acc[i][j].eq(prod + prev if carry is None else add_carry(prev, prod, carry))
             m.d.sync += [first.eq(ops.payload.last), pending.eq(ops.payload.last)]
 
@@ -286,7 +290,7 @@ class GemmEngine(wiring.Component):
         # Drain row 0 into the requantizer, shift the rest up.
         m.d.comb += [rq.input.valid.eq(drain_left != 0), rq.input.payload.last.eq(drain_left == 1)]
         for j in range(cols):
-            m.d.comb += rq.input.payload.acc[j].eq(drain[0][j] + bias[j])  # wraps to 32 bits as before
+            m.d.comb += rq.input.payload.acc[j].eq(drain[0][j] + bias[j])  # sign-extended; wraps to 32 bits
         with m.If(rq.input.valid & rq.input.ready):
             m.d.sync += drain_left.eq(drain_left - 1)
             for i in range(rows - 1):

@@ -138,6 +138,27 @@ def _run_tiles(cfg, tiles) -> torch.Tensor:
     return torch.tensor(out).reshape(len(tiles), rows, cols)
 
 
+@pytest.mark.parametrize("packing", [False, True])
+def test_engine_worst_case_sums_fit_the_accumulators(packing):
+    """K = max_gemm_k steps of the largest and the most negative products: the narrowed accumulators
+    (pe_acc_bits) hold both sums exactly; a shift brings them into int8, so a wrap would show."""
+    rows, cols = 3, 2
+    cfg = dataclasses.replace(BASE, pe_rows=rows, pe_cols=cols, max_embed_dim=8, max_heads=1, max_mlp_dim=40,
+                              max_tokens=8, act_depth=1024, dsp_packing=packing)
+    k = cfg.max_gemm_k
+    assert k == 40 and cfg.pe_acc_bits < cfg.acc_bits
+    a = torch.full((rows, k), -128, dtype=torch.int64)
+    w = torch.tensor([[-128, 127]] * k)  # column 0: +2**14 per step, column 1: -128 * 127
+    a[rows - 1] = 127  # the last row: -128 * 127 and 127 * 127
+    shift = torch.full((cols,), cfg.pe_acc_bits - 8)
+    tile = (a, w, torch.zeros(cols, dtype=torch.int64), torch.ones(cols, dtype=torch.int64), shift)
+    got = _run_tiles(cfg, [tile])
+    sums = a @ w
+    assert int(sums.max()) == k * (1 << 14) < 1 << (cfg.pe_acc_bits - 1)
+    assert int(sums.max()) >= 1 << (cfg.pe_acc_bits - 2)  # one bit fewer would not hold it
+    assert_equal(got[0], gemm(*tile), "worst-case tile")
+
+
 def test_engine_latency_property():
     cfg = BASE
     dut = GemmEngine(config=cfg)
