@@ -345,7 +345,8 @@ PRESETS: dict[str, HwConfig] = {
     # Tiny ViT (65 tokens, D=64, 4 heads, MLP 256): quick to simulate.
     "demo": BASE,
     # ZCU102 (xczu9eg: 2,520 DSP48E2, 912 BRAM36) for DeiT-T/S (197 tokens, D<=384, 6 heads):
-    # 32x64 = 2,048 MACs ~ 1,024 DSPs packed two per DSP (2,048 unpacked + 64 requant lanes still fit).
+    # 32x64 = 2,048 MACs on 1,024 DSPs packed two per DSP (README, "Issue #13, item 3"); the
+    # DSPs this frees go to the other units.
     "zcu102": dataclasses.replace(
         BASE,
         pe_rows=32,
@@ -360,6 +361,7 @@ PRESETS: dict[str, HwConfig] = {
         max_heads=6,
         clock_mhz=300.0,
         bus_bits=128,  # the PS's HP ports are 128 bits wide
+        dsp_packing=True,
     ),
 }
 
