@@ -187,8 +187,8 @@ def add_carry(x, y, carry):
     """``x + y + carry`` (``carry`` one bit) as one adder with ``carry`` in its carry chain.
 
     ``(2x + carry) + (2y + 1) = 2 (x + y + carry) + 1 - carry``, so bits ``1..`` of that sum are
-    ``x + y + carry``. Written as ``x + y + carry``, Yosys builds two adders (a second carry chain
-    of about 40 LUTs per pair of PEs, measured on one PE pair: README, "Issue #13, item 3").
+    ``x + y + carry``. Written as ``x + y + carry``, Yosys builds two adders (33 more LUTs per
+    packed product on a 4x8 array: README, "Issue #13, item 3").
     """
     return (Cat(carry, x).as_signed() + Cat(C(1, 1), y).as_signed())[1:].as_signed()
 
