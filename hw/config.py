@@ -36,8 +36,13 @@ from .isa import INSTR_BITS, LOAD_QUEUE_BITS, MAX_ADDR_BITS, MAX_DIM_BITS, SHIFT
 
 #: The datapath is built for this activation and weight width (NumericsConfig allows more).
 DATAPATH_BITS = 8
-#: Two int8 multiplies sharing one operand pack into one DSP48E2 (AMD WP486): an estimate.
+#: Two int8 multiplies sharing one operand pack into one DSP48E2 (AMD WP486; ``dsp_packing``).
 MACS_PER_DSP = 2
+#: DSP48E2s per requantizer lane: ``acc * mult`` (32 x 16 bits) is wider than one DSP48E2's
+#: 27 x 18 multiplier, and Yosys splits it into two.
+REQUANT_DSPS_PER_LANE = 2
+#: The largest |a * b| of two int8 codes: (-128) * (-128).
+MAX_INT8_PRODUCT = 1 << (2 * (DATAPATH_BITS - 1))
 #: One BRAM36 as 512 words x 72 bits.
 BRAM36_DEPTH, BRAM36_WIDTH = 512, 72
 #: AXI4 data widths the memory port may have.
@@ -82,6 +87,10 @@ class HwConfig:
             ``axi_burst`` beats then never crosses a 4 KiB boundary).
         load_queue: LOADs with ``nowait`` that the loader queues behind the one it is loading
             (1..``2**LOAD_QUEUE_BITS - 1``; :mod:`vitforge.hw.isa`).
+        dsp_packing: compute the products of PE rows ``2p`` and ``2p + 1`` (which share ``b[j]``)
+            with one multiplication of the packed operand ``(a[2p] << PACK_SHIFT) + a[2p + 1]``
+            (AMD WP486: two int8 MACs per DSP48E2), split and sign-corrected; an odd ``pe_rows``
+            leaves the last row unpaired. Off: one multiplier per PE.
     """
 
     numerics: NumericsConfig = field(default_factory=lambda: DEFAULT_NUMERICS)
@@ -107,6 +116,7 @@ class HwConfig:
     axi_max_inflight: int = 64
     axi_align: int = 4096
     load_queue: int = 4
+    dsp_packing: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.numerics, NumericsConfig):
@@ -118,7 +128,7 @@ class HwConfig:
         for name in ("pe_rows", "pe_cols", "act_depth", "weight_depth", "param_depth", "imem_depth",
                      "max_tokens", "max_embed_dim", "max_mlp_dim", "max_heads"):
             _check_positive(getattr(self, name), name)
-        for name in ("softmax", "gelu", "layernorm", "sigmoid", "selector"):
+        for name in ("softmax", "gelu", "layernorm", "sigmoid", "selector", "dsp_packing"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
         if isinstance(self.clock_mhz, bool) or not isinstance(self.clock_mhz, (int, float)) \
@@ -206,6 +216,26 @@ class HwConfig:
         return ACC_BITS
 
     @property
+    def max_gemm_k(self) -> int:
+        """The longest reduction (K) of a GEMM that hw/compiler.py issues at this config's sizes.
+
+        Its GEMMs reduce over D (QKV, fc1, the head, a selector's per-head mean), the MLP width
+        (fc2), the tokens (``attn x V``, a selector's token mean), ``2 x head_dim <= 2 D`` (a
+        selector's second MLP when the global half is broadcast), ``heads x lanes`` (the keep-score
+        gather) and the patch features of the embedding, which the config does not bound: a
+        model's patches must have at most this many features (DeiT's 768 and the demo's 48 do).
+        """
+        return max(2 * self.max_embed_dim, self.max_mlp_dim, self.max_tokens,
+                   self.max_heads * self.lanes)
+
+    @property
+    def pe_acc_bits(self) -> int:
+        """Width of the PE accumulators: the signed width of ``max_gemm_k x 2**14``, the largest
+        possible ``|sum_k a*b|`` (so the sum is exact), at most ``acc_bits``. The bias add and the
+        requantizer stay ``acc_bits`` wide (the accumulator is sign-extended into them)."""
+        return min(self.acc_bits, (self.max_gemm_k * MAX_INT8_PRODUCT).bit_length() + 1)
+
+    @property
     def mult_bits(self) -> int:
         return REQUANT_MULT_BITS
 
@@ -272,8 +302,12 @@ class HwConfig:
 
     @property
     def dsp_estimate(self) -> int:
-        """DSP48E2s with two int8 MACs per DSP, plus one per requantization lane."""
-        return math.ceil(self.macs / MACS_PER_DSP) + self.lanes
+        """DSP48E2s of the GEMM engine: one per PE, or with ``dsp_packing`` one per
+        :data:`MACS_PER_DSP` rows' products (an odd last row one per PE); plus
+        :data:`REQUANT_DSPS_PER_LANE` per requantization lane. Yosys maps exactly these
+        (tests/hw/test_synth.py); the other units' multipliers are not counted."""
+        pe_dsps = self.pe_cols * math.ceil(self.pe_rows / MACS_PER_DSP) if self.dsp_packing else self.macs
+        return pe_dsps + REQUANT_DSPS_PER_LANE * self.lanes
 
     def _bram36(self, depth: int, width: int) -> int:
         return math.ceil(depth / BRAM36_DEPTH) * math.ceil(width / BRAM36_WIDTH)
@@ -306,6 +340,7 @@ class HwConfig:
         """The fields and main derived values as a JSON-friendly dict."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "numerics"}
         out.update(lanes=self.lanes, act_bits=self.act_bits, weight_bits=self.weight_bits, acc_bits=self.acc_bits,
+                   pe_acc_bits=self.pe_acc_bits, max_gemm_k=self.max_gemm_k,
                    macs=self.macs, dsp_estimate=self.dsp_estimate, bram36_estimate=self.bram36_estimate)
         return out
 
@@ -317,7 +352,8 @@ PRESETS: dict[str, HwConfig] = {
     # Tiny ViT (65 tokens, D=64, 4 heads, MLP 256): quick to simulate.
     "demo": BASE,
     # ZCU102 (xczu9eg: 2,520 DSP48E2, 912 BRAM36) for DeiT-T/S (197 tokens, D<=384, 6 heads):
-    # 32x64 = 2,048 MACs ~ 1,024 DSPs packed two per DSP (2,048 unpacked + 64 requant lanes still fit).
+    # 32x64 = 2,048 MACs on 1,024 DSPs packed two per DSP (README, "Issue #13, item 3"); the
+    # DSPs this frees go to the other units.
     "zcu102": dataclasses.replace(
         BASE,
         pe_rows=32,
@@ -332,6 +368,7 @@ PRESETS: dict[str, HwConfig] = {
         max_heads=6,
         clock_mhz=300.0,
         bus_bits=128,  # the PS's HP ports are 128 bits wide
+        dsp_packing=True,
     ),
 }
 

@@ -11,15 +11,17 @@ Blocks:
   K, reads the scratchpads into double-buffered operand blocks (the next block's reads overlap
   the current block's K steps), feeds the engine, writes the int8 results back.
 
-Arithmetic contract (what the tests check against quant/): ``acc = sum_k a*b`` in 32 bits,
-``acc + bias`` in 32 bits, then ``saturate(round_shift(acc * mult, shift))`` to int8 with round
-half up. The reference refuses accumulators that overflow int32; the hardware wraps them
-(two's complement), so programs must keep within int32 as the reference requires.
+Arithmetic contract (what the tests check against quant/): ``acc = sum_k a*b`` in
+``HwConfig.pe_acc_bits`` (exact for any K up to ``HwConfig.max_gemm_k``: the width of the
+largest possible sum), ``acc + bias`` in 32 bits, then ``saturate(round_shift(acc * mult,
+shift))`` to int8 with round half up. The reference refuses accumulators that overflow int32;
+the hardware wraps them (two's complement), so programs must keep within int32 as the reference
+requires, and within ``max_gemm_k`` steps per GEMM.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import C, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,6 +35,12 @@ from .isa import FIELDS, Op
 
 #: Width of the product ``acc * mult`` (|acc| <= 2**31, mult < 2**16: fits 48 bits signed).
 PRODUCT_BITS = 48
+
+#: Offset of the high product in a packed multiplication (``HwConfig.dsp_packing``, AMD WP486):
+#: ``((a_hi << PACK_SHIFT) + a_lo) * b = a_hi*b * 2**PACK_SHIFT + a_lo*b``, where the low product
+#: (``|a_lo*b| <= 2**14``) fills bits ``0 .. PACK_SHIFT-1`` as a signed field. The packed operand
+#: is 27 bits signed and ``b`` 8: one DSP48E2 multiplier (27 x 18 signed).
+PACK_SHIFT = 18
 
 
 def _check_config(config: object) -> HwConfig:
@@ -151,17 +159,71 @@ def result_layout(config: HwConfig) -> data.StructLayout:
     return data.StructLayout({"data": data.ArrayLayout(signed(INT8.bits), config.pe_cols), "last": 1})
 
 
+def packed_pair(m: Module, a_hi, a_lo, b: list, *, name: str) -> tuple[list, list]:
+    """``a_hi * b[j]`` and ``a_lo * b[j]`` for every ``j``, one multiplication each (AMD WP486).
+
+    ``P = ((a_hi << PACK_SHIFT) + a_lo) * b[j]`` (the packed operand is built once, for all ``j``).
+    The low field ``P[:PACK_SHIFT]``, read as signed, is ``a_lo * b[j]``; the high field
+    ``P[PACK_SHIFT:]`` is ``a_hi * b[j]`` less the low product's sign borrow, so the low field's
+    sign bit ``P[PACK_SHIFT - 1]`` must be added back. Valid for int8 operands (``|a_lo * b| <=
+    2**14 < 2**(PACK_SHIFT - 1)``).
+
+    Returns ``(hi, lo)``, one entry per ``b[j]``: ``hi[j] = (field, borrow)`` with ``a_hi * b[j] =
+    field + borrow`` (the accumulator adds the borrow as its carry-in: :func:`add_carry`), and
+    ``lo[j] = (a_lo * b[j], None)``.
+    """
+    packed = Signal(signed(PACK_SHIFT + len(a_hi) + 1), name=f"packed_{name}")
+    m.d.comb += packed.eq((a_hi << PACK_SHIFT) + a_lo)
+    hi, lo = [], []
+    for j, bj in enumerate(b):
+        p = Signal(signed(len(packed) + len(bj)), name=f"pprod_{name}_{j}")
+        m.d.comb += p.eq(packed * bj)
+        lo.append((p[:PACK_SHIFT].as_signed(), None))
+        hi.append((p[PACK_SHIFT:].as_signed(), p[PACK_SHIFT - 1]))
+    return hi, lo
+
+
+def add_carry(x, y, carry):
+    """``x + y + carry`` (``carry`` one bit) as one adder with ``carry`` in its carry chain.
+
+    ``(2x + carry) + (2y + 1) = 2 (x + y + carry) + 1 - carry``, so bits ``1..`` of that sum are
+    ``x + y + carry``. Written as ``x + y + carry``, Yosys builds two adders (33 more LUTs per
+    packed product on a 4x8 array: README, "Issue #13, item 3").
+    """
+    return (Cat(carry, x).as_signed() + Cat(C(1, 1), y).as_signed())[1:].as_signed()
+
+
+def pe_products(m: Module, config: HwConfig, a, b) -> list[list]:
+    """The ``pe_rows x pe_cols`` products ``a[i] * b[j]`` of one K step as ``(value, carry)``.
+
+    ``a[i] * b[j] = value + carry``; ``carry`` is ``None`` (plain multiplications) or, with
+    ``config.dsp_packing``, the borrow bit of :func:`packed_pair` for the even rows of each pair
+    of rows ``2p``, ``2p + 1`` (an odd last row multiplies alone).
+    """
+    rows, cols = config.pe_rows, config.pe_cols
+    prods = [[(a[i] * b[j], None) for j in range(cols)] for i in range(rows)]
+    if config.dsp_packing:
+        bs = [b[j] for j in range(cols)]
+        for p in range(rows // 2):
+            prods[2 * p], prods[2 * p + 1] = packed_pair(m, a[2 * p], a[2 * p + 1], bs, name=str(p))
+    return prods
+
+
 class GemmEngine(wiring.Component):
     """Output-stationary PE array: ``C[i, j] = requant(sum_k a[i]_k * b[j]_k + bias[j])``.
 
     Ports:
         operands: stream of K steps ``{a: pe_rows x int8, b: pe_cols x int8, last}``; a tile is
-            the steps up to and including one with ``last`` (any K >= 1).
+            the steps up to and including one with ``last`` (K in 1..``config.max_gemm_k``; longer
+            sums may wrap at ``config.pe_acc_bits``).
         params: stream of ``pe_cols`` channels ``{bias: int32, mult: uint16, shift: uint6}``
             (:func:`param_word_layout`), one transfer per tile, taken when the tile's
             accumulation ends.
         result: stream of the tile's ``pe_rows`` output rows ``{data: pe_cols x int8, last}``,
             row 0 first, ``last`` on the final row.
+
+    With ``config.dsp_packing``, rows ``2p`` and ``2p + 1`` share each multiplication
+    (:func:`pe_products`); the results are the same bit for bit.
 
     Throughput: one K step per cycle; one bubble per tile; the ``pe_rows``-cycle drain of a
     tile overlaps the next tile's accumulation (K >= pe_rows keeps the array busy).
@@ -192,8 +254,9 @@ class GemmEngine(wiring.Component):
                                                 shift_bits=cfg.shift_bits)
         wiring.connect(m, rq.output, wiring.flipped(self.result))
 
-        acc = [[Signal(signed(cfg.acc_bits), name=f"acc_{i}_{j}") for j in range(cols)] for i in range(rows)]
-        drain = [[Signal(signed(cfg.acc_bits), name=f"drain_{i}_{j}") for j in range(cols)] for i in range(rows)]
+        # Accumulators and drain registers are pe_acc_bits wide (exact up to max_gemm_k steps).
+        acc = [[Signal(signed(cfg.pe_acc_bits), name=f"acc_{i}_{j}") for j in range(cols)] for i in range(rows)]
+        drain = [[Signal(signed(cfg.pe_acc_bits), name=f"drain_{i}_{j}") for j in range(cols)] for i in range(rows)]
         # The bias joins each row as it leaves the drain (one adder per column, not per PE).
         bias = [Signal(signed(cfg.acc_bits), name=f"bias_{j}") for j in range(cols)]
         first = Signal(init=1)  # the next operand starts a tile
@@ -202,14 +265,16 @@ class GemmEngine(wiring.Component):
         ops, prm = self.operands, self.params
 
         # Accumulate.
+        prods = pe_products(m, cfg, ops.payload.a, ops.payload.b)
         m.d.comb += ops.ready.eq(~pending)
         with m.If(ops.valid & ops.ready):
             for i in range(rows):
                 for j in range(cols):
                     # prod + (0 or acc): the select folds into the adder's LUTs (one LUT per bit; selecting
                     # after the adder took two).
-                    prod = ops.payload.a[i] * ops.payload.b[j]
-                    m.d.sync += acc[i][j].eq(prod + Mux(first, C(0, signed(cfg.acc_bits)), acc[i][j]))
+                    prod, carry = prods[i][j]
+                    prev = Mux(first, C(0, signed(cfg.pe_acc_bits)), acc[i][j])
+                    m.d.sync += acc[i][j].eq(prod + prev if carry is None else add_carry(prev, prod, carry))
             m.d.sync += [first.eq(ops.payload.last), pending.eq(ops.payload.last)]
 
         # Move a finished tile into the drain registers and its bias into the bias registers.
@@ -225,7 +290,7 @@ class GemmEngine(wiring.Component):
         # Drain row 0 into the requantizer, shift the rest up.
         m.d.comb += [rq.input.valid.eq(drain_left != 0), rq.input.payload.last.eq(drain_left == 1)]
         for j in range(cols):
-            m.d.comb += rq.input.payload.acc[j].eq(drain[0][j] + bias[j])  # wraps to 32 bits as before
+            m.d.comb += rq.input.payload.acc[j].eq(drain[0][j] + bias[j])  # sign-extended; wraps to 32 bits
         with m.If(rq.input.valid & rq.input.ready):
             m.d.sync += drain_left.eq(drain_left - 1)
             for i in range(rows - 1):

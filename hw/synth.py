@@ -421,3 +421,22 @@ def crossbar_report(config, *, device: str = DEFAULT_DEVICE) -> dict:
         "yosys": yosys_version(),
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def module_report(design, top: str, *, device: str = DEFAULT_DEVICE) -> dict:
+    """Resources of one component synthesized alone (``design``: an Amaranth component, e.g. a
+    :class:`~vitforge.hw.gemm.GemmEngine`), with :func:`synth_modules`'s script and cache.
+
+    Minutes instead of a whole ``zcu102`` report's 20: a block's change is measured on its module.
+    Returns ``{dsp, lut, ff, bram36, own, top, device, yosys, seconds}``: the totals of ``top``
+    and everything below it, and ``own``, the cells of ``top``'s own module (its submodules left
+    out: for a ``GemmEngine``, the PE array without the requantizer, the report's ``gemm_array``).
+    """
+    from .verilog import generate
+
+    start = time.perf_counter()
+    modules = synth_modules(generate(design, top), top)
+    totals = summarize(rollup(modules, top))
+    own = summarize({cell: n for cell, n in modules[top].items() if cell not in modules})
+    return {**totals, "own": own, "top": top, "device": device_fit(totals, device), "yosys": yosys_version(),
+            "seconds": round(time.perf_counter() - start, 1)}

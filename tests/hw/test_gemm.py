@@ -96,15 +96,24 @@ def _random_tile(gen: torch.Generator, rows: int, cols: int, k: int, extreme: bo
     return a, w, bias, mult, shift
 
 
-@pytest.mark.parametrize("shape", [(4, 4), (2, 3)])
-def test_engine_tiles_match_quant_gemm(shape):
+@pytest.mark.parametrize(("shape", "packing"), [((4, 4), False), ((2, 3), False), ((4, 4), True), ((3, 2), True)])
+def test_engine_tiles_match_quant_gemm(shape, packing):
+    """Plain, and with two rows per multiplication (``dsp_packing``; 3 rows: one pair and one row alone)."""
     rows, cols = shape
     cfg = dataclasses.replace(BASE, pe_rows=rows, pe_cols=cols, max_embed_dim=12 * cols, max_heads=1,
-                              max_mlp_dim=12 * cols, max_tokens=8, act_depth=8192)
-    dut = GemmEngine(config=cfg)
+                              max_mlp_dim=12 * cols, max_tokens=8, act_depth=8192, dsp_packing=packing)
     gen = torch.Generator().manual_seed(2)
     ks = [1, 1, 2, 7, 3, 16, 1, 5]
     tiles = [_random_tile(gen, rows, cols, k, extreme=(i == 5)) for i, k in enumerate(ks)]
+    got = _run_tiles(cfg, tiles)
+    for i, (a, w, bias, mult, shift) in enumerate(tiles):
+        assert_equal(got[i], gemm(a, w, bias, mult, shift), f"tile {i} (K={a.shape[1]})")
+
+
+def _run_tiles(cfg, tiles) -> torch.Tensor:
+    """The engine's ``(tiles, pe_rows, pe_cols)`` int8 results for ``(a, w, bias, mult, shift)`` tiles."""
+    rows, cols = cfg.pe_rows, cfg.pe_cols
+    dut = GemmEngine(config=cfg)
     out = []
 
     async def feed(ctx):
@@ -126,9 +135,28 @@ def test_engine_tiles_match_quant_gemm(shape):
                 out.append([payload.data[j] for j in range(cols)])
 
     simulate(dut, feed, params, drain, name="gemm_engine")
-    got = torch.tensor(out).reshape(len(tiles), rows, cols)
-    for i, (a, w, bias, mult, shift) in enumerate(tiles):
-        assert_equal(got[i], gemm(a, w, bias, mult, shift), f"tile {i} (K={a.shape[1]})")
+    return torch.tensor(out).reshape(len(tiles), rows, cols)
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_engine_worst_case_sums_fit_the_accumulators(packing):
+    """K = max_gemm_k steps of the largest and the most negative products: the narrowed accumulators
+    (pe_acc_bits) hold both sums exactly; a shift brings them into int8, so a wrap would show."""
+    rows, cols = 3, 2
+    cfg = dataclasses.replace(BASE, pe_rows=rows, pe_cols=cols, max_embed_dim=8, max_heads=1, max_mlp_dim=40,
+                              max_tokens=8, act_depth=1024, dsp_packing=packing)
+    k = cfg.max_gemm_k
+    assert k == 40 and cfg.pe_acc_bits < cfg.acc_bits
+    a = torch.full((rows, k), -128, dtype=torch.int64)
+    w = torch.tensor([[-128, 127]] * k)  # column 0: +2**14 per step, column 1: -128 * 127
+    a[rows - 1] = 127  # the last row: -128 * 127 and 127 * 127
+    shift = torch.full((cols,), cfg.pe_acc_bits - 8)
+    tile = (a, w, torch.zeros(cols, dtype=torch.int64), torch.ones(cols, dtype=torch.int64), shift)
+    got = _run_tiles(cfg, [tile])
+    sums = a @ w
+    assert int(sums.max()) == k * (1 << 14) < 1 << (cfg.pe_acc_bits - 1)
+    assert int(sums.max()) >= 1 << (cfg.pe_acc_bits - 2)  # one bit fewer would not hold it
+    assert_equal(got[0], gemm(*tile), "worst-case tile")
 
 
 def test_engine_latency_property():

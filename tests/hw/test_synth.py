@@ -16,6 +16,7 @@ import pytest
 from vitforge.cli import main
 from vitforge.hw import synth
 from vitforge.hw.config import BASE
+from vitforge.hw.gemm import GemmEngine
 from vitforge.hw.synth import (
     DEVICES,
     RESOURCES,
@@ -28,6 +29,7 @@ from vitforge.hw.synth import (
     device_fit,
     expected_blocks,
     module_cells,
+    module_report,
     overhead,
     per_block,
     rollup,
@@ -230,6 +232,26 @@ def test_overhead_is_relative_to_the_design_without():
     over = overhead({"dsp": 110, "lut": 105, "ff": 100, "bram36": 0}, {"dsp": 100, "lut": 100, "ff": 100, "bram36": 0})
     assert over["dsp"] == {"with": 110, "without": 100, "delta": 10, "pct": 10.0}
     assert over["lut"]["pct"] == 5.0 and over["ff"]["delta"] == 0 and over["bram36"]["pct"] is None
+
+
+@pytest.mark.slow  # two Yosys runs, about 14 s of CPU with an empty cache: VITFORGE_DEEP=1
+def test_dsp_packing_halves_the_array_dsps():
+    """Yosys maps each packed multiplication to one DSP48E2: a 2x2 array takes 2 DSPs instead of 4,
+    and the engine's DSPs are ``dsp_estimate`` (requantizer included) with and without packing.
+
+    LUT bound with packing: per row pair one packing adder (``act_bits`` LUTs and an inverter),
+    per packed product one inverter (the borrow's carry-in); the accumulators stay as they were.
+    (tests/hw/test_gemm_packing.py checks the multiplications' widths in the default tier.)
+    """
+    cfg = dataclasses.replace(SMALL, pe_rows=2, pe_cols=2, max_embed_dim=8)
+    configs = [dataclasses.replace(cfg, dsp_packing=p) for p in (False, True)]
+    reports = [module_report(GemmEngine(config=c), "gemm_engine") for c in configs]
+    assert [r["dsp"] for r in reports] == [c.dsp_estimate for c in configs]  # the engine with its requantizer
+    plain, packed = (r["own"] for r in reports)
+    assert plain["dsp"] == cfg.macs and packed["dsp"] == cfg.macs // 2
+    pairs = cfg.pe_rows // 2
+    assert plain["lut"] <= packed["lut"] <= plain["lut"] + pairs * (cfg.act_bits + 1) + cfg.macs // 2
+    assert packed["ff"] == plain["ff"]
 
 
 @pytest.mark.slow  # demo synthesis takes minutes: VITFORGE_DEEP=1

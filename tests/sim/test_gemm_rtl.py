@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from vitforge.hw.config import get_preset
@@ -17,6 +19,14 @@ def test_gemm_engine_demo(sim):
     cfg = get_preset("demo")
     run_bench(name="gemm_engine", design=lambda: GemmEngine(config=cfg), key=cfg, bench="vitforge.sim.benches.gemm",
               sim=sim, params={"config": cfg.to_json(), "tiles": env_int("VITFORGE_TILES", 24), "seed": 3})
+
+
+@pytest.mark.parametrize("sim", simulators())
+def test_gemm_engine_packed(sim):
+    """Two MACs per multiplication (``dsp_packing``) on 3 rows: one packed pair and one row alone."""
+    cfg = dataclasses.replace(get_preset("demo"), pe_rows=3, dsp_packing=True)
+    run_bench(name="gemm_engine", design=lambda: GemmEngine(config=cfg), key=cfg, bench="vitforge.sim.benches.gemm",
+              sim=sim, params={"config": cfg.to_json(), "tiles": env_int("VITFORGE_TILES", 24), "seed": 5})
 
 
 @pytest.mark.slow  # the zcu102 top builds for minutes: VITFORGE_DEEP=1
