@@ -421,6 +421,10 @@ class _Compiler:
 
     def gemm(self, a: _Mat, b: _Mat, dst: _Mat, prm: int, m: int, k: int, n: int, *, b_act: bool = False,
              b_trans: bool = False, mean: bool = False) -> None:
+        if k != TOKENS and k > self.cfg.max_gemm_k:
+            # The PE accumulators are exact only up to max_gemm_k steps (HwConfig.pe_acc_bits).
+            raise ValueError(f"a GEMM reduces over k={k}, more than this config's max_gemm_k={self.cfg.max_gemm_k} "
+                             "(the patch embedding's features, in_chans x patch_size**2, must be at most that)")
         self.prog.append(Instr(Op.GEMM, a_addr=a.addr, a_stride=a.stride, b_addr=b.addr, b_stride=b.stride,
                                dst_addr=dst.addr, dst_stride=dst.stride, param_addr=prm, m=m, k=k, n=n,
                                b_act=int(b_act), b_trans=int(b_trans), mean=int(mean)))

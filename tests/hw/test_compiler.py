@@ -93,3 +93,18 @@ def test_deit_small_fits_zcu102(selectors):
     fc1 = next(i for i in prog.instrs if i.op == Op.GEMM and i.n == cfg.mlp_dim)
     qkv = next(i for i in prog.instrs if i.op == Op.GEMM and i.n == 3 * cfg.embed_dim)
     assert fc1.dst_addr == qkv.dst_addr  # fc1 writes where QKV was
+
+
+def test_gemm_longer_than_the_accumulators_is_refused():
+    """The PE accumulators are exact up to max_gemm_k steps (HwConfig.pe_acc_bits): a patch embedding
+    with more features is refused with the sizes named, one at the limit compiles."""
+    from vitforge.sw.latency import shape_program
+    from vitforge.sw.vit import get_config
+
+    demo = get_config("demo")
+    at_limit = dataclasses.replace(demo, patch_size=16)  # 1 x 16 x 16 = 256 = BASE.max_gemm_k
+    assert at_limit.in_chans * at_limit.patch_size**2 == BASE.max_gemm_k
+    shape_program(at_limit, BASE)
+    over = dataclasses.replace(demo, patch_size=16, in_chans=2)  # 512 features
+    with pytest.raises(ValueError, match=r"k=512, more than this config's max_gemm_k=256"):
+        shape_program(over, BASE)
