@@ -34,6 +34,7 @@ from vitforge.kernels import KERNEL_PROFILE, KERNEL_PROFILES, KERNELS_ENV, kerne
 from vitforge.sw.data import load_data, validation_split
 from vitforge.sw.latency import MacLatency, choose_schedule
 from vitforge.sw.train import (
+    Teacher,
     TrainConfig,
     dense_objective,
     pruned_from,
@@ -84,13 +85,18 @@ def _per_call(fn, n: int) -> float:
 
 def unit_costs(steps: int) -> dict[str, float]:
     """Seconds per optimizer step and per validation image of each stage's objective (demo model,
-    the default data's first batch, one thread); the model's weights do not change the cost."""
+    the default data's first batch, one thread; the model's weights do not change the cost).
+
+    ``prune``/``qat``: with the teacher's outputs cached (:class:`~vitforge.sw.train.Teacher`, as
+    training runs them now); ``*_live``: with a teacher forward in every call (the code before
+    the cache); ``teacher_image``: the teacher's forward per image (the cache's one pass)."""
     seed_everything(0, 1)
     cfg = get_config("demo")
     data = load_data(None, size=cfg.image_size)
     split = validation_split(data, 0.1)
     tc = TrainConfig(progress=False, calib_images=64)
     x, y = split.x_fit[:64], split.y_fit[:64]
+    key = torch.arange(len(y))
     dense, _ = train_dense(cfg, split, tc, 1, log=lambda s: None)
     latency = MacLatency()
     schedule = choose_schedule(cfg, Target().resolve(cfg, latency), latency)
@@ -99,24 +105,28 @@ def unit_costs(steps: int) -> dict[str, float]:
     pruned.active_selectors = len(schedule.selector_blocks)
     qat, _ = train_qat(pruned, dense, split, tc, 0, log=lambda s: None)
     student = copy.deepcopy(dense)
+    cached, live = Teacher(dense, x), Teacher(dense)
+    rates = torch.tensor(schedule.keep_rates)
     objectives = {"dense": (student, dense_objective(student)),
-                  "prune": (pruned, selector_objective(pruned, dense, torch.tensor(schedule.keep_rates))),
-                  "qat": (qat, qat_objective(qat, dense))}
-    costs = {}
+                  "prune": (pruned, selector_objective(pruned, cached, rates)),
+                  "prune_live": (pruned, selector_objective(pruned, live, rates)),
+                  "qat": (qat, qat_objective(qat, cached)),
+                  "qat_live": (qat, qat_objective(qat, live))}
+    costs = {"teacher_image": _per_call(lambda: live.forward(x), steps) / len(y)}
     for name, (model, loss_fn) in objectives.items():
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+        n = steps if not name.startswith("qat") else max(2, steps // 4)
 
-        def step(model=model, loss_fn=loss_fn, opt=opt) -> None:
-            loss, _ = loss_fn(x, y)
+        def step(loss_fn=loss_fn, opt=opt) -> None:
+            loss, _ = loss_fn(x, y, key)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
-        costs[f"{name}_step"] = _per_call(step, steps if name != "qat" else max(2, steps // 4))
+        costs[f"{name}_step"] = _per_call(step, n)
         with torch.no_grad():
-            costs[f"{name}_val_image"] = _per_call(lambda loss_fn=loss_fn: loss_fn(x, y),
-                                                   steps if name != "qat" else max(2, steps // 4)) / len(y)
+            costs[f"{name}_val_image"] = _per_call(lambda loss_fn=loss_fn: loss_fn(x, y, key), n) / len(y)
     return costs
 
 
@@ -130,17 +140,23 @@ def step_costs(report_path: Path, steps: int) -> None:
     old_total, new_total = 0.0, 0.0
     for kind, n_stages in (("dense", 1), ("prune", len(report["selector_blocks"])), ("qat", 1)):
         stages = [st for st in report["stages"] if st["name"].rstrip("0123456789") == kind]
-        old = n_stages * old_steps[kind] * costs[f"{kind}_step"]
+        old_kind = kind if kind == "dense" else f"{kind}_live"  # before the cache: a teacher forward per step
+        old = n_stages * old_steps[kind] * costs[f"{old_kind}_step"]
         n_steps = sum(st["steps"] for st in stages)
         n_checks = sum(len(st["history"]) for st in stages)
         per_check = min(report["val_images"], tc.val_images if kind == "dense" else tc.calib_images)
         train_s = n_steps * costs[f"{kind}_step"]
         check_s = n_checks * per_check * costs[f"{kind}_val_image"]
+        # The teacher's one pass over the fit images and the checks' validation images (stage 2's
+        # first step computes it; stage 3 reuses it).
+        teacher_n = report["train_images"] + per_check if kind == "prune" else 0
+        teacher_s = teacher_n * costs["teacher_image"]
         old_total += old
-        new_total += train_s + check_s
+        new_total += train_s + check_s + teacher_s
+        teacher = f" + teacher pass over {teacher_n} images ({teacher_s:.1f} s)" if teacher_n else ""
         print(f"{kind}: before #14 {n_stages} x {old_steps[kind]} steps = {old:.1f} s; now {n_steps} steps "
-              f"({train_s:.1f} s) + {n_checks} checks x {per_check} images ({check_s:.1f} s) = "
-              f"{train_s + check_s:.1f} s")
+              f"({train_s:.1f} s) + {n_checks} checks x {per_check} images ({check_s:.1f} s){teacher} = "
+              f"{train_s + check_s + teacher_s:.1f} s")
     print(f"training stages: before #14 {old_total:.1f} s, now {new_total:.1f} s, ratio {new_total / old_total:.3f} "
           "(shared work left out)")
 
