@@ -34,6 +34,7 @@ from vitforge.kernels import KERNEL_PROFILE, KERNEL_PROFILES, KERNELS_ENV, kerne
 from vitforge.sw.data import load_data, validation_split
 from vitforge.sw.latency import MacLatency, choose_schedule
 from vitforge.sw.train import (
+    QAT_VAL_IMAGES,
     Teacher,
     TrainConfig,
     dense_objective,
@@ -144,12 +145,13 @@ def step_costs(report_path: Path, steps: int) -> None:
         old = n_stages * old_steps[kind] * costs[f"{old_kind}_step"]
         n_steps = sum(st["steps"] for st in stages)
         n_checks = sum(len(st["history"]) for st in stages)
-        per_check = min(report["val_images"], tc.val_images if kind == "dense" else tc.calib_images)
+        per_check = min(report["val_images"], tc.val_images if kind == "dense" else tc.calib_images,
+                        QAT_VAL_IMAGES if kind == "qat" else tc.val_images)
         train_s = n_steps * costs[f"{kind}_step"]
         check_s = n_checks * per_check * costs[f"{kind}_val_image"]
         # The teacher's one pass over the fit images and the checks' validation images (stage 2's
         # first step computes it; stage 3 reuses it).
-        teacher_n = report["train_images"] + per_check if kind == "prune" else 0
+        teacher_n = report["train_images"] + min(report["val_images"], tc.calib_images) if kind == "prune" else 0
         teacher_s = teacher_n * costs["teacher_image"]
         old_total += old
         new_total += train_s + check_s + teacher_s

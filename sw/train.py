@@ -85,9 +85,11 @@ CHANCE_MARGIN = 10.0
 #: than this many points (a small validation set's loss is noisy; a model still learning fast
 #: shows it in its accuracy trend).
 ACC_CLIMB_POINTS = 2.0
-#: QAT's forward is the integer path, so its stage checks the validation set fewer times (this
-#: many per budget) on fewer images (at most ``calib_images``).
+#: QAT's forward is the integer path (a QAT check image costs 25 dense ones), so its stage checks
+#: the validation set fewer times (this many per budget) on fewer images (at most
+#: :data:`QAT_VAL_IMAGES`; its checks choose between two checkpoints).
 QAT_CHECKS = 2
+QAT_VAL_IMAGES = 256
 #: The learning-rate schedules of :func:`fit`.
 SCHEDULES = ("plateau", "cosine")
 #: Each selector insertion checks the validation set this many times (on at most ``calib_images``):
@@ -810,7 +812,7 @@ def train_qat(pruned: VisionTransformer, teacher: Teacher | VisionTransformer, s
     result = None
     if budget > 0:
         result = fit(model, split, tc, "qat", budget, tc.qat_lr, loss_fn, 20, state_dir, log,
-                     eval_every=math.ceil(budget / QAT_CHECKS), val_limit=tc.calib_images)
+                     eval_every=math.ceil(budget / QAT_CHECKS), val_limit=min(tc.calib_images, QAT_VAL_IMAGES))
         calibrate_thresholds(model, split.x_val[: tc.calib_images])
     return model, result
 
