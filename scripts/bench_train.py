@@ -22,10 +22,12 @@ import argparse
 import copy
 import json
 import math
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -76,12 +78,19 @@ def kernels_only(steps: int, rounds: int) -> None:
         print(f"{profile:8s} {t:8.2f} s total, {t / totals['native']:.2f}x native")
 
 
-def _per_call(fn, n: int) -> float:
-    fn()
-    start = time.perf_counter()
-    for _ in range(n):
+def _interleaved(calls: dict[str, tuple[Callable[[], None], int]], rounds: int) -> dict[str, float]:
+    """Median seconds of each call over ``rounds`` rounds that run every call in turn (so that a
+    change of the machine's load moves them all alike); ``calls[name] = (fn, per_round)``."""
+    for fn, _ in calls.values():
         fn()
-    return (time.perf_counter() - start) / n
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for r in range(rounds):
+        for name, (fn, per_round) in calls.items():
+            if r < per_round:
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def unit_costs(steps: int) -> dict[str, float]:
@@ -113,21 +122,29 @@ def unit_costs(steps: int) -> dict[str, float]:
                   "prune_live": (pruned, selector_objective(pruned, live, rates)),
                   "qat": (qat, qat_objective(qat, cached)),
                   "qat_live": (qat, qat_objective(qat, live))}
-    costs = {"teacher_image": _per_call(lambda: live.forward(x), steps) / len(y)}
+    calls: dict[str, tuple[Callable[[], None], int]] = {"teacher_batch": (lambda: live.forward(x), steps)}
     for name, (model, loss_fn) in objectives.items():
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
-        n = steps if not name.startswith("qat") else max(2, steps // 4)
+        n = steps if not name.startswith("qat") else max(3, steps // 4)
 
-        def step(loss_fn=loss_fn, opt=opt) -> None:
+        def step(model=model, loss_fn=loss_fn, opt=opt) -> None:
+            model.train()
             loss, _ = loss_fn(x, y, key)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
-        costs[f"{name}_step"] = _per_call(step, n)
-        with torch.no_grad():
-            costs[f"{name}_val_image"] = _per_call(lambda loss_fn=loss_fn: loss_fn(x, y, key), n) / len(y)
+        def check(model=model, loss_fn=loss_fn) -> None:
+            model.train()
+            with torch.no_grad():
+                loss_fn(x, y, key)
+
+        calls[f"{name}_step"] = (step, n)
+        calls[f"{name}_val_batch"] = (check, n)
+    med = _interleaved(calls, steps)
+    costs = {k: v for k, v in med.items() if k.endswith("_step")}
+    costs.update({k.replace("_batch", "_image"): v / len(y) for k, v in med.items() if k.endswith("_batch")})
     return costs
 
 

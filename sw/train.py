@@ -10,6 +10,10 @@
   the float twins' gradients (cross-entropy + 0.5 x KL to the dense teacher), thresholds
   recalibrated on the quantized scores.
 
+The frozen dense teacher's logits and tokens are computed once per image for stages 2 and 3
+(:class:`Teacher`) and looked up at every step and check, with the values a forward per step
+would give.
+
 Every stage runs the same loop (:func:`fit`) on the training images less a fixed validation split
 (:func:`~.data.validation_split`). The dense and QAT stages: a warm-up, a constant learning rate
 while the model keeps improving (checked every ``eval_every`` steps; ``patience`` checks without
