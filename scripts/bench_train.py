@@ -8,9 +8,10 @@ what the kernel profiles (vitforge/kernels.py) cost.
 * ``python scripts/bench_train.py --step-costs REPORT [--steps N]``: the cost of the training run
   that wrote ``REPORT`` (a ``report.json`` on the default data) against the code before issue #14
   (commit a6faf32: cosine over 3 / 0.5 / 0.15 passes of all training images, no validation), as
-  optimizer steps x per-step cost plus validation checks x images x per-image cost, each cost
-  measured here in one process (demo model, batch 64, one thread). Work both codes share
-  (calibration, test evaluation, export, the golden model) is left out.
+  optimizer steps x per-step cost plus validation checks x images x per-image cost (and the
+  teacher's one pass over the images, :class:`~vitforge.sw.train.Teacher`), each cost the median
+  of ``--steps`` interleaved rounds in one process (demo model, batch 64, one thread). Work both
+  codes share (calibration, test evaluation, export, the golden model) is left out.
 * ``python scripts/bench_train.py --kernels-only [--steps N] [--rounds R]``: dense-stage steps of
   the demo model under each profile, in alternating subprocesses (one thread each); times as
   ratios to ``native`` within the one run, since absolute times move with the machine's load.
@@ -206,7 +207,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; results depend on it)")
     p.add_argument("--kernels-only", action="store_true", help="time the kernel profiles only")
-    p.add_argument("--steps", type=int, default=40, help="dense steps per profile and round (--kernels-only)")
+    p.add_argument("--steps", type=int, default=40, help="dense steps per profile and round (--kernels-only); "
+                   "rounds of the unit costs (--step-costs; QAT a quarter of them)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of all profiles (--kernels-only)")
     p.add_argument("--step-costs", type=Path, default=None, metavar="REPORT",
                    help="cost of the run that wrote REPORT (report.json) against the code before #14")
