@@ -245,3 +245,15 @@ def test_teacher_cache_gives_the_values_of_a_forward_per_step(tiny_cfg):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="must be the dense model"):
         Teacher(runs[0])
+
+
+def test_teacher_without_room_for_its_tokens_runs_at_every_call(tiny_cfg, monkeypatch):
+    import vitforge.sw.train as train
+
+    split, dense = _toy(tiny_cfg), _model(tiny_cfg)
+    full = train.Teacher(dense, split.x_fit)
+    monkeypatch.setattr(train, "TEACHER_CACHE_BYTES", full.images.numel())  # less than the tokens' bytes
+    small = train.Teacher(dense, split.x_fit)
+    assert full.cached and not small.cached
+    key = torch.arange(3, 9)
+    assert torch.equal(small(split.x_fit[key], key)[0], full(split.x_fit[key], key)[0])
