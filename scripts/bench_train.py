@@ -8,9 +8,10 @@ what the kernel profiles (vitforge/kernels.py) cost.
 * ``python scripts/bench_train.py --step-costs REPORT [--steps N]``: the cost of the training run
   that wrote ``REPORT`` (a ``report.json`` on the default data) against the code before issue #14
   (commit a6faf32: cosine over 3 / 0.5 / 0.15 passes of all training images, no validation), as
-  optimizer steps x per-step cost plus validation checks x images x per-image cost, each cost
-  measured here in one process (demo model, batch 64, one thread). Work both codes share
-  (calibration, test evaluation, export, the golden model) is left out.
+  optimizer steps x per-step cost plus validation checks x images x per-image cost (and the
+  teacher's one pass over the images, :class:`~vitforge.sw.train.Teacher`), each cost the median
+  of ``--steps`` interleaved rounds in one process (demo model, batch 64, one thread). Work both
+  codes share (calibration, test evaluation, export, the golden model) is left out.
 * ``python scripts/bench_train.py --kernels-only [--steps N] [--rounds R]``: dense-stage steps of
   the demo model under each profile, in alternating subprocesses (one thread each); times as
   ratios to ``native`` within the one run, since absolute times move with the machine's load.
@@ -22,10 +23,12 @@ import argparse
 import copy
 import json
 import math
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,6 +37,8 @@ from vitforge.kernels import KERNEL_PROFILE, KERNEL_PROFILES, KERNELS_ENV, kerne
 from vitforge.sw.data import load_data, validation_split
 from vitforge.sw.latency import MacLatency, choose_schedule
 from vitforge.sw.train import (
+    QAT_VAL_IMAGES,
+    Teacher,
     TrainConfig,
     dense_objective,
     pruned_from,
@@ -74,23 +79,35 @@ def kernels_only(steps: int, rounds: int) -> None:
         print(f"{profile:8s} {t:8.2f} s total, {t / totals['native']:.2f}x native")
 
 
-def _per_call(fn, n: int) -> float:
-    fn()
-    start = time.perf_counter()
-    for _ in range(n):
+def _interleaved(calls: dict[str, tuple[Callable[[], None], int]], rounds: int) -> dict[str, float]:
+    """Median seconds of each call over ``rounds`` rounds that run every call in turn (so that a
+    change of the machine's load moves them all alike); ``calls[name] = (fn, per_round)``."""
+    for fn, _ in calls.values():
         fn()
-    return (time.perf_counter() - start) / n
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for r in range(rounds):
+        for name, (fn, per_round) in calls.items():
+            if r < per_round:
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def unit_costs(steps: int) -> dict[str, float]:
     """Seconds per optimizer step and per validation image of each stage's objective (demo model,
-    the default data's first batch, one thread); the model's weights do not change the cost."""
+    the default data's first batch, one thread; the model's weights do not change the cost).
+
+    ``prune``/``qat``: with the teacher's outputs cached (:class:`~vitforge.sw.train.Teacher`, as
+    training runs them now); ``*_live``: with a teacher forward in every call (the code before
+    the cache); ``teacher_image``: the teacher's forward per image (the cache's one pass)."""
     seed_everything(0, 1)
     cfg = get_config("demo")
     data = load_data(None, size=cfg.image_size)
     split = validation_split(data, 0.1)
     tc = TrainConfig(progress=False, calib_images=64)
     x, y = split.x_fit[:64], split.y_fit[:64]
+    key = torch.arange(len(y))
     dense, _ = train_dense(cfg, split, tc, 1, log=lambda s: None)
     latency = MacLatency()
     schedule = choose_schedule(cfg, Target().resolve(cfg, latency), latency)
@@ -99,24 +116,36 @@ def unit_costs(steps: int) -> dict[str, float]:
     pruned.active_selectors = len(schedule.selector_blocks)
     qat, _ = train_qat(pruned, dense, split, tc, 0, log=lambda s: None)
     student = copy.deepcopy(dense)
+    cached, live = Teacher(dense, x), Teacher(dense)
+    rates = torch.tensor(schedule.keep_rates)
     objectives = {"dense": (student, dense_objective(student)),
-                  "prune": (pruned, selector_objective(pruned, dense, torch.tensor(schedule.keep_rates))),
-                  "qat": (qat, qat_objective(qat, dense))}
-    costs = {}
+                  "prune": (pruned, selector_objective(pruned, cached, rates)),
+                  "prune_live": (pruned, selector_objective(pruned, live, rates)),
+                  "qat": (qat, qat_objective(qat, cached)),
+                  "qat_live": (qat, qat_objective(qat, live))}
+    calls: dict[str, tuple[Callable[[], None], int]] = {"teacher_batch": (lambda: live.forward(x), steps)}
     for name, (model, loss_fn) in objectives.items():
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+        n = steps if not name.startswith("qat") else max(3, steps // 4)
 
         def step(model=model, loss_fn=loss_fn, opt=opt) -> None:
-            loss, _ = loss_fn(x, y)
+            model.train()
+            loss, _ = loss_fn(x, y, key)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
-        costs[f"{name}_step"] = _per_call(step, steps if name != "qat" else max(2, steps // 4))
-        with torch.no_grad():
-            costs[f"{name}_val_image"] = _per_call(lambda loss_fn=loss_fn: loss_fn(x, y),
-                                                   steps if name != "qat" else max(2, steps // 4)) / len(y)
+        def check(model=model, loss_fn=loss_fn) -> None:
+            model.train()
+            with torch.no_grad():
+                loss_fn(x, y, key)
+
+        calls[f"{name}_step"] = (step, n)
+        calls[f"{name}_val_batch"] = (check, n)
+    med = _interleaved(calls, steps)
+    costs = {k: v for k, v in med.items() if k.endswith("_step")}
+    costs.update({k.replace("_batch", "_image"): v / len(y) for k, v in med.items() if k.endswith("_batch")})
     return costs
 
 
@@ -130,17 +159,24 @@ def step_costs(report_path: Path, steps: int) -> None:
     old_total, new_total = 0.0, 0.0
     for kind, n_stages in (("dense", 1), ("prune", len(report["selector_blocks"])), ("qat", 1)):
         stages = [st for st in report["stages"] if st["name"].rstrip("0123456789") == kind]
-        old = n_stages * old_steps[kind] * costs[f"{kind}_step"]
+        old_kind = kind if kind == "dense" else f"{kind}_live"  # before the cache: a teacher forward per step
+        old = n_stages * old_steps[kind] * costs[f"{old_kind}_step"]
         n_steps = sum(st["steps"] for st in stages)
         n_checks = sum(len(st["history"]) for st in stages)
-        per_check = min(report["val_images"], tc.val_images if kind == "dense" else tc.calib_images)
+        per_check = min(report["val_images"], tc.val_images if kind == "dense" else tc.calib_images,
+                        QAT_VAL_IMAGES if kind == "qat" else tc.val_images)
         train_s = n_steps * costs[f"{kind}_step"]
         check_s = n_checks * per_check * costs[f"{kind}_val_image"]
+        # The teacher's one pass over the fit images and the checks' validation images (stage 2's
+        # first step computes it; stage 3 reuses it).
+        teacher_n = report["train_images"] + min(report["val_images"], tc.calib_images) if kind == "prune" else 0
+        teacher_s = teacher_n * costs["teacher_image"]
         old_total += old
-        new_total += train_s + check_s
+        new_total += train_s + check_s + teacher_s
+        teacher = f" + teacher pass over {teacher_n} images ({teacher_s:.1f} s)" if teacher_n else ""
         print(f"{kind}: before #14 {n_stages} x {old_steps[kind]} steps = {old:.1f} s; now {n_steps} steps "
-              f"({train_s:.1f} s) + {n_checks} checks x {per_check} images ({check_s:.1f} s) = "
-              f"{train_s + check_s:.1f} s")
+              f"({train_s:.1f} s) + {n_checks} checks x {per_check} images ({check_s:.1f} s){teacher} = "
+              f"{train_s + check_s + teacher_s:.1f} s")
     print(f"training stages: before #14 {old_total:.1f} s, now {new_total:.1f} s, ratio {new_total / old_total:.3f} "
           "(shared work left out)")
 
@@ -171,7 +207,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; results depend on it)")
     p.add_argument("--kernels-only", action="store_true", help="time the kernel profiles only")
-    p.add_argument("--steps", type=int, default=40, help="dense steps per profile and round (--kernels-only)")
+    p.add_argument("--steps", type=int, default=40, help="dense steps per profile and round (--kernels-only); "
+                   "rounds of the unit costs (--step-costs; QAT a quarter of them)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of all profiles (--kernels-only)")
     p.add_argument("--step-costs", type=Path, default=None, metavar="REPORT",
                    help="cost of the run that wrote REPORT (report.json) against the code before #14")

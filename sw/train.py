@@ -10,6 +10,10 @@
   the float twins' gradients (cross-entropy + 0.5 x KL to the dense teacher), thresholds
   recalibrated on the quantized scores.
 
+The frozen dense teacher's logits and tokens are computed once per image for stages 2 and 3
+(:class:`Teacher`) and looked up at every step and check, with the values a forward per step
+would give.
+
 Every stage runs the same loop (:func:`fit`) on the training images less a fixed validation split
 (:func:`~.data.validation_split`). The dense and QAT stages: a warm-up, a constant learning rate
 while the model keeps improving (checked every ``eval_every`` steps; ``patience`` checks without
@@ -85,9 +89,11 @@ CHANCE_MARGIN = 10.0
 #: than this many points (a small validation set's loss is noisy; a model still learning fast
 #: shows it in its accuracy trend).
 ACC_CLIMB_POINTS = 2.0
-#: QAT's forward is the integer path, so its stage checks the validation set fewer times (this
-#: many per budget) on fewer images (at most ``calib_images``).
+#: QAT's forward is the integer path (a QAT check image costs 25 dense ones), so its stage checks
+#: the validation set fewer times (this many per budget) on fewer images (at most
+#: :data:`QAT_VAL_IMAGES`; its checks choose between two checkpoints).
 QAT_CHECKS = 2
+QAT_VAL_IMAGES = 256
 #: The learning-rate schedules of :func:`fit`.
 SCHEDULES = ("plateau", "cosine")
 #: Each selector insertion checks the validation set this many times (on at most ``calib_images``):
@@ -97,6 +103,9 @@ PRUNE_CHECKS = 4
 PRUNE_SCHEDULE = "cosine"
 #: Fixed seed of the validation passes of stages with random decisions (Gumbel noise).
 VAL_NOISE_SEED = 7
+#: The teacher's outputs are cached (:class:`Teacher`) while its token features take at most this
+#: many bytes (the default data: 190 MB; CIFAR-10 at the demo preset's 65 tokens: 750 MB).
+TEACHER_CACHE_BYTES = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -325,20 +334,24 @@ def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-#: A stage's objective on a batch: ``(loss, logits)``.
-LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+#: A stage's objective on a batch ``(x, y, key)``: ``(loss, logits)``. ``key`` ``(B,)`` int64 names
+#: the batch's images: their rows in the stage's fit images, or ``len(fit) + i`` for the i-th
+#: validation image (what :class:`Teacher` looks its cached outputs up by).
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @torch.no_grad()
 def _validate(model: VisionTransformer, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
-              batch: int) -> tuple[float, float]:
+              batch: int, key_offset: int) -> tuple[float, float]:
     """Mean loss and top-1 (%) of the stage's objective on ``x`` in training mode (the training
-    decisions), with the RNG forked and seeded so that validation draws nothing from training's."""
+    decisions), with the RNG forked and seeded so that validation draws nothing from training's.
+    ``key_offset``: the key of ``x[0]`` (see :data:`LossFn`)."""
     total, correct = 0.0, 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(VAL_NOISE_SEED)
         for i in range(0, len(y), batch):
-            loss, logits = loss_fn(x[i:i + batch], y[i:i + batch])
+            key = torch.arange(key_offset + i, key_offset + min(i + batch, len(y)))
+            loss, logits = loss_fn(x[i:i + batch], y[i:i + batch], key)
             total += float(loss) * len(logits)
             correct += int((logits.argmax(-1) == y[i:i + batch]).sum())
     return total / len(y), 100.0 * correct / len(y)
@@ -378,7 +391,7 @@ def fit(
 
     Args:
         split: the fit/validation images; ``budget``: the most optimizer steps; ``lr``: the
-            constant-phase learning rate; ``loss_fn(x, y) -> (loss, logits)``: the objective, also
+            constant-phase learning rate; ``loss_fn(x, y, key) -> (loss, logits)``: the objective, also
             evaluated on the validation images.
         seed_offset: separates the data order of stages (seeded from ``tc.seed``).
         eval_every, val_limit: steps between checks and validation images per check, when not
@@ -393,7 +406,7 @@ def fit(
         The :class:`StageResult`; ``model`` holds the best validation checkpoint, in eval mode.
     """
     x, y = split.x_fit, split.y_fit
-    n_val = tc.val_images if val_limit is None else min(val_limit, tc.val_images)
+    n_val = val_count(tc, val_limit)
     xv, yv = split.x_val[:n_val], split.y_val[:n_val]
     gen = torch.Generator().manual_seed(tc.seed * 1000 + seed_offset)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=tc.weight_decay)
@@ -438,7 +451,7 @@ def fit(
         ckpt.save(tensors, {"result": result.to_dict(), "loop": asdict(loop), "param_groups": groups})
 
     def check() -> None:
-        val_loss, val_acc = _validate(model, loss_fn, xv, yv, tc.batch_size)
+        val_loss, val_acc = _validate(model, loss_fn, xv, yv, tc.batch_size, len(y))
         rec = {"step": loop.step, "lr": opt.param_groups[0]["lr"],
                "train_loss": loop.loss_sum / max(loop.loss_count, 1), "val_loss": val_loss, "val_acc": val_acc}
         result.history.append(rec)
@@ -482,7 +495,7 @@ def fit(
             idx = perm[loop.epoch_pos:loop.epoch_pos + tc.batch_size]
             for g in opt.param_groups:
                 g["lr"] = _lr_at(lr, loop.step, budget, loop.decay_start, loop.decay_len)
-            loss, _ = loss_fn(x[idx], y[idx])
+            loss, _ = loss_fn(x[idx], y[idx], idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
@@ -510,6 +523,12 @@ def fit(
     save()
     model.eval()
     return result
+
+
+def val_count(tc: TrainConfig, val_limit: int | None = None) -> int:
+    """How many validation images (the first ones) a stage's checks use: ``tc.val_images``, at most
+    ``val_limit``."""
+    return tc.val_images if val_limit is None else min(val_limit, tc.val_images)
 
 
 def default_eval_every(budget: int, n_images: int, batch: int) -> int:
@@ -594,29 +613,90 @@ class Budgets:
                    pick(tc.qat_steps, QAT_BUDGET))
 
 
+class Teacher:
+    """The frozen dense model whose outputs the selector and QAT objectives distil from.
+
+    ``teacher(x, key)`` -> ``(logits (B, classes), tokens (B, T, D))`` float32: the dense model's
+    logits and final tokens (``T`` = ``num_tokens``) on the images ``x`` ``(B, C, H, W)`` named
+    ``key`` ``(B,)`` int64 (:data:`LossFn`).
+
+    Given ``images`` (the table the keys index: a stage's fit images, then the validation images
+    its checks use), the outputs are computed once per image, on first use, in chunks of ``batch``
+    images in table order, and looked up by key afterwards. While the teacher is frozen (eval
+    mode, not trained; it has no selectors, so its forward draws nothing from the RNG and no data
+    is augmented) they are a pure function of the image: the objective sees the values a forward
+    at every step would give (a row's result does not depend on the rest of its batch; the test
+    checks that equality), and a resumed run sees the same values as an uninterrupted one. Without
+    ``images``, or when the token features would take more than :data:`TEACHER_CACHE_BYTES`, it
+    runs the teacher on every call.
+    """
+
+    def __init__(self, model: VisionTransformer, images: torch.Tensor | None = None, batch: int = 64) -> None:
+        if model.cfg.selector_blocks:
+            raise ValueError(f"the teacher must be the dense model, not one with selectors {model.cfg.selector_blocks}")
+        self.model = model.eval()
+        cfg = model.cfg
+        nbytes = 0 if images is None else len(images) * cfg.num_tokens * cfg.embed_dim * 4
+        self.images = images if images is not None and nbytes <= TEACHER_CACHE_BYTES else None
+        self.batch = batch
+        self._logits: torch.Tensor | None = None
+        self._tokens: torch.Tensor | None = None
+
+    @property
+    def cached(self) -> bool:
+        """Whether outputs come from the table (else from a forward per call)."""
+        return self.images is not None
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's ``(logits, tokens)`` on ``x``, computed now."""
+        tr = Trace()
+        logits = self.model(x, trace=tr)
+        return logits, tr.tokens
+
+    def _fill(self) -> None:
+        parts = [self.forward(self.images[i:i + self.batch]) for i in range(0, len(self.images), self.batch)]
+        self._logits = torch.cat([p[0] for p in parts])
+        self._tokens = torch.cat([p[1] for p in parts])
+
+    def __call__(self, x: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.images is None:
+            return self.forward(x)
+        if self._logits is None:
+            self._fill()
+        return self._logits[key], self._tokens[key]
+
+
+def stage_teacher(dense: VisionTransformer, split: Split, tc: TrainConfig) -> Teacher:
+    """The :class:`Teacher` of the selector and QAT stages: its table is the fit images, then the
+    validation images their checks use (``val_count(tc, tc.calib_images)``)."""
+    images = torch.cat([split.x_fit, split.x_val[: val_count(tc, tc.calib_images)]])
+    return Teacher(dense, images, tc.batch_size)
+
+
 def dense_objective(model: VisionTransformer) -> LossFn:
     """Stage 1's objective: cross-entropy with label smoothing 0.1."""
-    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_fn(xb: torch.Tensor, yb: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(xb)
         return F.cross_entropy(logits, yb, label_smoothing=0.1), logits
     return loss_fn
 
 
-def selector_objective(model: VisionTransformer, teacher: VisionTransformer, keep_rates: torch.Tensor) -> LossFn:
+def selector_objective(model: VisionTransformer, teacher: Teacher | VisionTransformer,
+                       keep_rates: torch.Tensor) -> LossFn:
     """Stage 2's objective (module docstring) for ``model``'s active selectors, ``keep_rates`` ``(S,)``
-    float: their cumulative targets."""
+    float: their cumulative targets. ``teacher``: the dense model (a :class:`Teacher` caches its outputs)."""
     n_patches = model.cfg.num_patches
+    teach = teacher if isinstance(teacher, Teacher) else Teacher(teacher)
 
-    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_fn(xb: torch.Tensor, yb: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tr = Trace()
         logits = model(xb, trace=tr)
-        with torch.no_grad():
-            ttr = Trace()
-            t_logits = teacher(xb, trace=ttr)
+        t_logits, t_tokens = teach(xb, key)
         keep = torch.stack([a[:, 1:1 + n_patches].mean(1).mean() for a in tr.alive])
         keep_loss = ((keep - keep_rates[: len(keep)]) ** 2).mean()
         alive = tr.alive[-1][:, : model.cfg.num_tokens, None]
-        feat = (((tr.tokens[:, : model.cfg.num_tokens] - ttr.tokens) ** 2) * alive).sum()
+        feat = (((tr.tokens[:, : model.cfg.num_tokens] - t_tokens) ** 2) * alive).sum()
         feat = feat / (alive.sum() * tr.tokens.shape[-1]).clamp(min=1.0)
         loss = (F.cross_entropy(logits, yb) + KEEP_LOSS_WEIGHT * keep_loss
                 + KL_WEIGHT * _kl(logits, t_logits) + FEATURE_WEIGHT * feat)
@@ -624,12 +704,13 @@ def selector_objective(model: VisionTransformer, teacher: VisionTransformer, kee
     return loss_fn
 
 
-def qat_objective(model: VisionTransformer, teacher: VisionTransformer) -> LossFn:
+def qat_objective(model: VisionTransformer, teacher: Teacher | VisionTransformer) -> LossFn:
     """Stage 3's objective: cross-entropy + ``KL_WEIGHT`` x KL to the dense teacher."""
-    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    teach = teacher if isinstance(teacher, Teacher) else Teacher(teacher)
+
+    def loss_fn(xb: torch.Tensor, yb: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(xb)
-        with torch.no_grad():
-            t_logits = teacher(xb)
+        t_logits, _ = teach(xb, key)
         return F.cross_entropy(logits, yb) + KL_WEIGHT * _kl(logits, t_logits), logits
     return loss_fn
 
@@ -659,12 +740,13 @@ def pruned_from(dense: VisionTransformer, schedule: Schedule) -> VisionTransform
 
 def train_selectors(
     dense: VisionTransformer, schedule: Schedule, split: Split, tc: TrainConfig, budget: int,
-    state_dir: Path | None = None, log: Callable[[str], None] = print,
+    state_dir: Path | None = None, log: Callable[[str], None] = print, teacher: Teacher | None = None,
 ) -> tuple[VisionTransformer, list[StageResult]]:
     """Stage 2: insert the selectors one by one (``budget`` steps at most each), distilling from the
-    dense model; thresholds calibrated on the validation images."""
+    dense model (``teacher``: its cached outputs, default :func:`stage_teacher`); thresholds
+    calibrated on the validation images."""
     model = pruned_from(dense, schedule)
-    teacher = dense.eval()
+    teacher = teacher if teacher is not None else stage_teacher(dense, split, tc)
     model.set_decision("gumbel")
     loss_fn = selector_objective(model, teacher, torch.tensor(schedule.keep_rates))
 
@@ -717,21 +799,24 @@ def calibrate_quant(model: VisionTransformer, x: torch.Tensor, batch: int = 256)
     set_mode(model, "qat")
 
 
-def train_qat(pruned: VisionTransformer, teacher: VisionTransformer, split: Split, tc: TrainConfig,
+def train_qat(pruned: VisionTransformer, teacher: Teacher | VisionTransformer, split: Split, tc: TrainConfig,
               budget: int, state_dir: Path | None = None,
               log: Callable[[str], None] = print) -> tuple[VisionTransformer, StageResult | None]:
-    """Stage 3: 8-bit QAT of the pruned model with the integer forward (``budget`` 0: calibration only)."""
+    """Stage 3: 8-bit QAT of the pruned model with the integer forward (``budget`` 0: calibration
+    only), distilling from the dense model (``teacher``: the model, or its :func:`stage_teacher`)."""
     model = copy.deepcopy(pruned)
     model.set_poly(model.cfg.poly)
     calibrate_quant(model, split.x_fit[: tc.calib_images])
     calibrate_thresholds(model, split.x_val[: tc.calib_images])
     model.set_decision("threshold")
+    if not isinstance(teacher, Teacher):
+        teacher = stage_teacher(teacher, split, tc)
     loss_fn = qat_objective(model, teacher)
 
     result = None
     if budget > 0:
         result = fit(model, split, tc, "qat", budget, tc.qat_lr, loss_fn, 20, state_dir, log,
-                     eval_every=math.ceil(budget / QAT_CHECKS), val_limit=tc.calib_images)
+                     eval_every=math.ceil(budget / QAT_CHECKS), val_limit=min(tc.calib_images, QAT_VAL_IMAGES))
         calibrate_thresholds(model, split.x_val[: tc.calib_images])
     return model, result
 
@@ -814,13 +899,14 @@ def _run_pipeline(cfg: ViTConfig, data: ImageData, tc: TrainConfig, target_ms: f
     log(f"stage 1 dense float: top1 {m_dense['top1']:.2f}% ({r_dense.steps} steps, stopped by {r_dense.stopped}, "
         f"best val acc {r_dense.best_val_acc:.2f}% at step {r_dense.best_step})")
     t0 = time.perf_counter()
-    pruned, r_prune = train_selectors(dense, schedule, split, tc, budgets.prune, state_dir, log)
+    teacher = stage_teacher(dense, split, tc)  # shared by stages 2 and 3: one teacher pass per image
+    pruned, r_prune = train_selectors(dense, schedule, split, tc, budgets.prune, state_dir, log, teacher)
     seconds["prune"] = time.perf_counter() - t0
     m_pruned = evaluate(pruned, data.x_test, data.y_test)
     log(f"stage 2 pruned float: top1 {m_pruned['top1']:.2f}%, thresholds {pruned.cfg.thresholds}, "
         f"tokens/block {[round(t, 1) for t in m_pruned['tokens']]}")
     t0 = time.perf_counter()
-    qat, r_qat = train_qat(pruned, dense, split, tc, budgets.qat, state_dir, log)
+    qat, r_qat = train_qat(pruned, teacher, split, tc, budgets.qat, state_dir, log)
     seconds["qat"] = time.perf_counter() - t0
     m_qat = evaluate(qat, data.x_test, data.y_test)
     log(f"stage 3 int8 QAT: top1 {m_qat['top1']:.2f}%, thresholds {qat.cfg.thresholds}")

@@ -39,8 +39,9 @@ def test_harder_data_sets_with_default_flags(tmp_path, name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     path = save_npz(tmp_path / f"{name}.npz", **digits_variant(module.VARIANTS[name], seed=0))
+    # Plots on: a deep run's DIR/plots/learning_curves.png is the README's figure (pytest --basetemp keeps it).
     report = train_to_dir(tmp_path / name, "demo", 0, Target(), f"npz:{path}", "demo", TrainConfig(progress=False),
-                          plots=False, log=lambda s: None)
+                          plots=True, log=lambda s: None)
     dense = report["stages"][0]
     assert dense["converged"] or any(w.startswith("stage dense did not converge") for w in report["warnings"])
     assert report["int8_pruned_acc"] >= report["float_dense_acc"] - 1.5, json.dumps(report)

@@ -77,7 +77,7 @@ def _model(tiny_cfg) -> VisionTransformer:
 
 
 def _loss(model):
-    def loss_fn(xb, yb):
+    def loss_fn(xb, yb, key):
         logits = model(xb)
         return F.cross_entropy(logits, yb), logits
     return loss_fn
@@ -129,7 +129,7 @@ def test_the_best_validation_checkpoint_is_kept(tiny_cfg):
     model.train()
     with torch.no_grad(), torch.random.fork_rng():
         torch.manual_seed(7)
-        total = sum(float(loss_fn(split.x_val[i:i + 32], split.y_val[i:i + 32])[0]) * len(split.y_val[i:i + 32])
+        total = sum(float(loss_fn(split.x_val[i:i + 32], split.y_val[i:i + 32], None)[0]) * len(split.y_val[i:i + 32])
                     for i in range(0, len(split.y_val), 32))
     assert total / len(split.y_val) == pytest.approx(res.best_val_loss, rel=1e-6)
 
@@ -172,7 +172,7 @@ def _scripted(split: Split, climb_steps: int):
     torch.nn.init.zeros_(module.weight)
     steps = [0]
 
-    def loss_fn(xb, yb):
+    def loss_fn(xb, yb, key):
         if torch.is_grad_enabled():
             steps[0] += 1
         frac = min(steps[0], climb_steps) / climb_steps
@@ -217,3 +217,43 @@ def test_cosine_schedule_decays_from_the_start_and_runs_its_budget(tiny_cfg):
     assert res.best_val_loss == min(h["val_loss"] for h in res.history)
     with pytest.raises(ValueError, match="schedule must be one of"):
         fit(model, split, tc, "x", 10, 1e-3, _loss(model), 1, log=lambda s: None, schedule="linear")
+
+
+def test_teacher_cache_gives_the_values_of_a_forward_per_step(tiny_cfg):
+    """The cached teacher (one pass per image, in table order) gives exactly what a forward of
+    each training batch gives, in any order and batch size, and the selector stage trained with it
+    ends with the same bytes as with a teacher forward at every step and check."""
+    from vitforge.sw.latency import Schedule
+    from vitforge.sw.train import Teacher, stage_teacher, train_selectors
+
+    split, dense = _toy(tiny_cfg), _model(tiny_cfg)
+    tc = TrainConfig(batch_size=32, eval_every=2, progress=False, calib_images=32)
+    fit(dense, split, tc, "dense", 6, 3e-3, _loss(dense), 1, log=lambda s: None)
+    cached = stage_teacher(dense, split, tc)
+    assert cached.cached and not Teacher(dense).cached
+    key = torch.randperm(len(split.y_fit), generator=torch.Generator().manual_seed(3))[:17]
+    logits, tokens = cached(split.x_fit[key], key)
+    ref_logits, ref_tokens = Teacher(dense).forward(split.x_fit[key])
+    assert torch.equal(logits, ref_logits) and torch.equal(tokens, ref_tokens)
+    val_key = len(split.y_fit) + torch.arange(5)
+    assert torch.equal(cached(split.x_val[:5], val_key)[1], Teacher(dense).forward(split.x_val[:5])[1])
+
+    schedule = Schedule((1, 2), (0.7, 0.5), 0.0, 0.0)
+    runs = [train_selectors(dense, schedule, split, tc, 4, log=lambda s: None, teacher=t)[0]
+            for t in (None, Teacher(dense))]
+    a, b = (m.state_dict() for m in runs)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="must be the dense model"):
+        Teacher(runs[0])
+
+
+def test_teacher_without_room_for_its_tokens_runs_at_every_call(tiny_cfg, monkeypatch):
+    import vitforge.sw.train as train
+
+    split, dense = _toy(tiny_cfg), _model(tiny_cfg)
+    full = train.Teacher(dense, split.x_fit)
+    monkeypatch.setattr(train, "TEACHER_CACHE_BYTES", full.images.numel())  # less than the tokens' bytes
+    small = train.Teacher(dense, split.x_fit)
+    assert full.cached and not small.cached
+    key = torch.arange(3, 9)
+    assert torch.equal(small(split.x_fit[key], key)[0], full(split.x_fit[key], key)[0])
