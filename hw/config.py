@@ -80,6 +80,11 @@ class HwConfig:
         axi_max_inflight: most read beats requested and not yet received (at least ``axi_burst``).
         axi_align: byte alignment of the host's buffers (a power of two, 4 KiB at least: a burst of
             ``axi_burst`` beats then never crosses a 4 KiB boundary).
+        unit_lanes: elements per cycle of the row-wise units (GELU, sigmoid, softmax, LayerNorm): a
+            positive divisor of ``lanes``. At 1 the row streamer hands the units one element per cycle
+            with two bubble cycles per word read; above 1 it reads one word per cycle (pipelined) and
+            hands them ``unit_lanes`` elements per cycle, so a row of ``cols`` costs about
+            ``ceil(cols / unit_lanes)`` cycles plus a fixed latency.
     """
 
     numerics: NumericsConfig = field(default_factory=lambda: DEFAULT_NUMERICS)
@@ -104,6 +109,7 @@ class HwConfig:
     axi_burst: int = 16
     axi_max_inflight: int = 64
     axi_align: int = 4096
+    unit_lanes: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.numerics, NumericsConfig):
@@ -136,6 +142,9 @@ class HwConfig:
         if self.axi_align & (self.axi_align - 1) or self.axi_align < max(AXI_BOUNDARY, burst_bytes):
             raise ValueError(f"axi_align must be a power of two of at least {AXI_BOUNDARY} bytes and one burst "
                              f"({burst_bytes} bytes), not {self.axi_align}")
+        _check_positive(self.unit_lanes, "unit_lanes")
+        if self.lanes % self.unit_lanes:
+            raise ValueError(f"unit_lanes must be a positive divisor of lanes = {self.lanes}, not {self.unit_lanes}")
         for name in ("act_depth", "weight_depth", "param_depth", "imem_depth"):
             depth = getattr(self, name)
             if depth > 1 << MAX_ADDR_BITS:
@@ -229,6 +238,10 @@ class HwConfig:
     def row_words(self, cols: int) -> int:
         """Words per matrix row of ``cols`` int8 elements."""
         return -(-cols // self.lanes)
+
+    def row_beats(self, cols: int) -> int:
+        """Row-wise unit transfers per matrix row of ``cols`` elements (``unit_lanes`` elements each)."""
+        return -(-cols // self.unit_lanes)
 
     def matrix_words(self, rows: int, cols: int) -> int:
         return rows * self.row_words(cols)
