@@ -6,7 +6,7 @@
   with about half the tokens kept; the corner cases (all kept, only the class token kept) run
   on Verilator, and on Icarus too with ``VITFORGE_DEEP=1``.
 * The same block (selector, about half kept; and dense) with the row-wise units at
-  ``unit_lanes = 4`` (demo's lanes), on both simulators.
+  ``unit_lanes = 4`` (demo's lanes), on both simulators, with ``VITFORGE_DEEP=1`` (a design of its own).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def test_encoder_block_selector_corners(sim, keep):
     _run(sim, "encoder_block", n_tokens=env_int("VITFORGE_BLOCK_TOKENS", 17), seed=12, selector=True, keep=keep)
 
 
+@pytest.mark.slow  # a build of its own per simulator (Verilator about 5 minutes, Icarus 9 for both cases)
 @pytest.mark.parametrize("selector", [True, False], ids=["selector", "dense"])
 @pytest.mark.parametrize("sim", simulators())
 def test_encoder_block_at_unit_lanes(sim, selector):
