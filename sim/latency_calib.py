@@ -103,7 +103,7 @@ LANES_CASES = (
     Case("u2-d16-h2-n9-sel-mixed", dim=16, heads=2, mlp=32, n_tokens=9, unit_lanes=2),
     Case("u4-d32-h2-n13-dense", dim=32, heads=2, mlp=64, n_tokens=13, selector=False, unit_lanes=4),
     Case("u4-pe2x8-d32-h2-n11-sel-mixed", dim=32, heads=2, mlp=96, n_tokens=11, pe=(2, 8), unit_lanes=4),
-    Case("u8-pe2x8-d32-h2-n11-sel-all", dim=32, heads=2, mlp=96, n_tokens=11, pe=(2, 8), keep="all", unit_lanes=8),
+    Case("u8-pe2x8-d16-h2-n7-sel-all", dim=16, heads=2, mlp=32, n_tokens=7, pe=(2, 8), keep="all", unit_lanes=8),
     Case("u2-model-d16-n5-depth2", dim=16, heads=2, mlp=32, n_tokens=5, depth=2, unit_lanes=2),
 )
 #: The demo model's shapes on the demo preset (Verilator: tens of seconds each, after a build).
