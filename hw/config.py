@@ -91,6 +91,11 @@ class HwConfig:
             with one multiplication of the packed operand ``(a[2p] << PACK_SHIFT) + a[2p + 1]``
             (AMD WP486: two int8 MACs per DSP48E2), split and sign-corrected; an odd ``pe_rows``
             leaves the last row unpaired. Off: one multiplier per PE.
+        unit_lanes: elements per cycle of the row-wise units (GELU, sigmoid, softmax, LayerNorm): a
+            positive divisor of ``lanes``. At 1 the row streamer hands the units one element per cycle
+            with two bubble cycles per word read; above 1 it reads one word per cycle (pipelined) and
+            hands them ``unit_lanes`` elements per cycle, so a row of ``cols`` costs about
+            ``ceil(cols / unit_lanes)`` cycles plus a fixed latency.
     """
 
     numerics: NumericsConfig = field(default_factory=lambda: DEFAULT_NUMERICS)
@@ -117,6 +122,7 @@ class HwConfig:
     axi_align: int = 4096
     load_queue: int = 4
     dsp_packing: bool = False
+    unit_lanes: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.numerics, NumericsConfig):
@@ -153,6 +159,9 @@ class HwConfig:
         if self.load_queue >= 1 << LOAD_QUEUE_BITS:
             raise ValueError(f"load_queue must be in 1..{(1 << LOAD_QUEUE_BITS) - 1} (SYNC's pending field), "
                              f"not {self.load_queue}")
+        _check_positive(self.unit_lanes, "unit_lanes")
+        if self.lanes % self.unit_lanes:
+            raise ValueError(f"unit_lanes must be a positive divisor of lanes = {self.lanes}, not {self.unit_lanes}")
         for name in ("act_depth", "weight_depth", "param_depth", "imem_depth"):
             depth = getattr(self, name)
             if depth > 1 << MAX_ADDR_BITS:
@@ -267,6 +276,10 @@ class HwConfig:
         """Words per matrix row of ``cols`` int8 elements."""
         return -(-cols // self.lanes)
 
+    def row_beats(self, cols: int) -> int:
+        """Row-wise unit transfers per matrix row of ``cols`` elements (``unit_lanes`` elements each)."""
+        return -(-cols // self.unit_lanes)
+
     def matrix_words(self, rows: int, cols: int) -> int:
         return rows * self.row_words(cols)
 
@@ -369,6 +382,9 @@ PRESETS: dict[str, HwConfig] = {
         clock_mhz=300.0,
         bus_bits=128,  # the PS's HP ports are 128 bits wide
         dsp_packing=True,
+        # Row-wise units at 2 lanes: the most that keeps a 10% LUT margin on the xczu9eg (at 4 the units
+        # and the streamer add 7,155 LUTs, 7 past the margin; README "Resources").
+        unit_lanes=2,
     ),
 }
 

@@ -40,13 +40,18 @@ Unit contracts (how the row-wise instructions use the parameter scratchpad):
 * ``SOFTMAX``/``GELU``/``SIGMOID``: ``param_addr`` is unused. Padding lanes of every written
   row are 0.
 
-Throughput: row-wise instructions stream one element per cycle with two bubble cycles per
-word read; ``ADD`` takes four cycles per word; ``LOAD``/``STORE`` one word per cycle.
+Throughput: at ``unit_lanes = 1`` row-wise instructions stream one element per cycle with two
+bubble cycles per word read; at ``unit_lanes = U > 1`` the row streamer reads one word per cycle
+(pipelined, two words of look-ahead) and hands GELU, sigmoid, softmax and LayerNorm ``U`` elements per
+cycle (LayerNorm's ``U`` parameter lanes likewise), the writer packs ``U`` results per cycle (``SELECT``
+keeps the one-element path). ``ADD`` takes four cycles per word; ``LOAD``/``STORE`` one word per cycle.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, unsigned
+import contextlib
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -71,6 +76,61 @@ def _ceil_div(x, d: int):
     if d & (d - 1):
         return (x + (d - 1)) // d
     return (x + (d - 1)) >> (d.bit_length() - 1)
+
+
+def _beat_reader(m: Module, name: str, *, run, raddr, rdata, base, stride, rows, cols, row_words, lanes: int,
+                 unit_lanes: int, elem_bits: int, ready):
+    """A pipelined reader of ``rows`` rows of ``cols`` elements (``row_words`` words each, row ``r`` at
+    ``base + r * stride``) handing out ``unit_lanes`` elements per transfer (``unit_lanes`` divides
+    ``lanes``; a row's last transfer may reach past ``cols``).
+
+    One read per cycle into a two-word queue (a read is issued when the queue, counting the word in
+    flight and the one leaving, has room), so the transfers follow each other without bubbles; a
+    word's first transfer is valid two cycles after its read. Everything restarts while ``run`` is low.
+    Returns ``(valid, payload)``; a transfer happens when ``valid & ready``.
+    """
+    per_word = lanes // unit_lanes
+    q_row, q_word = Signal(range(TOKENS + 1), name=f"{name}_q_row"), Signal(range(TOKENS + 1), name=f"{name}_q_word")
+    q_off = Signal(unsigned(MAX_ADDR_BITS + 1), name=f"{name}_q_off")
+    pend = Signal(name=f"{name}_pend")
+    level = Signal(range(3), name=f"{name}_level")
+    head, tail = Signal(len(rdata), name=f"{name}_head"), Signal(len(rdata), name=f"{name}_tail")
+    c_col = Signal(range(TOKENS + 1), name=f"{name}_col")
+    c_beat = Signal(range(per_word), name=f"{name}_beat")
+    valid = level != 0
+    take = valid & ready
+    row_end = c_col + unit_lanes >= cols
+    pop = take & (row_end | (c_beat == per_word - 1))
+    issue = run & (q_row < rows) & (level + pend < 2 + pop)
+    with m.If(issue):
+        m.d.comb += raddr.eq(base + q_off + q_word)
+        m.d.sync += q_word.eq(q_word + 1)
+        with m.If(q_word + 1 == row_words):
+            m.d.sync += [q_word.eq(0), q_row.eq(q_row + 1), q_off.eq(q_off + stride)]
+    m.d.sync += pend.eq(issue)
+    with m.If(pend & ~pop):
+        m.d.sync += level.eq(level + 1)
+        with m.If(level == 0):
+            m.d.sync += head.eq(rdata)
+        with m.Else():
+            m.d.sync += tail.eq(rdata)
+    with m.Elif(pop & ~pend):
+        m.d.sync += [level.eq(level - 1), head.eq(tail)]
+    with m.Elif(pop & pend):
+        with m.If(level == 1):
+            m.d.sync += head.eq(rdata)
+        with m.Else():
+            m.d.sync += [head.eq(tail), tail.eq(rdata)]
+    with m.If(take):
+        m.d.sync += [c_col.eq(c_col + unit_lanes), c_beat.eq(c_beat + 1)]
+        with m.If(row_end):
+            m.d.sync += [c_col.eq(0), c_beat.eq(0)]
+        with m.Elif(c_beat == per_word - 1):
+            m.d.sync += c_beat.eq(0)
+    with m.If(~run):
+        m.d.sync += [q_row.eq(0), q_word.eq(0), q_off.eq(0), pend.eq(0), level.eq(0), c_col.eq(0), c_beat.eq(0)]
+    payload = head if per_word == 1 else head.word_select(c_beat, unit_lanes * elem_bits)
+    return valid, payload
 
 
 class Controller(wiring.Component):
@@ -136,6 +196,8 @@ class Controller(wiring.Component):
     def elaborate(self, platform):
         cfg = self._config
         lanes, bits = cfg.lanes, cfg.act_bits
+        u = cfg.unit_lanes
+        wide = u > 1  # the units take u elements per transfer (SELECT keeps the one-element path)
         m = Module()
         m.submodules.gemm = seq = units.UNITS["gemm_sequencer"].build(cfg)
         m.submodules.residual = add = units.UNITS["residual"].build(cfg)
@@ -218,6 +280,15 @@ class Controller(wiring.Component):
         threshold = Signal(SCORE_BITS)
 
         m.d.comb += e_data.eq(r_buf[:bits])
+        lane_layout = param_lane_layout(cfg)
+        # At unit_lanes > 1: the pipelined element and parameter beats, the results, the stream state.
+        v_valid, v_ready, v_data = Signal(), Signal(), Signal(u * bits)
+        pv_valid, pv_ready, pv_data = Signal(), Signal(), Signal(u * lane_layout.size)
+        o_vec = Signal(u * bits)
+        streaming, ln_active = Signal(), Signal()
+        r_words = Signal(range(TOKENS + 1))
+        el_valid, el_ready, el_data, res_data = (v_valid, v_ready, v_data, o_vec) if wide else \
+            (e_valid, e_ready, e_data, o_data)
 
         # Element and scores streams into the selected unit; results out of it.
         for code, (spec, unit) in rowwise.items():
@@ -238,22 +309,29 @@ class Controller(wiring.Component):
                                  o_valid.eq(unit.o.valid), o_data.eq(unit.o.payload.data),
                                  o_last.eq(unit.o.payload.last), o_end.eq(unit.o.payload.end)]
                 continue
-            m.d.comb += [unit.i.valid.eq(e_valid & active), unit.i.payload.eq(e_data), unit.o.ready.eq(active)]
+            m.d.comb += [unit.i.valid.eq(el_valid & active), unit.i.payload.eq(el_data), unit.o.ready.eq(active)]
             if spec.kind in ("row", "layernorm"):
                 m.d.comb += unit.length.eq(cols)
             if spec.kind == "layernorm":
-                m.d.comb += [unit.eps_q.eq(ln_eps), unit.mult.eq(ln_mult), unit.shift.eq(ln_shift),
-                             unit.params.valid.eq(p_valid & active),
-                             unit.params.payload.beta.eq(p_buf[:cfg.acc_bits]),
-                             unit.params.payload.gamma.eq(p_buf[cfg.acc_bits:cfg.acc_bits + bits])]
-            with m.If(active):
-                m.d.comb += [e_ready.eq(unit.i.ready), o_valid.eq(unit.o.valid)]
-                if spec.kind == "layernorm":
-                    m.d.comb += p_ready.eq(unit.params.ready)
-                if spec.kind in ("row", "layernorm"):
-                    m.d.comb += o_data.eq(unit.o.payload.data)
+                m.d.comb += [unit.eps_q.eq(ln_eps), unit.mult.eq(ln_mult), unit.shift.eq(ln_shift)]
+                if wide:
+                    m.d.comb += [unit.params.valid.eq(pv_valid & active), ln_active.eq(active)]
+                    for j in range(u):
+                        lane = pv_data.word_select(j, lane_layout.size)
+                        m.d.comb += [unit.params.payload[j].beta.eq(lane[:cfg.acc_bits]),
+                                     unit.params.payload[j].gamma.eq(lane[cfg.acc_bits:cfg.acc_bits + bits])]
                 else:
-                    m.d.comb += o_data.eq(unit.o.payload)
+                    m.d.comb += [unit.params.valid.eq(p_valid & active),
+                                 unit.params.payload.beta.eq(p_buf[:cfg.acc_bits]),
+                                 unit.params.payload.gamma.eq(p_buf[cfg.acc_bits:cfg.acc_bits + bits])]
+            with m.If(active):
+                m.d.comb += [el_ready.eq(unit.i.ready), o_valid.eq(unit.o.valid)]
+                if spec.kind == "layernorm":
+                    m.d.comb += (pv_ready if wide else p_ready).eq(unit.params.ready)
+                if spec.kind in ("row", "layernorm"):
+                    m.d.comb += res_data.eq(unit.o.payload.data)
+                else:
+                    m.d.comb += res_data.eq(unit.o.payload)
 
         # --- port defaults ------------------------------------------------------------------------
         m.d.comb += [
@@ -263,7 +341,6 @@ class Controller(wiring.Component):
             self.dma_out.payload.eq(a_word),
         ]
 
-        lane_layout = param_lane_layout(cfg)
         prm_lane0 = data.View(lane_layout, self.prm_rdata[:lane_layout.size])
 
         # --- loader: LOAD words from dma_in into a scratchpad, beside the other instructions -------
@@ -327,7 +404,7 @@ class Controller(wiring.Component):
         row_end = Mux(is_select, o_last, w_col + 1 == cols)
         merged = w_buf | (o_data.as_unsigned() << (w_lane * bits))
         writing = Signal()
-        with m.If(writing & o_valid):
+        with m.If(is_select) if wide else contextlib.nullcontext(), m.If(writing & o_valid):
             with m.If(row_end | (w_lane == lanes - 1)):
                 m.d.comb += [self.act_we.eq(1), self.act_waddr.eq(w_row_addr + w_word), self.act_wdata.eq(merged)]
                 m.d.sync += [w_buf.eq(0), w_lane.eq(0), w_word.eq(w_word + 1)]
@@ -341,25 +418,55 @@ class Controller(wiring.Component):
                     m.d.sync += [w_done.eq(1), writing.eq(0)]
                     with m.If(is_select):
                         m.d.sync += tokens.eq(w_row + 1)
+        if wide:  # u results per transfer; lanes past the row's end are written as 0
+            with m.Elif(writing & o_valid):
+                v_end = w_col + u >= cols
+                kept_lanes = []  # a loop, not a generator: a closure over cols would cost the signals their names
+                for j in range(u):
+                    kept_lanes.append(Mux(w_col + j < cols, o_vec.word_select(j, bits), 0))
+                kept = Cat(*kept_lanes)
+                v_merged = w_buf | (kept << (w_lane * (u * bits))) if lanes > u else kept
+                with m.If(v_end | (w_lane == lanes // u - 1)):
+                    m.d.comb += [self.act_we.eq(1), self.act_waddr.eq(w_row_addr + w_word), self.act_wdata.eq(v_merged)]
+                    m.d.sync += [w_buf.eq(0), w_lane.eq(0), w_word.eq(w_word + 1)]
+                with m.Else():
+                    m.d.sync += [w_buf.eq(v_merged), w_lane.eq(w_lane + 1)]
+                m.d.sync += w_col.eq(w_col + u)
+                with m.If(v_end):
+                    m.d.sync += [w_col.eq(0), w_word.eq(0), w_row.eq(w_row + 1),
+                                 w_row_addr.eq(w_row_addr + dst_stride), w_lane.eq(0), w_buf.eq(0)]
+                    with m.If(w_row + 1 == rows):
+                        m.d.sync += [w_done.eq(1), writing.eq(0)]
 
         # --- LayerNorm parameter reader: beta/gamma per element, every row ------------------------
         p_state = Signal(2)  # 0 idle, 1 issue, 2 latch, 3 emit
         m.d.comb += p_valid.eq(p_state == 3)
-        with m.Switch(p_state):
-            with m.Case(1):
-                m.d.comb += self.prm_raddr.eq(prm_base + p_word)
-                m.d.sync += p_state.eq(2)
-            with m.Case(2):
-                m.d.comb += self.prm_raddr.eq(prm_base + p_word)
-                m.d.sync += [p_buf.eq(self.prm_rdata), p_state.eq(3)]
-            with m.Case(3):
-                with m.If(p_ready):
-                    m.d.sync += [p_buf.eq(p_buf >> lane_layout.size), p_lane.eq(p_lane + 1),
-                                 p_col.eq(p_col + 1)]
-                    with m.If(p_col + 1 == cols):
-                        m.d.sync += [p_col.eq(0), p_word.eq(0), p_lane.eq(0), p_state.eq(1)]
-                    with m.Elif(p_lane == lanes - 1):
-                        m.d.sync += [p_word.eq(p_word + 1), p_lane.eq(0), p_state.eq(1)]
+        if wide:  # the element and parameter beats, pipelined, while ROW_STREAM runs
+            valid, payload = _beat_reader(m, "rd", run=streaming, raddr=self.act_raddr, rdata=self.act_rdata,
+                                          base=src_addr, stride=src_stride, rows=rows, cols=cols, row_words=r_words,
+                                          lanes=lanes, unit_lanes=u, elem_bits=bits, ready=v_ready)
+            m.d.comb += [v_valid.eq(valid), v_data.eq(payload)]
+            valid, payload = _beat_reader(m, "prm", run=streaming & ln_active, raddr=self.prm_raddr,
+                                          rdata=self.prm_rdata, base=prm_base, stride=0, rows=rows, cols=cols,
+                                          row_words=r_words, lanes=lanes, unit_lanes=u,
+                                          elem_bits=lane_layout.size, ready=pv_ready)
+            m.d.comb += [pv_valid.eq(valid), pv_data.eq(payload)]
+        else:  # one element at a time, two bubbles per parameter word
+            with m.Switch(p_state):
+                with m.Case(1):
+                    m.d.comb += self.prm_raddr.eq(prm_base + p_word)
+                    m.d.sync += p_state.eq(2)
+                with m.Case(2):
+                    m.d.comb += self.prm_raddr.eq(prm_base + p_word)
+                    m.d.sync += [p_buf.eq(self.prm_rdata), p_state.eq(3)]
+                with m.Case(3):
+                    with m.If(p_ready):
+                        m.d.sync += [p_buf.eq(p_buf >> lane_layout.size), p_lane.eq(p_lane + 1),
+                                     p_col.eq(p_col + 1)]
+                        with m.If(p_col + 1 == cols):
+                            m.d.sync += [p_col.eq(0), p_word.eq(0), p_lane.eq(0), p_state.eq(1)]
+                        with m.Elif(p_lane == lanes - 1):
+                            m.d.sync += [p_word.eq(p_word + 1), p_lane.eq(0), p_state.eq(1)]
 
         # --- main FSM -----------------------------------------------------------------------------
         with m.FSM():
@@ -493,10 +600,12 @@ class Controller(wiring.Component):
                     if spec.kind == "layernorm":
                         with m.If(op == code):
                             m.d.sync += p_state.eq(1)
+                if wide:
+                    m.d.sync += r_words.eq(_ceil_div(cols, lanes))
                 with m.If(is_select):
                     m.next = "SCORE_RD0"
                 with m.Else():
-                    m.next = "ROW_RD"
+                    m.next = "ROW_STREAM" if wide else "ROW_RD"
             # SELECT: the token's two score words, then its elements.
             with m.State("SCORE_RD0"):
                 m.d.comb += self.act_raddr.eq(ins.args.select.scores_addr + (r_row << 1))
@@ -540,6 +649,11 @@ class Controller(wiring.Component):
                 with m.If(w_done):
                     m.d.sync += p_state.eq(0)
                     m.next = "FETCH"
+            if wide:  # the pipelined readers run until the writer has written the last row
+                with m.State("ROW_STREAM"):
+                    m.d.comb += streaming.eq(1)
+                    with m.If(w_done):
+                        m.next = "FETCH"
         return m
 
 

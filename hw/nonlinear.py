@@ -9,9 +9,16 @@ from quant/, never restated.
   (one element per cycle), latency :attr:`latency`.
 * :class:`SoftmaxUnit`, :class:`LayerNormUnit`: row-wise; a row of runtime length (``length``
   port, ``1..max_len``) is buffered, then streamed out with ``first``/``last`` markers.
+* ``lanes`` (``HwConfig.unit_lanes``): :class:`ElementwiseLanes` runs ``lanes`` copies of an
+  elementwise unit in lock step; ``SoftmaxUnit(lanes=U)`` and ``LayerNormUnit(lanes=U)`` take and give
+  ``U`` elements per transfer (a row of ``n`` is ``ceil(n / U)`` transfers; the last one's lanes
+  past ``n`` are ignored on input and don't-care on output): the max and the sums by trees over the
+  lanes, ``U`` exp units and ``U`` normalizing lanes, one reciprocal (and square root) per row.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -36,7 +43,8 @@ from vitforge.quant.poly_tables import EXP2_NEG, GELU_RESIDUAL, SIGMOID_POS
 from .divider import Divider, Isqrt
 from .poly_unit import PipelineRegister, PolyUnit, check_int, reject, round_shift, saturate
 
-__all__ = ["ExpUnit", "GeluUnit", "LayerNormUnit", "SigmoidUnit", "SoftmaxUnit", "row_layout"]
+__all__ = ["ElementwiseLanes", "ExpUnit", "GeluUnit", "LayerNormUnit", "SigmoidUnit", "SoftmaxUnit", "lanes_shape",
+           "row_layout", "tree"]
 
 
 def fmt_shape(fmt: FixedFormat):
@@ -44,9 +52,30 @@ def fmt_shape(fmt: FixedFormat):
     return signed(fmt.bits) if fmt.signed else unsigned(fmt.bits)
 
 
-def row_layout(fmt: FixedFormat) -> data.StructLayout:
-    """Payload of a row-wise unit's output: ``{data, first, last}``."""
-    return data.StructLayout({"data": fmt_shape(fmt), "first": 1, "last": 1})
+def lanes_shape(fmt: FixedFormat, lanes: int = 1):
+    """One transfer of ``lanes`` codes of ``fmt``: the code's shape at 1, an array of them above."""
+    return fmt_shape(fmt) if lanes == 1 else data.ArrayLayout(fmt_shape(fmt), lanes)
+
+
+def row_layout(fmt: FixedFormat, lanes: int = 1) -> data.StructLayout:
+    """Payload of a row-wise unit's output: ``{data, first, last}`` (``data``: :func:`lanes_shape`)."""
+    return data.StructLayout({"data": lanes_shape(fmt, lanes), "first": 1, "last": 1})
+
+
+def tree(values: list, op: Callable):
+    """``values`` combined pairwise by ``op`` as a balanced tree (depth ``ceil(log2(len))``)."""
+    values = list(values)
+    if not values:
+        raise ValueError("tree needs at least one value")
+    while len(values) > 1:
+        values = [op(values[i], values[i + 1]) if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
+def _lane_valid(pos, lane: int, n):
+    """Whether lane ``lane`` of a transfer whose first element is ``pos`` lies inside a row of ``n``."""
+    return pos + lane < n
 
 
 def _check_numerics(component, numerics) -> NumericsConfig:
@@ -196,6 +225,56 @@ class ExpUnit(_ElementwisePoly):
         return saturate(round_shift(p, shift), self.out_fmt)
 
 
+class ElementwiseLanes(wiring.Component):
+    """``lanes`` copies of an elementwise unit (:class:`GeluUnit`, :class:`SigmoidUnit`,
+    :class:`ExpUnit`) in lock step: the same integer algorithm on every lane.
+
+    Args (keyword-only):
+        make: ``make()`` builds one copy (every call the same unit).
+        lanes: copies, ``>= 1``.
+
+    Ports: ``i``: stream of ``lanes`` input codes (:func:`lanes_shape`); ``o``: stream of ``lanes``
+    output codes. Latency :attr:`latency` (the copy's); ``lanes`` elements per cycle.
+    """
+
+    latency = _ElementwisePoly.latency
+
+    def __init__(self, *, make: Callable[[], _ElementwisePoly], lanes: int):
+        check_int(self, "lanes", lanes, 1)
+        self._make, self._lanes = make, lanes
+        probe = make()
+        probe._MustUse__silence = True
+        self._in_fmt, self._out_fmt = probe.in_fmt, probe.out_fmt
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(fmt_shape(self._in_fmt), lanes))),
+            "o": Out(stream.Signature(data.ArrayLayout(fmt_shape(self._out_fmt), lanes))),
+        })
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    @property
+    def in_fmt(self) -> FixedFormat:
+        return self._in_fmt
+
+    @property
+    def out_fmt(self) -> FixedFormat:
+        return self._out_fmt
+
+    def elaborate(self, platform):
+        m = Module()
+        copies = []
+        for j in range(self._lanes):
+            m.submodules[f"lane{j}"] = unit = self._make()
+            copies.append(unit)
+            m.d.comb += [unit.i.valid.eq(self.i.valid), unit.i.payload.eq(self.i.payload[j]),
+                         unit.o.ready.eq(self.o.ready), self.o.payload[j].eq(unit.o.payload)]
+        # Identical pipelines under identical control: lane 0 speaks for all.
+        m.d.comb += [self.i.ready.eq(copies[0].i.ready), self.o.valid.eq(copies[0].o.valid)]
+        return m
+
+
 class SoftmaxUnit(wiring.Component):
     """Row-wise softmax unit: :func:`vitforge.quant.nonlinear.int_softmax`, exact.
 
@@ -215,19 +294,24 @@ class SoftmaxUnit(wiring.Component):
     :meth:`latency` for the cycles from the last input of a row to its first output.
     """
 
-    def __init__(self, *, numerics: NumericsConfig = DEFAULT_NUMERICS, max_len: int):
+    def __init__(self, *, numerics: NumericsConfig = DEFAULT_NUMERICS, max_len: int, lanes: int = 1):
         numerics = _check_numerics(self, numerics)
         check_int(self, "max_len", max_len, 1)
-        self._numerics, self._max_len = numerics, max_len
+        check_int(self, "lanes", lanes, 1)
+        self._numerics, self._max_len, self._lanes = numerics, max_len, lanes
         super().__init__({
             "length": In(range(max_len + 1)),
-            "i": In(stream.Signature(fmt_shape(numerics.softmax_in))),
-            "o": Out(stream.Signature(row_layout(numerics.softmax_out))),
+            "i": In(stream.Signature(lanes_shape(numerics.softmax_in, lanes))),
+            "o": Out(stream.Signature(row_layout(numerics.softmax_out, lanes))),
         })
 
     @property
     def max_len(self) -> int:
         return self._max_len
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
 
     @property
     def numerics(self) -> NumericsConfig:
@@ -241,13 +325,16 @@ class SoftmaxUnit(wiring.Component):
         return (self._max_len * self._numerics.exp_out.qmax).bit_length()
 
     @staticmethod
-    def latency(n: int) -> int:
-        """Cycles from accepting a row's last input to its first output being valid (``o.ready`` high)."""
-        exp_pass = n + 1 + ExpUnit.latency  # one memory read ahead of the exp pipeline
+    def latency(n: int, lanes: int = 1) -> int:
+        """Cycles from accepting a row's last input to its first output being valid (``o.ready`` high),
+        for a row of ``n`` elements on a unit of ``lanes`` lanes."""
+        exp_pass = -(-n // lanes) + 1 + ExpUnit.latency  # one memory read ahead of the exp pipeline
         divide = 1 + (SOFTMAX_RECIP_BITS + 1) + 1  # hand-off, one quotient bit per cycle, result
         return exp_pass + divide + 1 + PipelineRegister.latency  # first read of e, output register
 
     def elaborate(self, platform):
+        if self._lanes > 1:
+            return self._elaborate_lanes()
         m = Module()
         num = self._numerics
         fin, fexp, fout = num.softmax_in, num.exp_out, num.softmax_out
@@ -326,6 +413,104 @@ class SoftmaxUnit(wiring.Component):
         return m
 
 
+    def _elaborate_lanes(self):
+        """``lanes`` elements per transfer: the same passes over words of ``lanes`` elements."""
+        m = Module()
+        num, u = self._numerics, self._lanes
+        fin, fexp, fout = num.softmax_in, num.exp_out, num.softmax_out
+        word = max(fin.bits, fexp.bits)
+        depth = -(-self._max_len // u)
+        n_shape = range(self._max_len + u)
+
+        m.submodules.mem = mem = Memory(shape=unsigned(word * u), depth=depth, init=[])
+        wp, rp = mem.write_port(), mem.read_port(transparent_for=())
+        exps = []
+        for j in range(u):
+            m.submodules[f"exp{j}"] = exp = ExpUnit(in_fmt=self._d_fmt(), out_fmt=fexp)
+            exps.append(exp)
+        m.submodules.div = div = Divider(dividend_width=SOFTMAX_RECIP_BITS + 1, divisor_width=self._sum_width())
+        m.submodules.out = out = PipelineRegister(row_layout(fout, u))
+        wiring.connect(m, out.o, wiring.flipped(self.o))
+
+        n = Signal(n_shape)
+        xmax = Signal(fmt_shape(fin))
+        rd = Signal(range(depth + 1))  # exp pass: next word to read
+        rd_valid = Signal()  # exp pass: the read port holds word rd - 1
+        idx = Signal(range(depth + 1))  # load / exp-result / normalize word
+        pos = Signal(n_shape)  # the first element of word idx
+        total = Signal(self._sum_width())
+        recip = Signal(SOFTMAX_RECIP_BITS + 1)
+
+        def lanes_of(value, bits):
+            return [value.word_select(j, word)[:bits] for j in range(u)]
+
+        m.d.comb += [div.o.ready.eq(1), rp.addr.eq(0)]
+        m.d.comb += [div.i.payload.dividend.eq(1 << SOFTMAX_RECIP_BITS), div.i.payload.divisor.eq(total)]
+        for exp in exps:
+            m.d.comb += exp.o.ready.eq(1)
+
+        with m.FSM():
+            with m.State("LOAD"):
+                n_row = Mux(idx == 0, self.length, n)
+                xs = [self.i.payload[j] for j in range(u)]
+                # Lanes past the row's end take the smallest code: they never win the max.
+                masked = [Mux(_lane_valid(pos, j, n_row), x, fin.qmin) for j, x in enumerate(xs)]
+                beat_max = tree(masked, lambda a, b: Mux(b > a, b, a))
+                m.d.comb += [self.i.ready.eq(1), wp.addr.eq(idx), wp.en.eq(self.i.valid),
+                             wp.data.eq(sum((x.as_unsigned()[: fin.bits] << (j * word) for j, x in enumerate(xs)),
+                                            start=0))]
+                with m.If(self.i.valid):
+                    m.d.sync += [idx.eq(idx + 1), pos.eq(pos + u)]
+                    with m.If(idx == 0):
+                        m.d.sync += [n.eq(self.length), xmax.eq(beat_max)]
+                    with m.Elif(beat_max > xmax):
+                        m.d.sync += xmax.eq(beat_max)
+                    with m.If(pos + u >= n_row):
+                        m.d.sync += [idx.eq(0), pos.eq(0), rd.eq(0), rd_valid.eq(0), total.eq(0)]
+                        m.next = "EXP"
+            with m.State("EXP"):
+                # Read word rd; one cycle later its lanes feed the exp units (always ready). Results
+                # come back in order and overwrite word idx < rd; lanes past the row are not summed.
+                words = (n + (u - 1)) // u
+                m.d.comb += rp.addr.eq(rd)
+                for exp, x in zip(exps, lanes_of(rp.data, fin.bits), strict=True):
+                    m.d.comb += [exp.i.valid.eq(rd_valid), exp.i.payload.eq(x.as_signed() - xmax)]
+                m.d.sync += rd_valid.eq(rd < words)
+                with m.If(rd < words):
+                    m.d.sync += rd.eq(rd + 1)
+                es = [exp.o.payload for exp in exps]
+                beat_sum = tree([Mux(_lane_valid(pos, j, n), e, 0) for j, e in enumerate(es)], lambda a, b: a + b)
+                m.d.comb += [wp.addr.eq(idx), wp.en.eq(exps[0].o.valid),
+                             wp.data.eq(sum((e << (j * word) for j, e in enumerate(es)), start=0))]
+                with m.If(exps[0].o.valid):
+                    m.d.sync += [total.eq(total + beat_sum), idx.eq(idx + 1), pos.eq(pos + u)]
+                    with m.If(pos + u >= n):
+                        m.next = "DIVIDE"
+            with m.State("DIVIDE"):
+                m.d.comb += div.i.valid.eq(1)
+                with m.If(div.i.ready):
+                    m.next = "RECIP"
+            with m.State("RECIP"):
+                with m.If(div.o.valid):
+                    m.d.sync += [recip.eq(div.o.payload.quotient), idx.eq(0), pos.eq(0)]
+                    m.next = "NORMALIZE"
+            with m.State("NORMALIZE"):
+                # The read port holds word idx: the address runs one step ahead on each transfer.
+                step = out.i.ready
+                m.d.comb += rp.addr.eq(Mux(step, idx + 1, idx))
+                for j, e in enumerate(lanes_of(rp.data, fexp.bits)):
+                    m.d.comb += out.i.payload.data[j].eq(
+                        saturate(round_shift(e * recip, SOFTMAX_RECIP_BITS - fout.frac), fout))
+                m.d.comb += [out.i.valid.eq(1), out.i.payload.first.eq(idx == 0),
+                             out.i.payload.last.eq(pos + u >= n)]
+                with m.If(step):
+                    m.d.sync += [idx.eq(idx + 1), pos.eq(pos + u)]
+                    with m.If(pos + u >= n):
+                        m.d.sync += [idx.eq(0), pos.eq(0)]
+                        m.next = "LOAD"
+        return m
+
+
 #: Width of LayerNorm's beta codes (int32, like a GEMM bias).
 LN_BETA_BITS = 32
 
@@ -354,25 +539,30 @@ class LayerNormUnit(wiring.Component):
     :meth:`latency` gives the cycles from a row's last input to its first output.
     """
 
-    def __init__(self, *, numerics: NumericsConfig = DEFAULT_NUMERICS, max_dim: int):
+    def __init__(self, *, numerics: NumericsConfig = DEFAULT_NUMERICS, max_dim: int, lanes: int = 1):
         numerics = _check_numerics(self, numerics)
         check_int(self, "max_dim", max_dim, 1)
-        self._numerics, self._max_dim = numerics, max_dim
+        check_int(self, "lanes", lanes, 1)
+        self._numerics, self._max_dim, self._lanes = numerics, max_dim, lanes
         self._fmt = int_format(numerics.act_bits)
+        param = data.StructLayout({"gamma": signed(numerics.weight_bits), "beta": signed(LN_BETA_BITS)})
         super().__init__({
             "length": In(range(max_dim + 1)),
             "eps_q": In(self.var_width),
             "mult": In(REQUANT_MULT_BITS),
             "shift": In(range(REQUANT_MAX_SHIFT + 1)),
-            "i": In(stream.Signature(fmt_shape(self._fmt))),
-            "params": In(stream.Signature(data.StructLayout({
-                "gamma": signed(numerics.weight_bits), "beta": signed(LN_BETA_BITS)}))),
-            "o": Out(stream.Signature(row_layout(self._fmt))),
+            "i": In(stream.Signature(lanes_shape(self._fmt, lanes))),
+            "params": In(stream.Signature(param if lanes == 1 else data.ArrayLayout(param, lanes))),
+            "o": Out(stream.Signature(row_layout(self._fmt, lanes))),
         })
 
     @property
     def max_dim(self) -> int:
         return self._max_dim
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
 
     @property
     def c_max(self) -> int:
@@ -392,17 +582,20 @@ class LayerNormUnit(wiring.Component):
 
     def latency(self, n: int) -> int:
         """Cycles from accepting a row's last input to its first output being valid."""
-        return self.latency_for(self._numerics, self._max_dim, n)
+        return self.latency_for(self._numerics, self._max_dim, n, self._lanes)
 
     @staticmethod
-    def latency_for(numerics: NumericsConfig, max_dim: int, n: int) -> int:
-        """:meth:`latency` of a unit for ``numerics`` and ``max_dim`` on rows of ``n`` (no elaboration)."""
+    def latency_for(numerics: NumericsConfig, max_dim: int, n: int, lanes: int = 1) -> int:
+        """:meth:`latency` of a unit for ``numerics``, ``max_dim`` and ``lanes`` on rows of ``n`` (no
+        elaboration)."""
         sqrt_width = LayerNormUnit.var_width_for(numerics, max_dim) + 1
         sqrt = Isqrt.latency_for(sqrt_width)
         div = Divider.latency_for(LN_RECIP_BITS + 1)
-        return (n + 2) + (sqrt + 1) + (div + 1) + 1 + PipelineRegister.latency
+        return (-(-n // lanes) + 2) + (sqrt + 1) + (div + 1) + 1 + PipelineRegister.latency
 
     def elaborate(self, platform):
+        if self._lanes > 1:
+            return self._elaborate_lanes()
         m = Module()
         fmt, dmax = self._fmt, self._max_dim
         n_shape = range(dmax + 1)
@@ -487,5 +680,105 @@ class LayerNormUnit(wiring.Component):
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx + 1 == n):
                         m.d.sync += idx.eq(0)
+                        m.next = "LOAD"
+        return m
+
+    def _elaborate_lanes(self):
+        """``lanes`` elements per transfer: the same passes over words of ``lanes`` elements."""
+        m = Module()
+        fmt, dmax, u = self._fmt, self._max_dim, self._lanes
+        depth = -(-dmax // u)
+        n_shape = range(dmax + 1)
+        pos_shape = range(dmax + u)
+
+        m.submodules.mem = mem = Memory(shape=unsigned(fmt.bits * u), depth=depth, init=[])
+        wp, rp = mem.write_port(), mem.read_port(transparent_for=())
+        sqrt_d = [0] + [layernorm_sqrt_d(d) for d in range(1, dmax + 1)]
+        m.submodules.sqrt_d = sqrt_rom = Memory(shape=unsigned(max(sqrt_d).bit_length()), depth=dmax + 1,
+                                                init=sqrt_d)
+        sqrt_rp = sqrt_rom.read_port(transparent_for=())
+        m.submodules.isqrt = isqrt = Isqrt(width=self.var_width + 1)
+        m.submodules.div = div = Divider(dividend_width=LN_RECIP_BITS + 1, divisor_width=isqrt.result_width)
+        m.submodules.out = out = PipelineRegister(row_layout(fmt, u))
+        wiring.connect(m, out.o, wiring.flipped(self.o))
+
+        n = Signal(n_shape)
+        total = Signal(signed((dmax * -fmt.qmin).bit_length() + 1))
+        var = Signal(self.var_width)
+        rd = Signal(range(depth + 1))
+        rd_valid = Signal()
+        idx = Signal(range(depth + 1))
+        pos = Signal(pos_shape)  # the first element of the word being loaded, squared or normalized
+        s = Signal(isqrt.result_width)
+        g = Signal(LN_RECIP_BITS + 1 + sqrt_rp.data.shape().width)
+
+        xs = [rp.data.word_select(j, fmt.bits).as_signed() for j in range(u)]
+        cs = [n * x - total for x in xs]  # D x - sum(x), exact, per lane
+        m.d.comb += [rp.addr.eq(0), sqrt_rp.addr.eq(n), isqrt.o.ready.eq(1), div.o.ready.eq(1),
+                     isqrt.i.payload.eq(var + self.eps_q),
+                     div.i.payload.dividend.eq(1 << LN_RECIP_BITS), div.i.payload.divisor.eq(s)]
+
+        with m.FSM():
+            with m.State("LOAD"):
+                n_row = Mux(idx == 0, self.length, n)
+                ins = [self.i.payload[j] for j in range(u)]
+                beat_sum = tree([Mux(_lane_valid(pos, j, n_row), x, 0) for j, x in enumerate(ins)],
+                                lambda a, b: a + b)
+                m.d.comb += [self.i.ready.eq(1), wp.addr.eq(idx), wp.en.eq(self.i.valid),
+                             wp.data.eq(self.i.payload.as_value())]
+                with m.If(self.i.valid):
+                    m.d.sync += [idx.eq(idx + 1), pos.eq(pos + u), total.eq(total + beat_sum)]
+                    with m.If(idx == 0):
+                        m.d.sync += [n.eq(self.length), total.eq(beat_sum)]
+                    with m.If(pos + u >= n_row):
+                        m.d.sync += [idx.eq(0), pos.eq(0), rd.eq(0), rd_valid.eq(0), var.eq(0)]
+                        m.next = "VARIANCE"
+            with m.State("VARIANCE"):
+                words = (n + (u - 1)) // u
+                m.d.comb += rp.addr.eq(rd)
+                m.d.sync += rd_valid.eq(rd < words)
+                with m.If(rd < words):
+                    m.d.sync += rd.eq(rd + 1)
+                with m.If(rd_valid):
+                    squares = [Mux(_lane_valid(pos, j, n), c * c, 0) for j, c in enumerate(cs)]
+                    m.d.sync += [var.eq(var + tree(squares, lambda a, b: a + b)), pos.eq(pos + u)]
+                with m.Elif(rd == words):
+                    m.d.sync += pos.eq(0)
+                    m.next = "SQRT"
+            with m.State("SQRT"):
+                m.d.comb += isqrt.i.valid.eq(1)
+                with m.If(isqrt.i.ready):
+                    m.next = "SQRT_WAIT"
+            with m.State("SQRT_WAIT"):
+                with m.If(isqrt.o.valid):
+                    m.d.sync += s.eq(Mux(isqrt.o.payload == 0, 1, isqrt.o.payload))
+                    m.next = "DIVIDE"
+            with m.State("DIVIDE"):
+                m.d.comb += div.i.valid.eq(1)
+                with m.If(div.i.ready):
+                    m.next = "DIVIDE_WAIT"
+            with m.State("DIVIDE_WAIT"):
+                with m.If(div.o.valid):
+                    m.d.sync += [g.eq(round_shift(div.o.payload.quotient * sqrt_rp.data, LN_SQRT_FRAC)),
+                                 idx.eq(0), pos.eq(0)]
+                    m.next = "NORMALIZE"
+            with m.State("NORMALIZE"):
+                step = out.i.ready & self.params.valid
+                m.d.comb += rp.addr.eq(Mux(step, idx + 1, idx))
+                for j, c in enumerate(cs):
+                    prm = self.params.payload[j]
+                    norm = round_shift(c * g, LN_RECIP_BITS - LN_NORM_FRAC)
+                    acc = norm * prm.gamma + prm.beta
+                    m.d.comb += out.i.payload.data[j].eq(saturate(round_shift(acc * self.mult, self.shift), fmt))
+                m.d.comb += [
+                    self.params.ready.eq(out.i.ready),
+                    out.i.valid.eq(self.params.valid),
+                    out.i.payload.first.eq(idx == 0),
+                    out.i.payload.last.eq(pos + u >= n),
+                ]
+                with m.If(step):
+                    m.d.sync += [idx.eq(idx + 1), pos.eq(pos + u)]
+                    with m.If(pos + u >= n):
+                        m.d.sync += [idx.eq(0), pos.eq(0)]
                         m.next = "LOAD"
         return m

@@ -24,10 +24,12 @@ Per instruction (``rows = pe_rows``, ``lanes = pe_cols``, ``rw(c) = ceil(c / lan
 * ``LOAD nowait``, ``SYNC``, ``END``: the issue cycles while the loader lets them go on; the loader's
   own timeline (the starts and finishes of its LOADs, and the waits) is :class:`vitforge.hw.cycles.Loader`.
 * streaming row-wise units (``GELU``/``SIGMOID``): per row ``cols + 2 rw(cols)`` (one element per
-  cycle, two bubbles per word read), plus the unit's latency.
+  cycle, two bubbles per word read), plus the unit's latency. At ``unit_lanes = U > 1``: per row
+  ``ceil(cols / U)`` transfers, back to back (the reader is pipelined), plus the unit's latency.
 * row-buffering units (``SOFTMAX``/``LAYERNORM``): a row is taken only after the previous one has
   left: per row the read span, the unit's ``latency(cols)`` and its output pass (LayerNorm's output
-  waits on its parameter words: two bubbles per word).
+  waits on its parameter words: two bubbles per word; none at ``U > 1``, where the parameter reader
+  is pipelined too and the pass is ``ceil(cols / U)`` transfers).
 * ``SELECT``: per token the two score-word reads, the fused-score divider (``FuseScore.latency``), the
   token's elements; then, if any token was pruned, the package divider and the package token.
 """
@@ -204,15 +206,23 @@ def add_cycles(cfg: HwConfig, words: int) -> int:
     return words * ADD_WORD_CYCLES + WORD_LOOP_CYCLES
 
 
-def _row_span(cfg: HwConfig, cols: int) -> int:
-    """Reader cycles from a row's first element to its last (no stalls inside a row)."""
+def _row_span(cfg: HwConfig, cols: int, one_element: bool = False) -> int:
+    """Reader cycles from a row's first transfer to its last (no stalls inside a row); ``one_element``:
+    the one-element path (``SELECT``'s at every ``unit_lanes``)."""
+    if cfg.unit_lanes > 1 and not one_element:  # pipelined reads: one transfer per cycle
+        return cfg.row_beats(cols) - 1
     return cols - 1 + ROW_WORD_BUBBLES * (cfg.row_words(cols) - 1)
 
 
 def streaming_cycles(cfg: HwConfig, rows: int, cols: int, latency: int) -> int:
-    """Cycles of a row-wise instruction on a streaming unit (one element in, one out per cycle) of
+    """Cycles of a row-wise instruction on a streaming unit (one transfer in, one out per cycle) of
     pipeline ``latency`` over ``rows x cols`` (resolved)."""
     head = 1 + ROW_START_CYCLES  # dispatch, then to the first element
+    if cfg.unit_lanes > 1:
+        # ROW_PARAMS, ROW_PARAMS_LATCH, the first read and its queue entry take the same four
+        # cycles as the one-element path's start; then every row's transfers back to back.
+        last_in = head + rows * cfg.row_beats(cols) - 1
+        return last_in + latency + ROW_TAIL_CYCLES
     # rows x (elements + bubbles); the last element leaves the unit latency cycles later.
     last_in = head + rows * (cols + ROW_WORD_BUBBLES * cfg.row_words(cols)) - ROW_WORD_BUBBLES - 1
     return last_in + latency + ROW_TAIL_CYCLES
@@ -230,14 +240,17 @@ def buffering_cycles(cfg: HwConfig, rows: int, cols: int, latency: int, out_pass
 
 
 def layernorm_out_pass(cfg: HwConfig, cols: int) -> int:
-    """Cycles of LayerNorm's output pass over a row: one per element, waiting on its parameter words."""
+    """Cycles of LayerNorm's output pass over a row: one per transfer, waiting on its parameter words
+    (at ``unit_lanes > 1`` they are read ahead)."""
+    if cfg.unit_lanes > 1:
+        return cfg.row_beats(cols)
     return cols + LN_PARAM_BUBBLES * (cfg.row_words(cols) - 1)
 
 
 def select_cycles(cfg: HwConfig, n_tokens: int, dim: int, pruned: bool) -> int:
     """Cycles of a ``SELECT`` over ``n_tokens`` tokens of ``dim``; ``pruned``: whether any token was
     pruned (then the package token is computed and written)."""
-    per_token = SELECT_SCORE_CYCLES + FuseScore.latency + 1 + _row_span(cfg, dim)
+    per_token = SELECT_SCORE_CYCLES + FuseScore.latency + 1 + _row_span(cfg, dim, one_element=True)
     last_in = 2 + per_token + (n_tokens - 1) * per_token  # dispatch, ROW_PARAMS, LATCH
     if pruned:
         return last_in + PACKAGE_DIVIDE_CYCLES + dim + ROW_TAIL_CYCLES

@@ -16,6 +16,9 @@ Kinds (what the controller's row streamer drives; hw/controller.py documents the
   per cycle after a fixed latency (``GELU``, ``SIGMOID``).
 * ``row``: a row-buffering unit with a ``length`` port and ``o.payload.data`` (``SOFTMAX``).
 * ``layernorm``: ``row`` plus a per-element ``params`` stream and per-tensor ``eps_q``/``mult``/``shift``.
+
+At ``HwConfig.unit_lanes = U > 1`` the ``stream``, ``row`` and ``layernorm`` units are built with ``U``
+lanes: each transfer of ``i``, ``o`` (and ``params``) carries ``U`` elements.
 * ``select``: the token selector (``SELECT``).
 * ``inner``: a block inside another unit (listed for generate, lint and the per-block split only).
 """
@@ -139,7 +142,8 @@ def _softmax_cycles(cfg, ins, tokens, pruned):
     from .nonlinear import SoftmaxUnit
 
     cols = timing.dim(ins.cols, tokens)
-    return timing.buffering_cycles(cfg, timing.dim(ins.rows, tokens), cols, SoftmaxUnit.latency(cols), cols)
+    return timing.buffering_cycles(cfg, timing.dim(ins.rows, tokens), cols, SoftmaxUnit.latency(cols, cfg.unit_lanes),
+                                   cfg.row_beats(cols))
 
 
 def _layernorm_cycles(cfg, ins, tokens, pruned):
@@ -147,7 +151,7 @@ def _layernorm_cycles(cfg, ins, tokens, pruned):
 
     cols = timing.dim(ins.cols, tokens)
     return timing.buffering_cycles(cfg, timing.dim(ins.rows, tokens), cols,
-                                   LayerNormUnit.latency_for(cfg.numerics, cfg.max_embed_dim, cols),
+                                   LayerNormUnit.latency_for(cfg.numerics, cfg.max_embed_dim, cols, cfg.unit_lanes),
                                    timing.layernorm_out_pass(cfg, cols))
 
 
@@ -160,6 +164,17 @@ def _select_budget(cfg, ins):
 
 
 # --- builders -----------------------------------------------------------------------------------------
+
+
+def elementwise(make: Callable[[HwConfig], wiring.Component]) -> Callable[[HwConfig], wiring.Component]:
+    """The builder of a ``stream`` unit: ``make(cfg)``, or ``cfg.unit_lanes`` copies of it in lock step."""
+    from .nonlinear import ElementwiseLanes
+
+    def build(cfg: HwConfig) -> wiring.Component:
+        if cfg.unit_lanes == 1:
+            return make(cfg)
+        return ElementwiseLanes(make=lambda: make(cfg), lanes=cfg.unit_lanes)
+    return build
 
 
 def _builtin_units() -> list[Unit]:
@@ -179,13 +194,15 @@ def _builtin_units() -> list[Unit]:
              cycles=_gemm_cycles, budget=_gemm_budget),
         Unit("residual", lambda cfg: ResidualAdder(config=cfg), "add", op=Op.ADD, submodule="residual",
              cycles=_add_cycles, budget=words_budget),
-        Unit("gelu", lambda cfg: GeluUnit(numerics=cfg.numerics), "stream", op=Op.GELU, flag="gelu",
+        Unit("gelu", elementwise(lambda cfg: GeluUnit(numerics=cfg.numerics)), "stream", op=Op.GELU, flag="gelu",
              submodule="gelu", cycles=streaming(GeluUnit.latency), budget=rowwise_budget),
-        Unit("sigmoid", lambda cfg: SigmoidUnit(numerics=cfg.numerics), "stream", op=Op.SIGMOID, flag="sigmoid",
-             submodule="sigmoid", cycles=streaming(SigmoidUnit.latency), budget=rowwise_budget),
-        Unit("softmax", lambda cfg: SoftmaxUnit(numerics=cfg.numerics, max_len=cfg.max_tokens), "row",
-             op=Op.SOFTMAX, flag="softmax", submodule="softmax", cycles=_softmax_cycles, budget=rowwise_budget),
-        Unit("layernorm", lambda cfg: LayerNormUnit(numerics=cfg.numerics, max_dim=cfg.max_embed_dim), "layernorm",
+        Unit("sigmoid", elementwise(lambda cfg: SigmoidUnit(numerics=cfg.numerics)), "stream", op=Op.SIGMOID,
+             flag="sigmoid", submodule="sigmoid", cycles=streaming(SigmoidUnit.latency), budget=rowwise_budget),
+        Unit("softmax", lambda cfg: SoftmaxUnit(numerics=cfg.numerics, max_len=cfg.max_tokens, lanes=cfg.unit_lanes),
+             "row", op=Op.SOFTMAX, flag="softmax", submodule="softmax", cycles=_softmax_cycles,
+             budget=rowwise_budget),
+        Unit("layernorm", lambda cfg: LayerNormUnit(numerics=cfg.numerics, max_dim=cfg.max_embed_dim,
+                                                    lanes=cfg.unit_lanes), "layernorm",
              op=Op.LAYERNORM, flag="layernorm", submodule="layernorm", cycles=_layernorm_cycles,
              budget=rowwise_budget),
         Unit("selector", lambda cfg: TokenSelector(heads=cfg.max_heads, max_tokens=cfg.max_tokens,
@@ -245,5 +262,5 @@ def by_op(op: int) -> Unit:
     raise KeyError(f"no unit runs opcode {op!r}")
 
 
-__all__ = ["KINDS", "UNITS", "Unit", "by_op", "controlled", "enabled", "register", "registered", "rowwise_budget",
-           "streaming", "unregister", "words_budget"]
+__all__ = ["KINDS", "UNITS", "Unit", "by_op", "controlled", "elementwise", "enabled", "register", "registered",
+           "rowwise_budget", "streaming", "unregister", "words_budget"]

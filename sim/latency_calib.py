@@ -30,7 +30,8 @@ class Case:
     tokens, or (``depth > 0``) a whole model of ``depth`` blocks with a selector before block 1.
 
     ``keep``: the selector's threshold rule (sim/benches/reference.choose_threshold: ``"mixed"``, ``"all"``,
-    ``"class_only"``); ``pe``: ``(pe_rows, pe_cols)``; ``hw``: a preset name the shape runs on as is.
+    ``"class_only"``); ``pe``: ``(pe_rows, pe_cols)``; ``hw``: a preset name the shape runs on as is;
+    ``unit_lanes``: the row-wise units' lanes (``None``: the preset's, or 1).
     """
 
     name: str
@@ -44,13 +45,16 @@ class Case:
     depth: int = 0
     hw: str | None = None
     seed: int = 1
+    unit_lanes: int | None = None
 
     def config(self) -> HwConfig:
         if self.hw is not None:
-            return get_preset(self.hw)
-        return dataclasses.replace(BASE, pe_rows=self.pe[0], pe_cols=self.pe[1], act_depth=8192, weight_depth=2048,
-                                   param_depth=64, max_tokens=self.n_tokens, max_embed_dim=self.dim,
-                                   max_mlp_dim=self.mlp, max_heads=self.heads)
+            cfg = get_preset(self.hw)
+        else:
+            cfg = dataclasses.replace(BASE, pe_rows=self.pe[0], pe_cols=self.pe[1], act_depth=8192,
+                                      weight_depth=2048, param_depth=64, max_tokens=self.n_tokens,
+                                      max_embed_dim=self.dim, max_mlp_dim=self.mlp, max_heads=self.heads)
+        return cfg if self.unit_lanes is None else dataclasses.replace(cfg, unit_lanes=self.unit_lanes)
 
     def build(self) -> tuple[HwConfig, object, dict[str, list[int]], list[bool] | None]:
         """``(hw config, program, runtime inputs, whether each SELECT prunes a token)`` (the last
@@ -93,6 +97,14 @@ SMALL_CASES = (
     Case("pe2x8-d32-h2-n11-sel-mixed", dim=32, heads=2, mlp=96, n_tokens=11, pe=(2, 8)),
     Case("pe8x4-d16-h2-n7-sel-all", dim=16, heads=2, mlp=48, n_tokens=7, keep="all", pe=(8, 4)),
     Case("model-d16-n5-depth2", dim=16, heads=2, mlp=32, n_tokens=5, depth=2),
+)
+#: Shapes at unit_lanes > 1 (the row-wise units' lanes) the default tier runs in the Amaranth simulator.
+LANES_CASES = (
+    Case("u2-d16-h2-n9-sel-mixed", dim=16, heads=2, mlp=32, n_tokens=9, unit_lanes=2),
+    Case("u4-d32-h2-n13-dense", dim=32, heads=2, mlp=64, n_tokens=13, selector=False, unit_lanes=4),
+    Case("u4-pe2x8-d32-h2-n11-sel-mixed", dim=32, heads=2, mlp=96, n_tokens=11, pe=(2, 8), unit_lanes=4),
+    Case("u8-pe2x8-d16-h2-n7-sel-all", dim=16, heads=2, mlp=32, n_tokens=7, pe=(2, 8), keep="all", unit_lanes=8),
+    Case("u2-model-d16-n5-depth2", dim=16, heads=2, mlp=32, n_tokens=5, depth=2, unit_lanes=2),
 )
 #: The demo model's shapes on the demo preset (Verilator: tens of seconds each, after a build).
 DEMO_CASES = (
@@ -236,4 +248,5 @@ def compare(model, program, measured: dict, pruned: list[bool] | None = None) ->
     return {"total": (pred["total"], measured["total"]), "per_layer": per_layer, "mismatches": mismatches}
 
 
-__all__ = ["DEMO_CASES", "SMALL_CASES", "Case", "calibrate", "compare", "profile_program", "profile_program_rtl"]
+__all__ = ["DEMO_CASES", "LANES_CASES", "SMALL_CASES", "Case", "calibrate", "compare", "profile_program",
+           "profile_program_rtl"]

@@ -68,6 +68,9 @@ def test_unknown_preset_lists_valid_names():
         ({"gelu": 1}, "gelu must be a bool, not 1"),
         ({"numerics": NumericsConfig(act_bits=6)}, "numerics.act_bits must be 8 for the hardware datapath, not 6"),
         ({"numerics": NumericsConfig(weight_bits=4)}, "numerics.weight_bits must be 8"),
+        ({"unit_lanes": 3}, "unit_lanes must be a positive divisor of lanes = 4, not 3"),
+        ({"unit_lanes": 8}, "unit_lanes must be a positive divisor of lanes = 4, not 8"),
+        ({"unit_lanes": 0}, "unit_lanes must be a positive integer, not 0"),
     ],
 )
 def test_bad_configs_refused(changes, message):
@@ -87,6 +90,8 @@ def test_derived_sizes():
     assert cfg.addr_bits(1) == 1 and cfg.addr_bits(1024) == 10 and cfg.addr_bits(1025) == 11
     assert cfg.param_word_bits == 8 * (32 + 16 + 6)
     assert cfg.peak_gops == pytest.approx(2 * 4 * 8 * 100 / 1000)
+    assert cfg.row_beats(65) == 65
+    assert dataclasses.replace(cfg, unit_lanes=4).row_beats(65) == 17
 
 
 def test_json_round_trip():

@@ -74,6 +74,24 @@ def test_selector_with_head_dim_equal_to_lanes_matches_reference(keep):
     assert_equal(got, expected, f"selector with head_dim = lanes ({keep})")
 
 
+@pytest.mark.parametrize(("pe_cols", "unit_lanes", "keep"), [(4, 2, "mixed"), (4, 4, "no_selector"), (8, 4, "mixed")])
+def test_tiny_block_at_unit_lanes_matches_reference(pe_cols, unit_lanes, keep):
+    """The row-wise units at unit_lanes > 1 (rows of 5 tokens and 16 or 32 channels: softmax rows are
+    not a multiple of the lanes), the pipelined row streamer and the packing writer, bit for bit."""
+    cfg, n = dataclasses.replace(TINY, pe_cols=pe_cols, unit_lanes=unit_lanes), 5
+    x = torch.randint(-128, 128, (n, cfg.max_embed_dim), generator=torch.Generator().manual_seed(6))
+    selector = keep != "no_selector"
+    p = block_ref.make_block_case(x, dim=16, heads=2, mlp=32, selector=selector, seed=9, keep=keep,
+                                  num=cfg.numerics)
+    expected, _ = block_ref.reference(x, p, cfg.numerics)
+    out = run_top(cfg, block_ref.block_program(cfg, p, n), x)
+    assert not out["error"] and out["dma_left"] == 0
+    got = block_ref.unpack_matrix(cfg, out["stored"], len(out["stored"]) // cfg.row_words(16), 16)
+    assert_equal(got, expected, f"tiny block at unit_lanes={unit_lanes} on {pe_cols} lanes ({keep})")
+    one = run_top(dataclasses.replace(cfg, unit_lanes=1), block_ref.block_program(cfg, p, n), x)
+    assert out["cycles"] < one["cycles"], (out["cycles"], one["cycles"])
+
+
 def test_unbuilt_unit_stops_with_error():
     cfg = dataclasses.replace(TINY, gelu=False)
     prog = Program([Instr(Op.GELU, rows=1, cols=4), Instr(Op.END)], {}, [], (1, 16), 1, 16)

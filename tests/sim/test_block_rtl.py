@@ -5,9 +5,13 @@
 * One full demo encoder block behind a token selector vs sim/block_ref.reference, bit for bit,
   with about half the tokens kept; the corner cases (all kept, only the class token kept) run
   on Verilator, and on Icarus too with ``VITFORGE_DEEP=1``.
+* The same block (selector, about half kept; and dense) with the row-wise units at
+  ``unit_lanes = 4`` (demo's lanes), on both simulators, with ``VITFORGE_DEEP=1`` (a design of its own).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
@@ -30,9 +34,13 @@ GEMM_CASES = [
 ]
 
 
-def _run(sim: str, testcase: str, **params) -> None:
-    run_bench(name="encoder_top", design=lambda: EncoderTop(config=DEMO), key=DEMO, bench="vitforge.sim.benches.block",
-              sim=sim, testcase=testcase, params={"config": DEMO.to_json(), **params})
+#: The demo preset with its row-wise units at 4 lanes (= lanes): one word per transfer.
+DEMO_U4 = dataclasses.replace(DEMO, unit_lanes=4)
+
+
+def _run(sim: str, testcase: str, cfg=DEMO, **params) -> None:
+    run_bench(name="encoder_top", design=lambda: EncoderTop(config=cfg), key=cfg, bench="vitforge.sim.benches.block",
+              sim=sim, testcase=testcase, params={"config": cfg.to_json(), **params})
 
 
 @pytest.mark.parametrize("sim", simulators())
@@ -51,3 +59,11 @@ def test_encoder_block_with_selector(sim):
 def test_encoder_block_selector_corners(sim, keep):
     """Icarus runs these corners in the deep tier only (the mixed case runs on both)."""
     _run(sim, "encoder_block", n_tokens=env_int("VITFORGE_BLOCK_TOKENS", 17), seed=12, selector=True, keep=keep)
+
+
+@pytest.mark.slow  # a build of its own per simulator (Verilator about 5 minutes, Icarus 9 for both cases)
+@pytest.mark.parametrize("selector", [True, False], ids=["selector", "dense"])
+@pytest.mark.parametrize("sim", simulators())
+def test_encoder_block_at_unit_lanes(sim, selector):
+    _run(sim, "encoder_block", cfg=DEMO_U4, n_tokens=env_int("VITFORGE_BLOCK_TOKENS", DEMO.max_tokens), seed=13,
+         selector=selector, keep="mixed")

@@ -1,0 +1,242 @@
+# amaranth: UnusedElaboratable=no
+"""The row-wise units at ``lanes > 1`` (HwConfig.unit_lanes) vs quant.nonlinear (exact), in the Amaranth simulator.
+
+Each transfer carries ``lanes`` elements; the last transfer of a row has its lanes past the row's end
+filled with random codes, which must change nothing. Rows of several lengths: 1, not a multiple of
+the lanes, a multiple, the longest.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import torch
+
+from vitforge.hw.config import get_preset
+from vitforge.hw.nonlinear import ElementwiseLanes, GeluUnit, LayerNormUnit, SigmoidUnit, SoftmaxUnit
+from vitforge.quant.fixed import REQUANT_MULT_BITS, int_format
+from vitforge.quant.nonlinear import int_gelu, int_layernorm, int_sigmoid, int_softmax
+from vitforge.sim.amsim import recv, send, simulate
+from vitforge.sim.scoreboard import describe_mismatch
+from vitforge.tools import env_int
+
+CFG = get_preset("demo")
+NUM = CFG.numerics
+FMT = int_format(NUM.act_bits)
+#: Random rows per test (VITFORGE_DEEP=1 runs many more).
+ROWS = env_int("VITFORGE_ROWS", 100 if os.environ.get("VITFORGE_DEEP") else 4)
+
+
+def _beats(row: list[int], lanes: int, rng: random.Random, lo: int, hi: int) -> list[list[int]]:
+    """``row`` as transfers of ``lanes``; the last one's padding lanes hold random codes in ``lo..hi``."""
+    padded = row + [rng.randint(lo, hi) for _ in range(-len(row) % lanes)]
+    return [padded[k:k + lanes] for k in range(0, len(padded), lanes)]
+
+
+def _lengths(rng: random.Random, lanes: int, longest: int) -> list[int]:
+    fixed = [1, lanes + 1, 2 * lanes, longest, max(1, longest - 1), 3]
+    return fixed + [rng.randint(1, longest) for _ in range(ROWS)]
+
+
+@pytest.mark.parametrize("lanes", [2, 4])
+@pytest.mark.parametrize("name", ["gelu", "sigmoid"])
+def test_elementwise_lanes_every_code(name: str, lanes: int) -> None:
+    make, fin, ref = {
+        "gelu": (lambda: GeluUnit(numerics=NUM), NUM.gelu_in, lambda x: int_gelu(x, NUM.gelu_in, NUM.gelu_out)),
+        "sigmoid": (lambda: SigmoidUnit(numerics=NUM), NUM.sigmoid_in,
+                    lambda x: int_sigmoid(x, NUM.sigmoid_in, NUM.sigmoid_out)),
+    }[name]
+    unit = ElementwiseLanes(make=make, lanes=lanes)
+    codes = fin.codes().tolist()
+    random.Random(3).shuffle(codes)
+    beats = [codes[k:k + lanes] for k in range(0, len(codes), lanes)]
+    got: list[int] = []
+
+    async def producer(ctx):
+        await send(ctx, unit.i, beats, rng=random.Random(1), p_idle=0.2)
+
+    async def consumer(ctx):
+        for beat in await recv(ctx, unit.o, len(beats), rng=random.Random(2), p_stall=0.3, convert=list):
+            got.extend(beat)
+
+    simulate(unit, producer, consumer)
+    want = ref(torch.tensor(codes, dtype=torch.int64)).tolist()
+    assert (msg := describe_mismatch(got, want, name)) is None, msg
+    assert unit.latency == GeluUnit.latency
+
+
+def _softmax(unit: SoftmaxUnit, rows: list[list[int]], seed: int = 9) -> list[tuple[list[int], int, int]]:
+    rng = random.Random(seed)
+    fin = NUM.softmax_in
+    beats = [_beats(row, unit.lanes, rng, fin.qmin, fin.qmax) for row in rows]
+    got: list = []
+
+    async def producer(ctx):
+        prng = random.Random(seed + 2)
+        for row, row_beats in zip(rows, beats, strict=True):
+            ctx.set(unit.length, len(row))
+            await send(ctx, unit.i, row_beats, rng=prng, p_idle=0.2)
+
+    async def consumer(ctx):
+        got.extend(await recv(ctx, unit.o, sum(map(len, beats)), rng=random.Random(seed + 1), p_stall=0.3,
+                              convert=lambda p: (list(p.data), p.first, p.last)))
+
+    simulate(unit, producer, consumer)
+    return got
+
+
+@pytest.mark.parametrize("lanes", [2, 4, 8])
+def test_softmax_lanes_rows(lanes: int) -> None:
+    max_len = 21
+    unit = SoftmaxUnit(numerics=NUM, max_len=max_len, lanes=lanes)
+    rng = random.Random(40 + lanes)
+    lo, hi = NUM.softmax_in.qmin, NUM.softmax_in.qmax
+    rows = [[hi] + [lo] * (max_len - 1), [lo] * (lanes + 1)]
+    rows += [[rng.randint(lo, hi) for _ in range(n)] for n in _lengths(rng, lanes, max_len)]
+    got = _softmax(unit, rows)
+    values, markers, want, want_markers = [], [], [], []
+    k = 0
+    for row in rows:
+        n_beats = -(-len(row) // lanes)
+        for b in range(n_beats):
+            data, first, last = got[k]
+            k += 1
+            values += data[: min(lanes, len(row) - b * lanes)]
+            markers.append((bool(first), bool(last)))
+            want_markers.append((b == 0, b == n_beats - 1))
+        want += int_softmax(torch.tensor(row), NUM.softmax_in, NUM.softmax_out, NUM.exp_out).tolist()
+    assert (msg := describe_mismatch(values, want, "probability")) is None, msg
+    assert (msg := describe_mismatch(markers, want_markers, "(first, last)")) is None, msg
+
+
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_softmax_lanes_latency_property(lanes: int) -> None:
+    unit = SoftmaxUnit(numerics=NUM, max_len=16, lanes=lanes)
+    row = [3, -7, 12, 5, 1, 0]
+    beats = row if lanes == 1 else _beats(row, lanes, random.Random(0), -4, 4)
+    seen: list[int] = []
+
+    async def tb(ctx):
+        ctx.set(unit.o.ready, 1)
+        ctx.set(unit.length, len(row))
+        for x in beats:
+            ctx.set(unit.i.payload, x)
+            ctx.set(unit.i.valid, 1)
+            await ctx.tick().until(unit.i.ready)
+        ctx.set(unit.i.valid, 0)
+        for cycle in range(1, 200):
+            if ctx.get(unit.o.valid):
+                seen.append(cycle)
+                break
+            await ctx.tick()
+
+    simulate(unit, tb)
+    assert seen == [SoftmaxUnit.latency(len(row), lanes)]
+
+
+def _ln_case(rng: random.Random, dim: int) -> dict:
+    return {
+        "x": [rng.randint(FMT.qmin, FMT.qmax) for _ in range(dim)],
+        "gamma": [rng.randint(-128, 127) for _ in range(dim)],
+        "beta": [rng.randint(-(1 << 20), 1 << 20) for _ in range(dim)],
+        "mult": rng.randint(1 << (REQUANT_MULT_BITS - 1), (1 << REQUANT_MULT_BITS) - 1),
+        "shift": rng.randint(16, 26),
+        "eps_q": rng.choice([0, 1, 1000]),
+    }
+
+
+def _ln_reference(case: dict) -> list[int]:
+    return int_layernorm(torch.tensor(case["x"]), torch.tensor(case["gamma"]), torch.tensor(case["beta"]),
+                         case["mult"], case["shift"], FMT, eps_q=case["eps_q"]).tolist()
+
+
+@pytest.mark.parametrize("lanes", [2, 4, 8])
+def test_layernorm_lanes_rows(lanes: int) -> None:
+    max_dim = 24
+    unit = LayerNormUnit(numerics=NUM, max_dim=max_dim, lanes=lanes)
+    rng = random.Random(60 + lanes)
+    cases = [_ln_case(rng, n) for n in _lengths(rng, lanes, max_dim)]
+    got: list = []
+    n_beats = [-(-len(c["x"]) // lanes) for c in cases]
+
+    async def producer(ctx):
+        prng = random.Random(5)
+        for k, case in enumerate(cases):
+            for port in ("eps_q", "mult", "shift"):
+                ctx.set(getattr(unit, port), case[port])
+            ctx.set(unit.length, len(case["x"]))
+            await send(ctx, unit.i, _beats(case["x"], lanes, rng, FMT.qmin, FMT.qmax), rng=prng, p_idle=0.2)
+            while len(got) < sum(n_beats[: k + 1]):  # the scalars change only after the row has left
+                await ctx.tick()
+
+    async def params(ctx):
+        prng = random.Random(6)
+        for case in cases:
+            pairs = [{"gamma": g, "beta": b} for g, b in zip(case["gamma"], case["beta"], strict=True)]
+            pairs += [{"gamma": rng.randint(-128, 127), "beta": rng.randint(-99, 99)}
+                      for _ in range(-len(pairs) % lanes)]
+            await send(ctx, unit.params, [pairs[k:k + lanes] for k in range(0, len(pairs), lanes)],
+                       rng=prng, p_idle=0.2)
+
+    async def consumer(ctx):
+        await recv(ctx, unit.o, sum(n_beats), rng=random.Random(7), p_stall=0.3,
+                   convert=lambda p: got.append((list(p.data), p.first, p.last)))
+
+    simulate(unit, producer, params, consumer)
+    values, markers, want, want_markers = [], [], [], []
+    k = 0
+    for case, beats in zip(cases, n_beats, strict=True):
+        for b in range(beats):
+            data, first, last = got[k]
+            k += 1
+            values += data[: min(lanes, len(case["x"]) - b * lanes)]
+            markers.append((bool(first), bool(last)))
+            want_markers.append((b == 0, b == beats - 1))
+        want += _ln_reference(case)
+    assert (msg := describe_mismatch(values, want, "layernorm")) is None, msg
+    assert (msg := describe_mismatch(markers, want_markers, "(first, last)")) is None, msg
+
+
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_layernorm_lanes_latency_property(lanes: int) -> None:
+    unit = LayerNormUnit(numerics=NUM, max_dim=16, lanes=lanes)
+    row = [5, -3, 100, 7, 9, -60]
+    beats = row if lanes == 1 else _beats(row, lanes, random.Random(0), -4, 4)
+    seen: list[int] = []
+
+    async def tb(ctx):
+        ctx.set(unit.o.ready, 1)
+        ctx.set(unit.params.valid, 1)
+        one = {"gamma": 1, "beta": 0}
+        ctx.set(unit.params.payload, one if lanes == 1 else [one] * lanes)
+        ctx.set(unit.mult, 1)
+        ctx.set(unit.length, len(row))
+        for x in beats:
+            ctx.set(unit.i.payload, x)
+            ctx.set(unit.i.valid, 1)
+            await ctx.tick().until(unit.i.ready)
+        ctx.set(unit.i.valid, 0)
+        for cycle in range(1, 300):
+            if ctx.get(unit.o.valid):
+                seen.append(cycle)
+                break
+            await ctx.tick()
+
+    simulate(unit, tb)
+    assert seen == [unit.latency(len(row))]
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: SoftmaxUnit(numerics=NUM, max_len=8, lanes=0), r"lanes must be an integer >= 1, not 0"),
+        (lambda: LayerNormUnit(numerics=NUM, max_dim=8, lanes=True), r"lanes must be an integer >= 1, not True"),
+        (lambda: ElementwiseLanes(make=lambda: GeluUnit(numerics=NUM), lanes=-2),
+         r"lanes must be an integer >= 1, not -2"),
+    ],
+)
+def test_lanes_rejects_bad_values(make, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
