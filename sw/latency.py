@@ -159,11 +159,16 @@ class CycleLatency:
         return self._programs[key]
 
     def select_tokens(self, cfg: ViTConfig, tokens: Sequence[float]) -> list[int]:
-        """The token count each selector leaves: ``round(tokens[b])`` for each selector block ``b``."""
+        """The token count each selector leaves: ``round(tokens[b])`` for each selector block ``b``, at
+        most the tokens it sees (a selector that prunes nothing writes no package token)."""
         counts = list(tokens)
         if len(counts) != cfg.depth:
             raise ValueError(f"need {cfg.depth} per-block token counts, got {len(counts)}")
-        return [max(1, round(counts[b])) for b in cfg.selector_blocks]
+        kept, seen = [], cfg.num_patches + 1
+        for b in cfg.selector_blocks:
+            seen = min(seen, max(1, round(counts[b])))
+            kept.append(seen)
+        return kept
 
     def cycles(self, cfg: ViTConfig, tokens: Sequence[float]) -> dict:
         """:meth:`vitforge.hw.cycles.CycleModel.program_cycles` of ``cfg``'s program (per instruction and layer)."""

@@ -70,6 +70,25 @@ def test_workflow_states_ms_targets_in_the_cycle_model():
         Target(latency_ms=5.0).latency_model("nope")
 
 
+def test_default_target_is_half_the_cycle_model_latency():
+    """No target given: half the dense model's latency under the preset's cycle model (issue #13), not
+    the MAC proxy; a latency reduction is stated in the same model, a MAC reduction in the proxy."""
+    from vitforge.sw.latency import MacLatency, target_from_reduction
+    from vitforge.sw.workflow import Target
+
+    cfg = PRESETS["demo"]
+    lat = Target().latency_model("demo")
+    assert isinstance(lat, CycleLatency) and lat.label.startswith("cycle model")
+    dense = lat.latency_ms(cfg, tokens_per_block(cfg))
+    assert Target().resolve(cfg, lat) == pytest.approx(0.5 * dense)
+    assert Target(latency_reduction=0.3).resolve(cfg, lat) == pytest.approx(0.7 * dense)
+    mac = Target(mac_reduction=0.3)
+    assert isinstance(mac.latency_model("demo"), MacLatency)
+    assert mac.resolve(cfg, MacLatency()) == pytest.approx(target_from_reduction(cfg, 0.3, MacLatency()))
+    with pytest.raises(ValueError, match="at most one latency target, not latency_ms and latency_reduction"):
+        Target(latency_ms=1.0, latency_reduction=0.5)
+
+
 def _latency_cli(*argv: str, capsys) -> dict:
     from vitforge.cli import main
 
@@ -120,3 +139,16 @@ def test_train_with_a_ms_target_schedules_under_the_cycle_model(monkeypatch, tmp
                               plots=False, log=lambda _: None)
     assert seen["target_ms"] == 1.5
     assert isinstance(seen["latency"], CycleLatency) and seen["latency"].label == "cycle model, demo @ 100 MHz"
+
+
+def test_a_selector_that_keeps_every_token_leaves_what_it_sees():
+    """Keep rate 1: the token count model adds a package token, the hardware writes none (nothing pruned),
+    so the SELECT leaves the tokens it sees and the cycle model accepts it."""
+    cfg = PRESETS["demo"].with_selectors((1, 2), (1.0, 0.5))
+    lat = CycleLatency("demo")
+    counts = tokens_per_block(cfg)
+    assert round(counts[1]) == cfg.num_patches + 2  # patches + class + the modeled package token
+    assert lat.select_tokens(cfg, counts) == [cfg.num_patches + 1, round(counts[2])]
+    dense = PRESETS["demo"]
+    assert lat.latency_ms(cfg, counts) > lat.latency_ms(dense.with_selectors((1,), (0.5,)),
+                                                        tokens_per_block(dense.with_selectors((1,), (0.5,))))
