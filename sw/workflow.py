@@ -12,8 +12,9 @@
 ``resume_dir`` continues a killed ``train_to_dir`` from its ``DIR/state/`` (same arguments, read
 from ``run.json``); the artifact is byte-identical to the one an uninterrupted run writes.
 
-The latency target in milliseconds is stated in sw/latency.py's :class:`CycleLatency` (the
-RTL-calibrated cycle model at the hardware preset's clock); a MAC-reduction target in the MAC proxy.
+The latency target, in milliseconds or as a latency reduction (the default: 50%), is stated in
+sw/latency.py's :class:`CycleLatency` (the RTL-calibrated cycle model at the hardware preset's clock);
+a MAC-reduction target in the MAC proxy.
 """
 
 from __future__ import annotations
@@ -37,28 +38,43 @@ from .latency import CycleLatency, LatencyModel, MacLatency, model_macs, target_
 from .train import TrainConfig, run_pipeline
 from .vit import Trace, VisionTransformer, ViTConfig, get_config
 
-#: Default pruning target of ``vitforge train`` when no latency target is given.
-DEFAULT_MAC_REDUCTION = 0.5
+#: Default pruning target of ``vitforge train`` when no target is given: this fraction of the dense
+#: model's latency under the cycle model of the hardware preset at its clock (issue #13: the schedule
+#: comes from the cycle model, as HeatViT's comes from measured latency).
+DEFAULT_LATENCY_REDUCTION = 0.5
 
 
 @dataclass(frozen=True)
 class Target:
-    """The user's latency target: milliseconds (under the cycle model of the hardware preset), or a
-    fraction of the dense model's MACs to cut (under the MAC proxy)."""
+    """The user's latency target, at most one of: milliseconds or a fraction of the dense model's latency
+    to cut, both under the cycle model of the hardware preset at its clock (:class:`CycleLatency`), or a
+    fraction of the dense model's MACs to cut (under the MAC proxy, :class:`MacLatency`). None of them:
+    :data:`DEFAULT_LATENCY_REDUCTION` under the cycle model."""
 
     latency_ms: float | None = None
     mac_reduction: float | None = None
+    latency_reduction: float | None = None
+
+    def __post_init__(self) -> None:
+        given = [n for n in ("latency_ms", "mac_reduction", "latency_reduction") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one latency target, not {' and '.join(given)}")
+        if self.latency_ms is not None and not self.latency_ms > 0:
+            raise ValueError(f"latency_ms must be positive, not {self.latency_ms!r}")
 
     def latency_model(self, hw_preset: str) -> LatencyModel:
-        """The model the target is stated in: :class:`CycleLatency` on ``hw_preset`` for milliseconds,
-        :class:`MacLatency` for a MAC reduction."""
-        return CycleLatency(hw_preset) if self.latency_ms is not None else MacLatency()
+        """The model the target is stated in: :class:`MacLatency` for a MAC reduction, else
+        :class:`CycleLatency` on ``hw_preset``."""
+        return MacLatency() if self.mac_reduction is not None else CycleLatency(hw_preset)
 
     def resolve(self, cfg: ViTConfig, latency: LatencyModel) -> float:
+        """The target in ms under ``latency`` (the model :meth:`latency_model` gives)."""
         if self.latency_ms is not None:
             return self.latency_ms
-        return target_from_reduction(cfg, DEFAULT_MAC_REDUCTION if self.mac_reduction is None
-                                     else self.mac_reduction, latency)
+        if self.mac_reduction is not None:
+            return target_from_reduction(cfg, self.mac_reduction, latency)
+        return target_from_reduction(cfg, DEFAULT_LATENCY_REDUCTION if self.latency_reduction is None
+                                     else self.latency_reduction, latency)
 
 
 def save_checkpoint(model: VisionTransformer, path: Path, stage: str) -> None:
@@ -140,7 +156,10 @@ def resume_dir(out: Path, log=print) -> dict:
     a = json.loads(run_file.read_text())
     if a["kernels"] != kernels.KERNEL_PROFILE:
         kernels.set_kernel_profile(a["kernels"])  # training checks that it took effect
-    target = Target(a["target"]["latency_ms"], a["target"]["mac_reduction"])
+    saved = a["target"]
+    if "latency_reduction" not in saved and saved["latency_ms"] is None and saved["mac_reduction"] is None:
+        saved = {**saved, "mac_reduction": 0.5}  # a run started before the default moved to the cycle model
+    target = Target(**saved)
     train = {**a["train"], "progress": None}
     return train_to_dir(Path(out), a["preset"], a["seed"], target, a["data_spec"], a["hw_preset"],
                         TrainConfig(**train), ViTConfig.from_dict(a["cfg"]), a["plots"], log, a["eval_limit"],

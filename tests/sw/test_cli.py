@@ -35,6 +35,10 @@ def test_train_arguments_reach_the_workflow(monkeypatch, tmp_path, capsys):
 def test_train_targets_are_exclusive(tmp_path):
     with pytest.raises(SystemExit):
         _parser().parse_args(["train", "--out", str(tmp_path), "--latency-target-ms", "1", "--mac-reduction", "0.5"])
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["train", "--out", str(tmp_path), "--latency-reduction", "0.4", "--mac-reduction", "0.5"])
+    args = _parser().parse_args(["train", "--out", str(tmp_path), "--latency-reduction", "0.4"])
+    assert args.latency_reduction == 0.4 and args.mac_reduction is None
 
 
 def test_eval_refuses_missing_artifact(tmp_path):
