@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -43,7 +43,7 @@ from vitforge.quant.poly_tables import EXP2_NEG, GELU_RESIDUAL, SIGMOID_POS
 from .divider import Divider, Isqrt
 from .poly_unit import PipelineRegister, PolyUnit, check_int, reject, round_shift, saturate
 
-__all__ = ["ElementwiseLanes", "ExpUnit", "GeluUnit", "LayerNormUnit", "SigmoidUnit", "SoftmaxUnit", "lanes_shape",
+__all__ = ["SOFTMAX_DIVIDERS", "SOFTMAX_E_SLOTS", "SOFTMAX_X_SLOTS", "ElementwiseLanes", "ExpUnit", "GeluUnit", "LayerNormUnit", "SigmoidUnit", "SoftmaxUnit", "lanes_shape",
            "row_layout", "tree"]
 
 
@@ -275,6 +275,14 @@ class ElementwiseLanes(wiring.Component):
         return m
 
 
+#: ``SoftmaxUnit(lanes > 1)``: its input buffers (rows loaded, waiting for the exp pass), its exp
+#: buffers (rows from the exp pass to the end of their output) and its reciprocal dividers (taken in
+#: turn by row, so a division is started every ``(Divider latency + 1) / SOFTMAX_DIVIDERS`` cycles).
+SOFTMAX_X_SLOTS = 2
+SOFTMAX_E_SLOTS = 4
+SOFTMAX_DIVIDERS = 2
+
+
 class SoftmaxUnit(wiring.Component):
     """Row-wise softmax unit: :func:`vitforge.quant.nonlinear.int_softmax`, exact.
 
@@ -290,8 +298,10 @@ class SoftmaxUnit(wiring.Component):
 
     Passes per row: load (``n`` cycles, tracking the max), exp + sum (``n + ExpUnit.latency``),
     one reciprocal ``floor(2**SOFTMAX_RECIP_BITS / sum)`` (:class:`Divider`), normalize
-    (``n`` cycles, saturating). A row is accepted only after the previous one has left; use
-    :meth:`latency` for the cycles from the last input of a row to its first output.
+    (``n`` cycles, saturating). At ``lanes == 1`` a row is accepted only after the previous one has
+    left; at ``lanes > 1`` the passes of successive rows overlap (see :meth:`_elaborate_lanes`;
+    :func:`vitforge.hw.timing.softmax_row_schedule` gives the cycles). :meth:`latency`: the cycles
+    from the last input of a row to its first output when the unit is otherwise empty.
     """
 
     def __init__(self, *, numerics: NumericsConfig = DEFAULT_NUMERICS, max_len: int, lanes: int = 1):
@@ -330,7 +340,8 @@ class SoftmaxUnit(wiring.Component):
         for a row of ``n`` elements on a unit of ``lanes`` lanes."""
         exp_pass = -(-n // lanes) + 1 + ExpUnit.latency  # one memory read ahead of the exp pipeline
         divide = 1 + (SOFTMAX_RECIP_BITS + 1) + 1  # hand-off, one quotient bit per cycle, result
-        return exp_pass + divide + 1 + PipelineRegister.latency  # first read of e, output register
+        start = 1 if lanes > 1 else 0  # lanes > 1: the exp stage sees the loaded row a cycle later
+        return start + exp_pass + divide + 1 + PipelineRegister.latency  # first read of e, output register
 
     def elaborate(self, platform):
         if self._lanes > 1:
@@ -414,100 +425,161 @@ class SoftmaxUnit(wiring.Component):
 
 
     def _elaborate_lanes(self):
-        """``lanes`` elements per transfer: the same passes over words of ``lanes`` elements."""
+        """``lanes`` elements per transfer, the rows pipelined over four stages that run at once.
+
+        * load (A): takes a row into one of :data:`SOFTMAX_X_SLOTS` input buffers, tracking the max;
+        * exp + sum (B): reads the oldest loaded row, writes its exps into one of
+          :data:`SOFTMAX_E_SLOTS` exp buffers, sums them, then hands the sum to the row's divider
+          (:data:`SOFTMAX_DIVIDERS` instances of :class:`Divider`, taken in turn by row);
+        * normalize (C): takes the oldest row's reciprocal from its divider and streams it out.
+
+        Each stage waits only for the buffers it needs; :func:`vitforge.hw.timing.softmax_row_schedule`
+        follows it cycle for cycle (back-to-back input, ``o.ready`` high).
+        """
         m = Module()
         num, u = self._numerics, self._lanes
         fin, fexp, fout = num.softmax_in, num.exp_out, num.softmax_out
-        word = max(fin.bits, fexp.bits)
         depth = -(-self._max_len // u)
+        abits = max(1, (depth - 1).bit_length())  # word address inside a slot (slots are 2**abits apart)
         n_shape = range(self._max_len + u)
+        nx, ne, nd = SOFTMAX_X_SLOTS, SOFTMAX_E_SLOTS, SOFTMAX_DIVIDERS
 
-        m.submodules.mem = mem = Memory(shape=unsigned(word * u), depth=depth, init=[])
-        wp, rp = mem.write_port(), mem.read_port(transparent_for=())
+        m.submodules.xmem = xmem = Memory(shape=unsigned(fin.bits * u), depth=nx << abits, init=[])
+        m.submodules.emem = emem = Memory(shape=unsigned(fexp.bits * u), depth=ne << abits, init=[])
+        xwp, xrp = xmem.write_port(), xmem.read_port(transparent_for=())
+        ewp, erp = emem.write_port(), emem.read_port(transparent_for=())
         exps = []
         for j in range(u):
             m.submodules[f"exp{j}"] = exp = ExpUnit(in_fmt=self._d_fmt(), out_fmt=fexp)
             exps.append(exp)
-        m.submodules.div = div = Divider(dividend_width=SOFTMAX_RECIP_BITS + 1, divisor_width=self._sum_width())
+            m.d.comb += exp.o.ready.eq(1)
+        divs = []
+        for k in range(nd):
+            m.submodules[f"div{k}"] = div = Divider(dividend_width=SOFTMAX_RECIP_BITS + 1,
+                                                    divisor_width=self._sum_width())
+            divs.append(div)
+            m.d.comb += div.i.payload.dividend.eq(1 << SOFTMAX_RECIP_BITS)
         m.submodules.out = out = PipelineRegister(row_layout(fout, u))
         wiring.connect(m, out.o, wiring.flipped(self.o))
 
-        n = Signal(n_shape)
-        xmax = Signal(fmt_shape(fin))
-        rd = Signal(range(depth + 1))  # exp pass: next word to read
-        rd_valid = Signal()  # exp pass: the read port holds word rd - 1
-        idx = Signal(range(depth + 1))  # load / exp-result / normalize word
-        pos = Signal(n_shape)  # the first element of word idx
+        # --- A: load ---------------------------------------------------------------------------------
+        xfull = Signal(nx)  # input buffer s holds a loaded row not yet read by B
+        x_n = Array(Signal(n_shape, name=f"x_n{s}") for s in range(nx))
+        x_max = Array(Signal(fmt_shape(fin), name=f"x_max{s}") for s in range(nx))
+        a_s = Signal(range(nx))
+        a_idx = Signal(range(depth + 1))
+        a_pos = Signal(n_shape)
+        a_n = Signal(n_shape)
+        a_max = Signal(fmt_shape(fin))
+        x_set = Signal(nx)
+        x_clr = Signal(nx)
+        m.d.sync += xfull.eq((xfull | x_set) & ~x_clr)
+
+        n_row = Mux(a_idx == 0, self.length, a_n)
+        xs = [self.i.payload[j] for j in range(u)]
+        # Lanes past the row's end take the smallest code: they never win the max.
+        masked = [Mux(_lane_valid(a_pos, j, n_row), x, fin.qmin) for j, x in enumerate(xs)]
+        beat_max = tree(masked, lambda a, b: Mux(b > a, b, a))
+        row_max = Mux((a_idx == 0) | (beat_max > a_max), beat_max, a_max)
+        take = self.i.valid & self.i.ready
+        m.d.comb += [self.i.ready.eq(~xfull.bit_select(a_s, 1)), xwp.addr.eq(Cat(a_idx[:abits], a_s)),
+                     xwp.en.eq(take),
+                     xwp.data.eq(Cat(*(x.as_unsigned()[: fin.bits] for x in xs)))]
+        with m.If(take):
+            m.d.sync += [a_idx.eq(a_idx + 1), a_pos.eq(a_pos + u), a_max.eq(row_max)]
+            with m.If(a_idx == 0):
+                m.d.sync += a_n.eq(self.length)
+            with m.If(a_pos + u >= n_row):
+                m.d.comb += x_set.eq(1 << a_s)
+                m.d.sync += [a_idx.eq(0), a_pos.eq(0), x_n[a_s].eq(n_row), x_max[a_s].eq(row_max),
+                             a_s.eq(Mux(a_s == nx - 1, 0, a_s + 1))]
+
+        # --- B: exp + sum, then the row's divider ---------------------------------------------------
+        b_s = Signal(range(nx))  # the input buffer B reads next
+        e_w = Signal(range(ne))  # the exp buffer B writes next
+        e_count = Signal(range(ne + 1))  # exp buffers held (B started, C not finished)
+        e_inc, e_dec = Signal(), Signal()
+        m.d.sync += e_count.eq(e_count + e_inc - e_dec)
+        e_n = Array(Signal(n_shape, name=f"e_n{s}") for s in range(ne))
+        b_k = Signal(range(nd))  # the divider of B's row
+        b_n = Signal(n_shape)
+        b_max = Signal(fmt_shape(fin))
+        rd = Signal(range(depth + 1))  # next word to read
+        rd_valid = Signal()  # the read port holds word rd - 1
+        b_idx = Signal(range(depth + 1))  # the next exp result's word
+        b_pos = Signal(n_shape)
         total = Signal(self._sum_width())
-        recip = Signal(SOFTMAX_RECIP_BITS + 1)
 
-        def lanes_of(value, bits):
-            return [value.word_select(j, word)[:bits] for j in range(u)]
-
-        m.d.comb += [div.o.ready.eq(1), rp.addr.eq(0)]
-        m.d.comb += [div.i.payload.dividend.eq(1 << SOFTMAX_RECIP_BITS), div.i.payload.divisor.eq(total)]
-        for exp in exps:
-            m.d.comb += exp.o.ready.eq(1)
-
-        with m.FSM():
-            with m.State("LOAD"):
-                n_row = Mux(idx == 0, self.length, n)
-                xs = [self.i.payload[j] for j in range(u)]
-                # Lanes past the row's end take the smallest code: they never win the max.
-                masked = [Mux(_lane_valid(pos, j, n_row), x, fin.qmin) for j, x in enumerate(xs)]
-                beat_max = tree(masked, lambda a, b: Mux(b > a, b, a))
-                m.d.comb += [self.i.ready.eq(1), wp.addr.eq(idx), wp.en.eq(self.i.valid),
-                             wp.data.eq(sum((x.as_unsigned()[: fin.bits] << (j * word) for j, x in enumerate(xs)),
-                                            start=0))]
-                with m.If(self.i.valid):
-                    m.d.sync += [idx.eq(idx + 1), pos.eq(pos + u)]
-                    with m.If(idx == 0):
-                        m.d.sync += [n.eq(self.length), xmax.eq(beat_max)]
-                    with m.Elif(beat_max > xmax):
-                        m.d.sync += xmax.eq(beat_max)
-                    with m.If(pos + u >= n_row):
-                        m.d.sync += [idx.eq(0), pos.eq(0), rd.eq(0), rd_valid.eq(0), total.eq(0)]
-                        m.next = "EXP"
-            with m.State("EXP"):
+        m.d.comb += xrp.addr.eq(Cat(rd[:abits], b_s))
+        for div in divs:
+            m.d.comb += div.i.payload.divisor.eq(total)
+        with m.FSM(name="exp_fsm"):
+            with m.State("IDLE"):
+                with m.If(xfull.bit_select(b_s, 1) & (e_count < ne)):
+                    m.d.comb += e_inc.eq(1)
+                    m.d.sync += [b_n.eq(x_n[b_s]), b_max.eq(x_max[b_s]), e_n[e_w].eq(x_n[b_s]), rd.eq(0),
+                                 rd_valid.eq(0), b_idx.eq(0), b_pos.eq(0), total.eq(0)]
+                    m.next = "RUN"
+            with m.State("RUN"):
                 # Read word rd; one cycle later its lanes feed the exp units (always ready). Results
-                # come back in order and overwrite word idx < rd; lanes past the row are not summed.
-                words = (n + (u - 1)) // u
-                m.d.comb += rp.addr.eq(rd)
-                for exp, x in zip(exps, lanes_of(rp.data, fin.bits), strict=True):
-                    m.d.comb += [exp.i.valid.eq(rd_valid), exp.i.payload.eq(x.as_signed() - xmax)]
+                # come back in order into word b_idx of the exp buffer; lanes past the row are not summed.
+                words = (b_n + (u - 1)) // u
+                for exp, x in zip(exps, [xrp.data.word_select(j, fin.bits) for j in range(u)], strict=True):
+                    m.d.comb += [exp.i.valid.eq(rd_valid), exp.i.payload.eq(x.as_signed() - b_max)]
                 m.d.sync += rd_valid.eq(rd < words)
                 with m.If(rd < words):
                     m.d.sync += rd.eq(rd + 1)
                 es = [exp.o.payload for exp in exps]
-                beat_sum = tree([Mux(_lane_valid(pos, j, n), e, 0) for j, e in enumerate(es)], lambda a, b: a + b)
-                m.d.comb += [wp.addr.eq(idx), wp.en.eq(exps[0].o.valid),
-                             wp.data.eq(sum((e << (j * word) for j, e in enumerate(es)), start=0))]
+                beat_sum = tree([Mux(_lane_valid(b_pos, j, b_n), e, 0) for j, e in enumerate(es)], lambda a, b: a + b)
+                m.d.comb += [ewp.addr.eq(Cat(b_idx[:abits], e_w)), ewp.en.eq(exps[0].o.valid),
+                             ewp.data.eq(Cat(*(e.as_unsigned()[: fexp.bits] for e in es)))]
                 with m.If(exps[0].o.valid):
-                    m.d.sync += [total.eq(total + beat_sum), idx.eq(idx + 1), pos.eq(pos + u)]
-                    with m.If(pos + u >= n):
+                    m.d.sync += [total.eq(total + beat_sum), b_idx.eq(b_idx + 1), b_pos.eq(b_pos + u)]
+                    with m.If(b_pos + u >= b_n):
+                        m.d.comb += x_clr.eq(1 << b_s)
+                        m.d.sync += [b_s.eq(Mux(b_s == nx - 1, 0, b_s + 1)), e_w.eq(Mux(e_w == ne - 1, 0, e_w + 1))]
                         m.next = "DIVIDE"
             with m.State("DIVIDE"):
-                m.d.comb += div.i.valid.eq(1)
-                with m.If(div.i.ready):
-                    m.next = "RECIP"
-            with m.State("RECIP"):
-                with m.If(div.o.valid):
-                    m.d.sync += [recip.eq(div.o.payload.quotient), idx.eq(0), pos.eq(0)]
-                    m.next = "NORMALIZE"
-            with m.State("NORMALIZE"):
-                # The read port holds word idx: the address runs one step ahead on each transfer.
+                for k, div in enumerate(divs):
+                    m.d.comb += div.i.valid.eq(b_k == k)
+                with m.If(Array(div.i.ready for div in divs)[b_k]):
+                    m.d.sync += b_k.eq(Mux(b_k == nd - 1, 0, b_k + 1))
+                    m.next = "IDLE"
+
+        # --- C: normalize and output ----------------------------------------------------------------
+        c_s = Signal(range(ne))  # the exp buffer C reads
+        c_k = Signal(range(nd))
+        c_idx = Signal(range(depth + 1))
+        c_pos = Signal(n_shape)
+        c_n = Signal(n_shape)
+        recip = Signal(SOFTMAX_RECIP_BITS + 1)
+        m.d.comb += erp.addr.eq(Cat(c_idx[:abits], c_s))
+        with m.FSM(name="norm_fsm"):
+            with m.State("IDLE"):
+                # Word 0 of the row is on the read port by the time RUN starts.
+                m.d.comb += erp.addr.eq(Cat(Const(0, abits), c_s))
+                for k, div in enumerate(divs):
+                    m.d.comb += div.o.ready.eq(c_k == k)
+                with m.If(Array(div.o.valid for div in divs)[c_k]):
+                    m.d.sync += [recip.eq(Array(div.o.payload.quotient for div in divs)[c_k]), c_n.eq(e_n[c_s]),
+                                 c_idx.eq(0), c_pos.eq(0), c_k.eq(Mux(c_k == nd - 1, 0, c_k + 1))]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                # The read port holds word c_idx: the address runs one step ahead on each transfer.
                 step = out.i.ready
-                m.d.comb += rp.addr.eq(Mux(step, idx + 1, idx))
-                for j, e in enumerate(lanes_of(rp.data, fexp.bits)):
+                m.d.comb += erp.addr.eq(Cat(Mux(step, c_idx + 1, c_idx)[:abits], c_s))
+                for j in range(u):
+                    e = erp.data.word_select(j, fexp.bits)
                     m.d.comb += out.i.payload.data[j].eq(
                         saturate(round_shift(e * recip, SOFTMAX_RECIP_BITS - fout.frac), fout))
-                m.d.comb += [out.i.valid.eq(1), out.i.payload.first.eq(idx == 0),
-                             out.i.payload.last.eq(pos + u >= n)]
+                m.d.comb += [out.i.valid.eq(1), out.i.payload.first.eq(c_idx == 0),
+                             out.i.payload.last.eq(c_pos + u >= c_n)]
                 with m.If(step):
-                    m.d.sync += [idx.eq(idx + 1), pos.eq(pos + u)]
-                    with m.If(pos + u >= n):
-                        m.d.sync += [idx.eq(0), pos.eq(0)]
-                        m.next = "LOAD"
+                    m.d.sync += [c_idx.eq(c_idx + 1), c_pos.eq(c_pos + u)]
+                    with m.If(c_pos + u >= c_n):
+                        m.d.comb += e_dec.eq(1)
+                        m.d.sync += c_s.eq(Mux(c_s == ne - 1, 0, c_s + 1))
+                        m.next = "IDLE"
         return m
 
 

@@ -27,7 +27,8 @@ Per instruction (``rows = pe_rows``, ``lanes = pe_cols``, ``rw(c) = ceil(c / lan
   cycle, two bubbles per word read), plus the unit's latency. At ``unit_lanes = U > 1``: per row
   ``ceil(cols / U)`` transfers, back to back (the reader is pipelined), plus the unit's latency.
 * row-buffering units (``SOFTMAX``/``LAYERNORM``): a row is taken only after the previous one has
-  left: per row the read span, the unit's ``latency(cols)`` and its output pass (LayerNorm's output
+  left (``SOFTMAX`` at ``U > 1`` excepted: its rows overlap, :func:`softmax_row_schedule`): per row
+  the read span, the unit's ``latency(cols)`` and its output pass (LayerNorm's output
   waits on its parameter words: two bubbles per word; none at ``U > 1``, where the parameter reader
   is pipelined too and the pass is ``ceil(cols / U)`` transfers).
 * ``SELECT``: per token the two score-word reads, the fused-score divider (``FuseScore.latency``), the
@@ -39,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from vitforge.quant.nonlinear import SOFTMAX_RECIP_BITS
 from vitforge.quant.selector import MEAN_RECIP_BITS, PACKAGE_RECIP_BITS
 
 from .config import HwConfig
@@ -239,6 +241,64 @@ def buffering_cycles(cfg: HwConfig, rows: int, cols: int, latency: int, out_pass
     return last_in + latency + out_pass - 1 + ROW_TAIL_CYCLES
 
 
+def softmax_row_schedule(cfg: HwConfig, rows: int, cols: int) -> list[tuple[int, int]]:
+    """When each row passes through the pipelined softmax (``SoftmaxUnit`` at ``unit_lanes = U > 1``):
+    per row, the cycle its first transfer is taken and the cycle its last output leaves, counted from
+    the first row's first transfer, with the input always offered and ``o.ready`` high.
+
+    The unit's three stages (hw/nonlinear.py ``SoftmaxUnit._elaborate_lanes``), for row ``r`` of
+    ``W = ceil(cols / U)`` transfers: the load takes it into input buffer ``r % X`` once that buffer
+    is free (the exp stage finished row ``r - X``), one transfer per cycle; the exp stage starts it
+    (one idle cycle) once it is loaded, the stage has handed the row before to its divider and an exp
+    buffer is free (the output finished row ``r - E``), runs ``W + 1 + ExpUnit.latency`` cycles, then
+    hands the sum to divider ``r % D`` once that one's result for row ``r - D`` was taken; the output
+    stage takes the reciprocal when it is ready and it has finished row ``r - 1``, then streams ``W``
+    transfers through the output register. ``X, E, D``: ``SOFTMAX_X_SLOTS``, ``SOFTMAX_E_SLOTS``,
+    ``SOFTMAX_DIVIDERS``. In the steady state a row costs the largest of ``W + ExpUnit.latency + 3``
+    (the exp stage), ``(Divider latency + 1) / D`` and the exp buffers' ``1 / E`` of a row's stay.
+    """
+    from .nonlinear import SOFTMAX_DIVIDERS, SOFTMAX_E_SLOTS, SOFTMAX_X_SLOTS, ExpUnit
+
+    if cfg.unit_lanes < 2:
+        raise ValueError(f"softmax_row_schedule models unit_lanes > 1, not {cfg.unit_lanes}")
+    w = cfg.row_beats(cols)
+    divide = Divider.latency_for(SOFTMAX_RECIP_BITS + 1)
+    a_last, b_end, b_acc, c_take, c_end, out = [], [], [], [], [], []
+    for r in range(rows):
+        first = 0 if r == 0 else a_last[r - 1] + 1
+        if r >= SOFTMAX_X_SLOTS:
+            first = max(first, b_end[r - SOFTMAX_X_SLOTS] + 1)
+        a_last.append(first + w - 1)
+        start = a_last[r] + 1
+        if r >= 1:
+            start = max(start, b_acc[r - 1] + 1)
+        if r >= SOFTMAX_E_SLOTS:
+            start = max(start, c_end[r - SOFTMAX_E_SLOTS] + 1)
+        b_end.append(start + 1 + w + ExpUnit.latency)
+        acc = b_end[r] + 1
+        if r >= SOFTMAX_DIVIDERS:
+            acc = max(acc, c_take[r - SOFTMAX_DIVIDERS] + 1)
+        b_acc.append(acc)
+        take = acc + divide
+        if r >= 1:
+            take = max(take, c_end[r - 1] + 1)
+        c_take.append(take)
+        c_end.append(take + w)
+        out.append((first, c_end[r] + 1))
+    return out
+
+
+def softmax_cycles(cfg: HwConfig, rows: int, cols: int) -> int:
+    """Cycles of a ``SOFTMAX`` over ``rows x cols`` (resolved) on the pipelined softmax
+    (``unit_lanes > 1``, :func:`softmax_row_schedule`); no rows: as :func:`buffering_cycles`."""
+    from .nonlinear import SoftmaxUnit
+
+    if rows < 1:
+        return buffering_cycles(cfg, rows, cols, SoftmaxUnit.latency(cols, cfg.unit_lanes), cfg.row_beats(cols))
+    last_out = softmax_row_schedule(cfg, rows, cols)[-1][1]
+    return 1 + ROW_START_CYCLES + last_out + ROW_TAIL_CYCLES
+
+
 def layernorm_out_pass(cfg: HwConfig, cols: int) -> int:
     """Cycles of LayerNorm's output pass over a row: one per transfer, waiting on its parameter words
     (at ``unit_lanes > 1`` they are read ahead)."""
@@ -282,5 +342,5 @@ def store_cycles(cfg: HwConfig, timing: PortTiming, port: str, words: int) -> in
 
 __all__ = ["DEFAULT_READ_LATENCY", "PORTS", "START_CYCLES", "PortTiming", "add_cycles", "buffering_cycles",
            "count", "dim", "gemm_busy_cycles", "gemm_cycles", "layernorm_out_pass", "load_cycles",
-           "load_transfer_cycles", "port_timing", "reads_per_block", "select_cycles", "store_cycles",
-           "streaming_cycles"]
+           "load_transfer_cycles", "port_timing", "reads_per_block", "select_cycles", "softmax_cycles",
+           "softmax_row_schedule", "store_cycles", "streaming_cycles"]

@@ -141,9 +141,10 @@ def streaming(latency: int) -> Callable:
 def _softmax_cycles(cfg, ins, tokens, pruned):
     from .nonlinear import SoftmaxUnit
 
-    cols = timing.dim(ins.cols, tokens)
-    return timing.buffering_cycles(cfg, timing.dim(ins.rows, tokens), cols, SoftmaxUnit.latency(cols, cfg.unit_lanes),
-                                   cfg.row_beats(cols))
+    cols, rows = timing.dim(ins.cols, tokens), timing.dim(ins.rows, tokens)
+    if cfg.unit_lanes > 1:  # the rows overlap in the unit's pipeline
+        return timing.softmax_cycles(cfg, rows, cols)
+    return timing.buffering_cycles(cfg, rows, cols, SoftmaxUnit.latency(cols, cfg.unit_lanes), cfg.row_beats(cols))
 
 
 def _layernorm_cycles(cfg, ins, tokens, pruned):

@@ -8,12 +8,14 @@ the lanes, a multiple, the longest.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 
 import pytest
 import torch
 
+from vitforge.hw import timing
 from vitforge.hw.config import get_preset
 from vitforge.hw.nonlinear import ElementwiseLanes, GeluUnit, LayerNormUnit, SigmoidUnit, SoftmaxUnit
 from vitforge.quant.fixed import REQUANT_MULT_BITS, int_format
@@ -67,7 +69,10 @@ def test_elementwise_lanes_every_code(name: str, lanes: int) -> None:
     assert unit.latency == GeluUnit.latency
 
 
-def _softmax(unit: SoftmaxUnit, rows: list[list[int]], seed: int = 9) -> list[tuple[list[int], int, int]]:
+def _softmax(unit: SoftmaxUnit, rows: list[list[int]], seed: int = 9, *, p_idle: float = 0.2, p_stall: float = 0.3,
+             row_gap: int = 0) -> list[tuple[list[int], int, int]]:
+    """``rows`` through ``unit``: random idle cycles before the input beats (``p_idle``), and up to
+    ``row_gap`` idle cycles between rows; the output stalled at random (``p_stall``)."""
     rng = random.Random(seed)
     fin = NUM.softmax_in
     beats = [_beats(row, unit.lanes, rng, fin.qmin, fin.qmax) for row in rows]
@@ -76,26 +81,20 @@ def _softmax(unit: SoftmaxUnit, rows: list[list[int]], seed: int = 9) -> list[tu
     async def producer(ctx):
         prng = random.Random(seed + 2)
         for row, row_beats in zip(rows, beats, strict=True):
+            for _ in range(prng.randint(0, row_gap)):
+                await ctx.tick()
             ctx.set(unit.length, len(row))
-            await send(ctx, unit.i, row_beats, rng=prng, p_idle=0.2)
+            await send(ctx, unit.i, row_beats, rng=prng, p_idle=p_idle)
 
     async def consumer(ctx):
-        got.extend(await recv(ctx, unit.o, sum(map(len, beats)), rng=random.Random(seed + 1), p_stall=0.3,
+        got.extend(await recv(ctx, unit.o, sum(map(len, beats)), rng=random.Random(seed + 1), p_stall=p_stall,
                               convert=lambda p: (list(p.data), p.first, p.last)))
 
     simulate(unit, producer, consumer)
     return got
 
 
-@pytest.mark.parametrize("lanes", [2, 4, 8])
-def test_softmax_lanes_rows(lanes: int) -> None:
-    max_len = 21
-    unit = SoftmaxUnit(numerics=NUM, max_len=max_len, lanes=lanes)
-    rng = random.Random(40 + lanes)
-    lo, hi = NUM.softmax_in.qmin, NUM.softmax_in.qmax
-    rows = [[hi] + [lo] * (max_len - 1), [lo] * (lanes + 1)]
-    rows += [[rng.randint(lo, hi) for _ in range(n)] for n in _lengths(rng, lanes, max_len)]
-    got = _softmax(unit, rows)
+def _check_softmax(got: list, rows: list[list[int]], lanes: int) -> None:
     values, markers, want, want_markers = [], [], [], []
     k = 0
     for row in rows:
@@ -109,6 +108,84 @@ def test_softmax_lanes_rows(lanes: int) -> None:
         want += int_softmax(torch.tensor(row), NUM.softmax_in, NUM.softmax_out, NUM.exp_out).tolist()
     assert (msg := describe_mismatch(values, want, "probability")) is None, msg
     assert (msg := describe_mismatch(markers, want_markers, "(first, last)")) is None, msg
+
+
+def _softmax_rows(lanes: int, max_len: int, seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    lo, hi = NUM.softmax_in.qmin, NUM.softmax_in.qmax
+    rows = [[hi] + [lo] * (max_len - 1), [lo] * (lanes + 1)]
+    return rows + [[rng.randint(lo, hi) for _ in range(n)] for n in _lengths(rng, lanes, max_len)]
+
+
+@pytest.mark.parametrize("lanes", [2, 4, 8])
+def test_softmax_lanes_rows(lanes: int) -> None:
+    max_len = 21
+    unit = SoftmaxUnit(numerics=NUM, max_len=max_len, lanes=lanes)
+    rows = _softmax_rows(lanes, max_len, 40 + lanes)
+    _check_softmax(_softmax(unit, rows), rows, lanes)
+
+
+@pytest.mark.parametrize(("lanes", "max_len", "traffic"), [
+    (2, 21, "back_to_back"), (4, 16, "back_to_back"), (8, 197, "back_to_back"),
+    (2, 9, "gaps"), (4, 21, "gaps"), (8, 40, "gaps"),
+    (4, 21, "stalled"), (8, 21, "stalled"),
+])
+def test_softmax_lanes_pipelined_rows(lanes: int, max_len: int, traffic: str) -> None:
+    """The overlapped rows: input back to back, with gaps between rows, or the output mostly stalled
+    (every buffer fills and the stages wait on each other), rows of many lengths, exact."""
+    unit = SoftmaxUnit(numerics=NUM, max_len=max_len, lanes=lanes)
+    rows = _softmax_rows(lanes, max_len, 70 + lanes + max_len)
+    kwargs = {"back_to_back": {"p_idle": 0.0, "p_stall": 0.0}, "gaps": {"p_idle": 0.1, "p_stall": 0.2, "row_gap": 60},
+              "stalled": {"p_idle": 0.0, "p_stall": 0.9}}[traffic]
+    _check_softmax(_softmax(unit, rows, seed=lanes + max_len, **kwargs), rows, lanes)
+
+
+@pytest.mark.parametrize(("lanes", "n"), [(2, 1), (2, 21), (4, 5), (4, 16), (8, 3), (8, 197), (8, 138), (8, 68)])
+def test_softmax_lanes_schedule_is_exact(lanes: int, n: int) -> None:
+    """Rows back to back, ``o.ready`` high: each row's first transfer taken and last output sent on
+    the cycles :func:`vitforge.hw.timing.softmax_row_schedule` gives."""
+    rows = 9  # more rows than the unit has buffers or dividers
+    unit = SoftmaxUnit(numerics=NUM, max_len=max(n, 2 * lanes), lanes=lanes)
+    rng = random.Random(n * lanes)
+    fin = NUM.softmax_in
+    beats = [b for _ in range(rows)
+             for b in _beats([rng.randint(fin.qmin, fin.qmax) for _ in range(n)], lanes, rng, fin.qmin, fin.qmax)]
+    per_row = -(-n // lanes)
+    firsts: list[int] = []
+    lasts: list[int] = []
+
+    async def tb(ctx):
+        ctx.set(unit.length, n)
+        ctx.set(unit.o.ready, 1)
+        k, cycle = 0, 0
+        while len(lasts) < rows and cycle < 100_000:
+            if k < len(beats):
+                ctx.set(unit.i.payload, beats[k])
+            ctx.set(unit.i.valid, k < len(beats))
+            if k < len(beats) and ctx.get(unit.i.ready):
+                if k % per_row == 0:
+                    firsts.append(cycle)
+                k += 1
+            if ctx.get(unit.o.valid) and ctx.get(unit.o.payload.last):
+                lasts.append(cycle)
+            await ctx.tick()
+            cycle += 1
+
+    simulate(unit, tb)
+    cfg = dataclasses.replace(get_preset("zcu102"), unit_lanes=lanes)  # lanes divisible by 2, 4, 8
+    assert list(zip(firsts, lasts, strict=True)) == timing.softmax_row_schedule(cfg, rows, n)
+    # The steady state overlaps the rows: far fewer cycles per row than the passes one after another.
+    serial = 2 * per_row + SoftmaxUnit.latency(n, lanes)
+    assert lasts[-1] - lasts[-2] < serial
+
+
+def test_softmax_cycles_overlap_rows() -> None:
+    cfg = dataclasses.replace(get_preset("zcu102"), unit_lanes=8)
+    w = cfg.row_beats(197)
+    serial = timing.buffering_cycles(cfg, 6 * 197, 197, SoftmaxUnit.latency(197, 8), w)
+    assert timing.softmax_cycles(cfg, 6 * 197, 197) < serial / 3
+    with pytest.raises(ValueError, match="unit_lanes > 1, not 1"):
+        timing.softmax_row_schedule(dataclasses.replace(cfg, unit_lanes=1), 2, 197)
 
 
 @pytest.mark.parametrize("lanes", [1, 4])
