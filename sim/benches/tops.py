@@ -11,7 +11,7 @@ from vitforge.hw.config import HwConfig
 from vitforge.hw.nonlinear import GeluUnit, LayerNormUnit, SigmoidUnit, SoftmaxUnit
 from vitforge.hw.selector import TokenMean, TokenSelector
 
-__all__ = ["NonlinearTop", "SelectorTop"]
+__all__ = ["NonlinearTop", "SelectorTop", "SoftmaxLanesTop"]
 
 
 class _Side(wiring.Component):
@@ -51,6 +51,14 @@ class NonlinearTop(_Side):
             "softmax": SoftmaxUnit(numerics=num, max_len=config.max_tokens),
             "ln": LayerNormUnit(numerics=num, max_dim=config.max_embed_dim),
         })
+
+
+class SoftmaxLanesTop(_Side):
+    """The softmax at ``unit_lanes`` elements per transfer (rows up to ``max_tokens``): its pipelined rows."""
+
+    def __init__(self, *, config: HwConfig):
+        super().__init__({"softmax": SoftmaxUnit(numerics=config.numerics, max_len=config.max_tokens,
+                                                 lanes=config.unit_lanes)})
 
 
 class SelectorTop(_Side):
