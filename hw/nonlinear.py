@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Shape
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -583,8 +584,59 @@ class SoftmaxUnit(wiring.Component):
         return m
 
 
+class _RowRoundRobin(wiring.Component):
+    """``copies`` instances of a one-at-a-time stream block (``make()``: ``i``/``o`` streams, an input
+    taken only while idle, the output held until taken), given rows in turn, with a tag carried beside.
+
+    Ports: ``i``: stream of ``{data: in_shape, tag}``; ``o``: stream of ``{data: out_shape, tag}``, in
+    the order of ``i``. Row ``r`` goes to instance ``r mod copies`` when it is idle and leaves when
+    it is done and the rows before it have left (no cycle added on either side).
+    """
+
+    def __init__(self, make: Callable[[], wiring.Component], copies: int, in_shape, out_shape, tag_shape):
+        check_int(self, "copies", copies, 1)
+        self._make, self._copies, self._tag = make, copies, tag_shape
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({"data": in_shape, "tag": tag_shape}))),
+            "o": Out(stream.Signature(data.StructLayout({"data": out_shape, "tag": tag_shape}))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        blocks = []
+        for k in range(self._copies):
+            blk = self._make()
+            m.submodules[f"copy{k}"] = blk
+            blocks.append(blk)
+        tags = [Signal(self._tag, name=f"tag{k}") for k in range(self._copies)]
+        p_in, p_out = Signal(range(self._copies)), Signal(range(self._copies))
+        last = self._copies - 1
+        for k, blk in enumerate(blocks):
+            here_in, here_out = p_in == k, p_out == k
+            m.d.comb += [blk.i.valid.eq(self.i.valid & here_in), blk.i.payload.eq(self.i.payload.data),
+                         blk.o.ready.eq(self.o.ready & here_out)]
+            with m.If(here_in):
+                m.d.comb += self.i.ready.eq(blk.i.ready)
+                with m.If(self.i.valid & blk.i.ready):
+                    m.d.sync += [tags[k].eq(self.i.payload.tag), p_in.eq(0 if k == last else k + 1)]
+            with m.If(here_out):
+                m.d.comb += [self.o.valid.eq(blk.o.valid), self.o.payload.data.eq(blk.o.payload),
+                             self.o.payload.tag.eq(tags[k])]
+                with m.If(self.o.ready & blk.o.valid):
+                    m.d.sync += p_out.eq(0 if k == last else k + 1)
+        return m
+
+
 #: Width of LayerNorm's beta codes (int32, like a GEMM bias).
 LN_BETA_BITS = 32
+#: LayerNorm at ``lanes > 1``: square roots and reciprocal dividers, taking rows in turn (two keep the
+#: divider's period, ``(LN_RECIP_BITS + 3) / 2`` cycles a row, under a row of 192 at 8 lanes).
+LN_PIPE_COPIES = 2
+#: LayerNorm at ``lanes > 1``: row slots in the buffer (a row holds its slot from its first input to its
+#: last output: at the divider's period, about two load passes and the square root and reciprocal).
+LN_ROW_SLOTS = 6
+#: LayerNorm at ``lanes > 1``: one-row registers from the load to the square root (``T1..T4``).
+LN_VAR_STAGES = 4
 
 
 class LayerNormUnit(wiring.Component):
@@ -605,10 +657,18 @@ class LayerNormUnit(wiring.Component):
         params: stream of ``{gamma: int8, beta: int32}``, one per output element, in order.
         o: stream of :func:`row_layout` (``act_bits``-bit codes, saturated) with ``first``/``last``.
 
-    Passes per row: load with the sum (``D`` cycles), ``V = sum(c**2)`` (``D + 1``), isqrt and
-    one reciprocal (:class:`Isqrt`, :class:`Divider`), then one output per cycle while ``params``
-    is valid and ``o`` is ready. A row is accepted only after the previous one has left;
-    :meth:`latency` gives the cycles from a row's last input to its first output.
+    Passes per row at ``lanes == 1``: load with the sum (``D`` cycles), ``V = sum(c**2)``
+    (``D + 1``), isqrt and one reciprocal (:class:`Isqrt`, :class:`Divider`), then one output per
+    cycle while ``params`` is valid and ``o`` is ready. A row is accepted only after the previous
+    one has left; :meth:`latency` gives the cycles from a row's last input to its first output.
+
+    At ``lanes > 1`` rows overlap: a row is loaded (``sum(x)`` and ``sum(x**2)``, one transfer per
+    cycle) while the rows before it are in the variance registers, the square roots, the
+    reciprocals (:data:`LN_PIPE_COPIES` of each, by row in turn) or the output pass, in up to
+    :data:`LN_ROW_SLOTS` row slots; ``V = n (n sum(x**2) - sum(x)**2)`` equals ``sum(c**2)``, so the
+    result is the same integer for integer. ``length`` is sampled with each row's first transfer;
+    ``eps_q``, ``mult`` and ``shift`` must then stay stable while any row is in the unit. The cycles
+    of each row: :func:`vitforge.hw.timing.layernorm_pipeline_times` with :meth:`pipeline_for`.
     """
 
     def __init__(self, *, numerics: NumericsConfig = DEFAULT_NUMERICS, max_dim: int, lanes: int = 1):
@@ -659,11 +719,29 @@ class LayerNormUnit(wiring.Component):
     @staticmethod
     def latency_for(numerics: NumericsConfig, max_dim: int, n: int, lanes: int = 1) -> int:
         """:meth:`latency` of a unit for ``numerics``, ``max_dim`` and ``lanes`` on rows of ``n`` (no
-        elaboration)."""
+        elaboration); at ``lanes > 1``, of a row that finds the unit empty."""
         sqrt_width = LayerNormUnit.var_width_for(numerics, max_dim) + 1
         sqrt = Isqrt.latency_for(sqrt_width)
         div = Divider.latency_for(LN_RECIP_BITS + 1)
+        if lanes > 1:
+            from .timing import layernorm_pipeline_times
+
+            pipe = LayerNormUnit.pipeline_for(numerics, max_dim)
+            out_latency = pipe.pop("out_latency")
+            beats = -(-n // lanes)
+            first, _ = layernorm_pipeline_times([beats], **pipe)[0]
+            return first - (beats - 1) + out_latency
         return (-(-n // lanes) + 2) + (sqrt + 1) + (div + 1) + 1 + PipelineRegister.latency
+
+    @staticmethod
+    def pipeline_for(numerics: NumericsConfig, max_dim: int) -> dict[str, int]:
+        """The stages of a unit at ``lanes > 1`` as :func:`vitforge.hw.timing.layernorm_pipeline_cycles`
+        takes them: ``var_stages``, ``sqrt_latency``, ``div_latency``, ``copies``, ``slots``,
+        ``out_latency`` (no elaboration)."""
+        return {"var_stages": LN_VAR_STAGES,
+                "sqrt_latency": Isqrt.latency_for(LayerNormUnit.var_width_for(numerics, max_dim) + 1),
+                "div_latency": Divider.latency_for(LN_RECIP_BITS + 1), "copies": LN_PIPE_COPIES,
+                "slots": LN_ROW_SLOTS, "out_latency": PipelineRegister.latency}
 
     def elaborate(self, platform):
         if self._lanes > 1:
@@ -756,101 +834,163 @@ class LayerNormUnit(wiring.Component):
         return m
 
     def _elaborate_lanes(self):
-        """``lanes`` elements per transfer: the same passes over words of ``lanes`` elements."""
+        """``lanes`` elements per transfer, rows overlapped (see :meth:`pipeline_for`).
+
+        Stages, each holding one row and handing it on by ``valid``/``ready``: the load (``sum(x)``
+        and ``sum(x**2)`` over the row's words, written to the next free row slot), ``T1`` (the
+        row's ``n``, sums; ``sqrt(D)`` ROM address), ``T2`` (``n Q``, ``S**2``, the ROM word),
+        ``T3`` (``n Q - S**2``), ``T4`` (``V = n (n Q - S**2) + eps_q``, equal to ``sum(c**2) + eps_q``),
+        the square roots and then the reciprocal dividers (:data:`LN_PIPE_COPIES` of each, by row in
+        turn), ``G`` (``g``), and the output pass over the row's slot, which frees the slot with
+        the row's last transfer.
+        """
         m = Module()
         fmt, dmax, u = self._fmt, self._max_dim, self._lanes
+        slots, copies = LN_ROW_SLOTS, LN_PIPE_COPIES
         depth = -(-dmax // u)
+        idx_shape = range(depth)
+        idx_bits = Shape.cast(idx_shape).width
         n_shape = range(dmax + 1)
         pos_shape = range(dmax + u)
+        s_shape = signed((dmax * -fmt.qmin).bit_length() + 1)
+        q_shape = unsigned(max(1, (dmax * max(fmt.qmin * fmt.qmin, fmt.qmax * fmt.qmax)).bit_length()))
 
-        m.submodules.mem = mem = Memory(shape=unsigned(fmt.bits * u), depth=depth, init=[])
+        m.submodules.mem = mem = Memory(shape=unsigned(fmt.bits * u), depth=slots << idx_bits, init=[])
         wp, rp = mem.write_port(), mem.read_port(transparent_for=())
         sqrt_d = [0] + [layernorm_sqrt_d(d) for d in range(1, dmax + 1)]
-        m.submodules.sqrt_d = sqrt_rom = Memory(shape=unsigned(max(sqrt_d).bit_length()), depth=dmax + 1,
-                                                init=sqrt_d)
+        sd_shape = unsigned(max(sqrt_d).bit_length())
+        m.submodules.sqrt_d = sqrt_rom = Memory(shape=sd_shape, depth=dmax + 1, init=sqrt_d)
         sqrt_rp = sqrt_rom.read_port(transparent_for=())
-        m.submodules.isqrt = isqrt = Isqrt(width=self.var_width + 1)
-        m.submodules.div = div = Divider(dividend_width=LN_RECIP_BITS + 1, divisor_width=isqrt.result_width)
+        sq_width = self.var_width + 1
+        sq_res = (sq_width + 1) // 2
+        tag = data.StructLayout({"n": n_shape, "total": s_shape, "sqrt_d": sd_shape})
+        m.submodules.isqrt = isqrt = _RowRoundRobin(lambda: Isqrt(width=sq_width), copies, unsigned(sq_width),
+                                                    unsigned(sq_res), tag)
+        div_in = data.StructLayout({"dividend": unsigned(LN_RECIP_BITS + 1), "divisor": unsigned(sq_res)})
+        div_out = data.StructLayout({"quotient": unsigned(LN_RECIP_BITS + 1)})
+        m.submodules.div = div = _RowRoundRobin(
+            lambda: Divider(dividend_width=LN_RECIP_BITS + 1, divisor_width=sq_res), copies, div_in, div_out, tag)
         m.submodules.out = out = PipelineRegister(row_layout(fmt, u))
         wiring.connect(m, out.o, wiring.flipped(self.o))
 
-        n = Signal(n_shape)
-        total = Signal(signed((dmax * -fmt.qmin).bit_length() + 1))
-        var = Signal(self.var_width)
-        rd = Signal(range(depth + 1))
-        rd_valid = Signal()
-        idx = Signal(range(depth + 1))
-        pos = Signal(pos_shape)  # the first element of the word being loaded, squared or normalized
-        s = Signal(isqrt.result_width)
-        g = Signal(LN_RECIP_BITS + 1 + sqrt_rp.data.shape().width)
+        # --- load: one transfer per cycle into the next free slot --------------------------------
+        l_pos, l_idx = Signal(pos_shape), Signal(idx_shape)
+        l_n, l_total, l_sq = Signal(n_shape), Signal(s_shape), Signal(q_shape)
+        l_slot, occupied = Signal(range(slots)), Signal(range(slots + 1))
+        # T1..T4: the row token on its way to the square root.
+        t_valid = [Signal(name=f"t{k}_valid") for k in range(1, 5)]
+        t1_n, t1_total, t1_sq = Signal(n_shape), Signal(s_shape), Signal(q_shape)
+        t2_n, t2_total, t2_sd = Signal(n_shape), Signal(s_shape), Signal(sd_shape)
+        t2_nq = Signal(unsigned(Shape.cast(n_shape).width + q_shape.width))
+        t2_ss = Signal(unsigned(2 * s_shape.width))
+        t3_n, t3_total, t3_sd = Signal(n_shape), Signal(s_shape), Signal(sd_shape)
+        t3_d = Signal(unsigned(len(t2_nq)))
+        t4_v = Signal(sq_width)
+        t4_tag = Signal(tag)
+        # G: the row's g, read by the output pass; the output pass's position and slot.
+        g_valid, g_n, g_total = Signal(), Signal(n_shape), Signal(s_shape)
+        g = Signal(LN_RECIP_BITS + 1 + sd_shape.width)
+        o_pos, o_idx, o_slot = Signal(pos_shape), Signal(idx_shape), Signal(range(slots))
 
+        def next_slot(slot):
+            return Mux(slot == slots - 1, 0, slot + 1)
+
+        step = g_valid & out.i.ready & self.params.valid
+        o_last = o_pos + u >= g_n
+        freed = step & o_last
+
+        first = l_pos == 0
+        n_row = Mux(first, self.length, l_n)
+        last = l_pos + u >= n_row
+        ins = [self.i.payload[j] for j in range(u)]
+        keep = [_lane_valid(l_pos, j, n_row) for j in range(u)]
+        beat_sum = tree([Mux(k, x, 0) for k, x in zip(keep, ins, strict=True)], lambda a, b: a + b)
+        beat_sq = tree([Mux(k, x * x, 0) for k, x in zip(keep, ins, strict=True)], lambda a, b: a + b)
+        total_new = Mux(first, 0, l_total) + beat_sum
+        sq_new = Mux(first, 0, l_sq) + beat_sq
+
+        # ready of each T stage: empty, or handing its row on in this cycle
+        t_ready = [Signal(name=f"t{k}_ready") for k in range(1, 5)]
+        m.d.comb += t_ready[3].eq(~t_valid[3] | isqrt.i.ready)
+        for k in (2, 1, 0):
+            m.d.comb += t_ready[k].eq(~t_valid[k] | t_ready[k + 1])
+        take = [t_valid[k - 1] & t_ready[k] for k in range(1, 4)]  # T(k) -> T(k+1)
+
+        fire = Signal()
+        m.d.comb += [
+            self.i.ready.eq(Mux(first, occupied < slots, 1) & Mux(last, t_ready[0], 1)),
+            fire.eq(self.i.valid & self.i.ready),
+            wp.addr.eq(Cat(l_idx, l_slot)), wp.data.eq(self.i.payload.as_value()), wp.en.eq(fire),
+        ]
+        t1_load = fire & last
+        with m.If(fire):
+            m.d.sync += [l_pos.eq(l_pos + u), l_idx.eq(l_idx + 1), l_total.eq(total_new), l_sq.eq(sq_new)]
+            with m.If(first):
+                m.d.sync += l_n.eq(self.length)
+            with m.If(last):
+                m.d.sync += [l_pos.eq(0), l_idx.eq(0), l_slot.eq(next_slot(l_slot))]
+        m.d.sync += occupied.eq(occupied + (fire & first) - freed)
+
+        # --- T1..T4: V = n (n Q - S**2) + eps_q -------------------------------------------------
+        m.d.comb += sqrt_rp.addr.eq(Mux(t1_load, n_row, t1_n))  # its word is read while the row sits in T1
+        with m.If(t_ready[0]):
+            m.d.sync += t_valid[0].eq(t1_load)
+        with m.If(t1_load):
+            m.d.sync += [t1_n.eq(n_row), t1_total.eq(total_new), t1_sq.eq(sq_new)]
+        with m.If(t_ready[1]):
+            m.d.sync += t_valid[1].eq(t_valid[0])
+        with m.If(take[0]):
+            m.d.sync += [t2_n.eq(t1_n), t2_total.eq(t1_total), t2_sd.eq(sqrt_rp.data),
+                         t2_nq.eq(t1_n * t1_sq), t2_ss.eq((t1_total * t1_total).as_unsigned())]
+        with m.If(t_ready[2]):
+            m.d.sync += t_valid[2].eq(t_valid[1])
+        with m.If(take[1]):
+            m.d.sync += [t3_n.eq(t2_n), t3_total.eq(t2_total), t3_sd.eq(t2_sd), t3_d.eq(t2_nq - t2_ss)]
+        with m.If(t_ready[3]):
+            m.d.sync += t_valid[3].eq(t_valid[2])
+        with m.If(take[2]):
+            m.d.sync += [t4_v.eq(t3_n * t3_d + self.eps_q), t4_tag.n.eq(t3_n), t4_tag.total.eq(t3_total),
+                         t4_tag.sqrt_d.eq(t3_sd)]
+
+        # --- square root, reciprocal, g -----------------------------------------------------------
+        s_raw = isqrt.o.payload.data
+        m.d.comb += [
+            isqrt.i.valid.eq(t_valid[3]), isqrt.i.payload.data.eq(t4_v), isqrt.i.payload.tag.eq(t4_tag),
+            div.i.valid.eq(isqrt.o.valid), isqrt.o.ready.eq(div.i.ready),
+            div.i.payload.data.dividend.eq(1 << LN_RECIP_BITS),
+            div.i.payload.data.divisor.eq(Mux(s_raw == 0, 1, s_raw)),
+            div.i.payload.tag.eq(isqrt.o.payload.tag),
+            div.o.ready.eq(~g_valid | freed),
+        ]
+        with m.If(div.o.valid & div.o.ready):
+            dtag = div.o.payload.tag
+            m.d.sync += [g_valid.eq(1), g_n.eq(dtag.n), g_total.eq(dtag.total),
+                         g.eq(round_shift(div.o.payload.data.quotient * dtag.sqrt_d, LN_SQRT_FRAC))]
+        with m.Elif(freed):
+            m.d.sync += g_valid.eq(0)
+
+        # --- output pass over the row's slot ------------------------------------------------------
+        rd_idx, rd_slot = Signal(idx_shape), Signal(range(slots))
+        m.d.comb += [rd_idx.eq(o_idx), rd_slot.eq(o_slot), rp.addr.eq(Cat(rd_idx, rd_slot))]
+        with m.If(step):
+            m.d.comb += rd_idx.eq(o_idx + 1)
+            with m.If(o_last):
+                m.d.comb += [rd_idx.eq(0), rd_slot.eq(next_slot(o_slot))]
         xs = [rp.data.word_select(j, fmt.bits).as_signed() for j in range(u)]
-        cs = [n * x - total for x in xs]  # D x - sum(x), exact, per lane
-        m.d.comb += [rp.addr.eq(0), sqrt_rp.addr.eq(n), isqrt.o.ready.eq(1), div.o.ready.eq(1),
-                     isqrt.i.payload.eq(var + self.eps_q),
-                     div.i.payload.dividend.eq(1 << LN_RECIP_BITS), div.i.payload.divisor.eq(s)]
-
-        with m.FSM():
-            with m.State("LOAD"):
-                n_row = Mux(idx == 0, self.length, n)
-                ins = [self.i.payload[j] for j in range(u)]
-                beat_sum = tree([Mux(_lane_valid(pos, j, n_row), x, 0) for j, x in enumerate(ins)],
-                                lambda a, b: a + b)
-                m.d.comb += [self.i.ready.eq(1), wp.addr.eq(idx), wp.en.eq(self.i.valid),
-                             wp.data.eq(self.i.payload.as_value())]
-                with m.If(self.i.valid):
-                    m.d.sync += [idx.eq(idx + 1), pos.eq(pos + u), total.eq(total + beat_sum)]
-                    with m.If(idx == 0):
-                        m.d.sync += [n.eq(self.length), total.eq(beat_sum)]
-                    with m.If(pos + u >= n_row):
-                        m.d.sync += [idx.eq(0), pos.eq(0), rd.eq(0), rd_valid.eq(0), var.eq(0)]
-                        m.next = "VARIANCE"
-            with m.State("VARIANCE"):
-                words = (n + (u - 1)) // u
-                m.d.comb += rp.addr.eq(rd)
-                m.d.sync += rd_valid.eq(rd < words)
-                with m.If(rd < words):
-                    m.d.sync += rd.eq(rd + 1)
-                with m.If(rd_valid):
-                    squares = [Mux(_lane_valid(pos, j, n), c * c, 0) for j, c in enumerate(cs)]
-                    m.d.sync += [var.eq(var + tree(squares, lambda a, b: a + b)), pos.eq(pos + u)]
-                with m.Elif(rd == words):
-                    m.d.sync += pos.eq(0)
-                    m.next = "SQRT"
-            with m.State("SQRT"):
-                m.d.comb += isqrt.i.valid.eq(1)
-                with m.If(isqrt.i.ready):
-                    m.next = "SQRT_WAIT"
-            with m.State("SQRT_WAIT"):
-                with m.If(isqrt.o.valid):
-                    m.d.sync += s.eq(Mux(isqrt.o.payload == 0, 1, isqrt.o.payload))
-                    m.next = "DIVIDE"
-            with m.State("DIVIDE"):
-                m.d.comb += div.i.valid.eq(1)
-                with m.If(div.i.ready):
-                    m.next = "DIVIDE_WAIT"
-            with m.State("DIVIDE_WAIT"):
-                with m.If(div.o.valid):
-                    m.d.sync += [g.eq(round_shift(div.o.payload.quotient * sqrt_rp.data, LN_SQRT_FRAC)),
-                                 idx.eq(0), pos.eq(0)]
-                    m.next = "NORMALIZE"
-            with m.State("NORMALIZE"):
-                step = out.i.ready & self.params.valid
-                m.d.comb += rp.addr.eq(Mux(step, idx + 1, idx))
-                for j, c in enumerate(cs):
-                    prm = self.params.payload[j]
-                    norm = round_shift(c * g, LN_RECIP_BITS - LN_NORM_FRAC)
-                    acc = norm * prm.gamma + prm.beta
-                    m.d.comb += out.i.payload.data[j].eq(saturate(round_shift(acc * self.mult, self.shift), fmt))
-                m.d.comb += [
-                    self.params.ready.eq(out.i.ready),
-                    out.i.valid.eq(self.params.valid),
-                    out.i.payload.first.eq(idx == 0),
-                    out.i.payload.last.eq(pos + u >= n),
-                ]
-                with m.If(step):
-                    m.d.sync += [idx.eq(idx + 1), pos.eq(pos + u)]
-                    with m.If(pos + u >= n):
-                        m.d.sync += [idx.eq(0), pos.eq(0)]
-                        m.next = "LOAD"
+        for j, x in enumerate(xs):
+            c = g_n * x - g_total  # D x - sum(x), exact
+            prm = self.params.payload[j]
+            norm = round_shift(c * g, LN_RECIP_BITS - LN_NORM_FRAC)
+            acc = norm * prm.gamma + prm.beta
+            m.d.comb += out.i.payload.data[j].eq(saturate(round_shift(acc * self.mult, self.shift), fmt))
+        m.d.comb += [
+            self.params.ready.eq(g_valid & out.i.ready),
+            out.i.valid.eq(g_valid & self.params.valid),
+            out.i.payload.first.eq(o_idx == 0),
+            out.i.payload.last.eq(o_last),
+        ]
+        with m.If(step):
+            m.d.sync += [o_pos.eq(o_pos + u), o_idx.eq(o_idx + 1)]
+            with m.If(o_last):
+                m.d.sync += [o_pos.eq(0), o_idx.eq(0), o_slot.eq(next_slot(o_slot))]
         return m

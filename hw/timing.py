@@ -27,10 +27,13 @@ Per instruction (``rows = pe_rows``, ``lanes = pe_cols``, ``rw(c) = ceil(c / lan
   cycle, two bubbles per word read), plus the unit's latency. At ``unit_lanes = U > 1``: per row
   ``ceil(cols / U)`` transfers, back to back (the reader is pipelined), plus the unit's latency.
 * row-buffering units (``SOFTMAX``/``LAYERNORM``): a row is taken only after the previous one has
-  left (``SOFTMAX`` at ``U > 1`` excepted: its rows overlap, :func:`softmax_row_schedule`): per row
-  the read span, the unit's ``latency(cols)`` and its output pass (LayerNorm's output
-  waits on its parameter words: two bubbles per word; none at ``U > 1``, where the parameter reader
-  is pipelined too and the pass is ``ceil(cols / U)`` transfers).
+  left (at ``U > 1`` their rows overlap instead: ``SOFTMAX``, :func:`softmax_row_schedule`;
+  ``LAYERNORM``, below): per row the read span, the unit's ``latency(cols)`` and its output pass
+  (LayerNorm's output waits on its parameter words: two bubbles per word).
+* ``LAYERNORM`` at ``U > 1``: rows overlap in the unit (load, variance, square root, reciprocal and
+  output pass of different rows at once; the parameter reader is pipelined): row by row through the
+  unit's stages, :func:`layernorm_pipeline_times`; in the steady state a row costs about
+  ``max(ceil(cols / U), (divider latency + 1) / copies)`` cycles.
 * ``SELECT``: per token the two score-word reads, the fused-score divider (``FuseScore.latency``), the
   token's elements; then, if any token was pruned, the package divider and the package token.
 """
@@ -299,6 +302,75 @@ def softmax_cycles(cfg: HwConfig, rows: int, cols: int) -> int:
     return 1 + ROW_START_CYCLES + last_out + ROW_TAIL_CYCLES
 
 
+def layernorm_pipeline_times(beats: list[int], *, var_stages: int, sqrt_latency: int, div_latency: int,
+                             copies: int, slots: int, arrivals: list[int] | None = None) -> list[tuple[int, int]]:
+    """Per row, the cycles of its first and last transfer into the output register of a LayerNorm unit
+    at ``lanes > 1`` (hw/nonlinear.py ``LayerNormUnit._elaborate_lanes``: rows overlap), for rows of
+    ``beats[r]`` transfers; ``arrivals[r]``: the first cycle row ``r``'s first transfer is offered
+    (default 0: back to back), its other transfers following one per cycle; ``params`` always valid,
+    the output always ready. The arguments other than ``beats`` and ``arrivals`` are the unit's
+    ``LayerNormUnit.pipeline_for``.
+
+    Row ``r``'s load starts at ``Ls`` (after the row before it, and once the row ``slots`` before it
+    has left its slot), its last transfer ``Le`` waits for ``T1`` to be free; then ``var_stages``
+    one-row registers ``T1..``, the square root and the reciprocal (instance ``r mod copies`` of each,
+    free again the cycle after handing its result on; in row order), the ``G`` register (free when
+    the row before it leaves), and the output pass, one transfer per cycle from ``G``'s load + 1.
+    """
+    if not beats or min(beats) < 1:
+        raise ValueError(f"layernorm_pipeline_times needs rows of at least one transfer, not {beats!r}")
+    if arrivals is not None and len(arrivals) != len(beats):
+        raise ValueError(f"arrivals must give one cycle per row ({len(beats)}), not {len(arrivals)}")
+    le: list[int] = []
+    stage: list[list[int]] = [[] for _ in range(var_stages)]  # stage[k][r]: T(k+1) takes row r
+    hs, so, do, first, last = [], [], [], [], []
+    for r, b in enumerate(beats):
+        start = arrivals[r] if arrivals is not None else 0
+        if r:
+            start = max(start, le[r - 1] + 1)
+        if r >= slots:
+            start = max(start, last[r - slots] + 1)
+        end = start + b - 1
+        if r:
+            end = max(end, stage[1][r - 1] if var_stages > 1 else hs[r - 1])
+        le.append(end)
+        stage[0].append(end)
+        for k in range(1, var_stages):
+            t = stage[k - 1][r] + 1
+            if r:
+                t = max(t, stage[k + 1][r - 1] if k + 1 < var_stages else hs[r - 1])
+            stage[k].append(t)
+        t = stage[-1][r] + 1
+        if r >= copies:
+            t = max(t, so[r - copies] + 1)
+        hs.append(t)
+        t = hs[r] + sqrt_latency
+        if r:
+            t = max(t, so[r - 1] + 1)
+        if r >= copies:
+            t = max(t, do[r - copies] + 1)
+        so.append(t)
+        t = so[r] + div_latency
+        if r:
+            t = max(t, do[r - 1] + 1, last[r - 1])
+        do.append(t)
+        first.append(do[r] + 1)
+        last.append(first[r] + b - 1)
+    return list(zip(first, last, strict=True))
+
+
+@lru_cache(maxsize=1 << 12)
+def layernorm_pipeline_cycles(cfg: HwConfig, rows: int, cols: int, *, var_stages: int, sqrt_latency: int,
+                              div_latency: int, copies: int, slots: int, out_latency: int) -> int:
+    """Cycles of a ``LAYERNORM`` over ``rows x cols`` (resolved) at ``unit_lanes > 1``, where the unit
+    overlaps rows (:func:`layernorm_pipeline_times`; ``out_latency``: its output register): the row
+    reader hands the unit one transfer per cycle from the first one on, the writer takes every result."""
+    head = 1 + ROW_START_CYCLES
+    times = layernorm_pipeline_times([cfg.row_beats(cols)] * rows, var_stages=var_stages, sqrt_latency=sqrt_latency,
+                                     div_latency=div_latency, copies=copies, slots=slots)
+    return head + times[-1][1] + out_latency + ROW_TAIL_CYCLES
+
+
 def layernorm_out_pass(cfg: HwConfig, cols: int) -> int:
     """Cycles of LayerNorm's output pass over a row: one per transfer, waiting on its parameter words
     (at ``unit_lanes > 1`` they are read ahead)."""
@@ -341,6 +413,6 @@ def store_cycles(cfg: HwConfig, timing: PortTiming, port: str, words: int) -> in
 
 
 __all__ = ["DEFAULT_READ_LATENCY", "PORTS", "START_CYCLES", "PortTiming", "add_cycles", "buffering_cycles",
-           "count", "dim", "gemm_busy_cycles", "gemm_cycles", "layernorm_out_pass", "load_cycles",
-           "load_transfer_cycles", "port_timing", "reads_per_block", "select_cycles", "softmax_cycles",
-           "softmax_row_schedule", "store_cycles", "streaming_cycles"]
+           "count", "dim", "gemm_busy_cycles", "gemm_cycles", "layernorm_out_pass", "layernorm_pipeline_cycles",
+           "layernorm_pipeline_times", "load_cycles", "load_transfer_cycles", "port_timing", "reads_per_block",
+           "select_cycles", "softmax_cycles", "softmax_row_schedule", "store_cycles", "streaming_cycles"]

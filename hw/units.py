@@ -150,8 +150,11 @@ def _softmax_cycles(cfg, ins, tokens, pruned):
 def _layernorm_cycles(cfg, ins, tokens, pruned):
     from .nonlinear import LayerNormUnit
 
-    cols = timing.dim(ins.cols, tokens)
-    return timing.buffering_cycles(cfg, timing.dim(ins.rows, tokens), cols,
+    cols, rows = timing.dim(ins.cols, tokens), timing.dim(ins.rows, tokens)
+    if cfg.unit_lanes > 1 and rows > 0 and cols > 0:  # rows overlap in the unit
+        return timing.layernorm_pipeline_cycles(cfg, rows, cols,
+                                                **LayerNormUnit.pipeline_for(cfg.numerics, cfg.max_embed_dim))
+    return timing.buffering_cycles(cfg, rows, cols,
                                    LayerNormUnit.latency_for(cfg.numerics, cfg.max_embed_dim, cols, cfg.unit_lanes),
                                    timing.layernorm_out_pass(cfg, cols))
 

@@ -63,3 +63,33 @@ def test_op_cycles_count_what_overlapped_loads_leave():
     assert out["blocking"]["per_op"]["LOAD"] == 104 + 2 * 4
     assert out["overlapped"]["per_op"]["LOAD"] + out["overlapped"]["per_op"]["SYNC"] == 3 * 3
     assert out["blocking"]["total"] - out["overlapped"]["total"] == 104 + 2 * 4 - 3 * 3
+
+
+def test_layernorm_at_unit_lanes_overlaps_rows():
+    """At unit_lanes > 1 a LAYERNORM row costs its load pass in the steady state (rows of 384 and 192 at
+    8 lanes), or half a divider's round trip when rows are shorter (two dividers taking rows in turn);
+    at unit_lanes = 1 a row still waits for the one before it to leave."""
+    from vitforge.hw.config import get_preset
+    from vitforge.hw.divider import Divider
+    from vitforge.hw.nonlinear import LN_PIPE_COPIES, LayerNormUnit
+    from vitforge.hw.timing import buffering_cycles, layernorm_out_pass, layernorm_pipeline_cycles
+    from vitforge.quant.nonlinear import LN_RECIP_BITS
+
+    cfg = get_preset("zcu102")
+    assert cfg.unit_lanes == 8
+    model = CycleModel(cfg)
+
+    def ln(rows: int, cols: int, c=cfg) -> int:
+        return CycleModel(c).instr_cycles(Instr(Op.LAYERNORM, rows=rows, cols=cols), 0)
+
+    for cols in (384, 192):
+        assert ln(20, cols) - ln(19, cols) == cols // cfg.unit_lanes
+    div_round = Divider.latency_for(LN_RECIP_BITS + 1) + 1  # a divider takes its next row a cycle after
+    assert ln(21, 16) - ln(19, 16) == div_round * 2 // LN_PIPE_COPIES
+    pipe = LayerNormUnit.pipeline_for(cfg.numerics, cfg.max_embed_dim)
+    assert ln(197, 384) == layernorm_pipeline_cycles(cfg, 197, 384, **pipe)
+    assert model.instr_cycles(Instr(Op.LAYERNORM, rows=197, cols=384), 0) < 197 * 60
+    one = dataclasses.replace(cfg, unit_lanes=1)
+    want = buffering_cycles(one, 3, 384, LayerNormUnit.latency_for(one.numerics, one.max_embed_dim, 384),
+                            layernorm_out_pass(one, 384))
+    assert ln(3, 384, one) == want

@@ -18,6 +18,7 @@ import torch
 from vitforge.hw import timing
 from vitforge.hw.config import get_preset
 from vitforge.hw.nonlinear import ElementwiseLanes, GeluUnit, LayerNormUnit, SigmoidUnit, SoftmaxUnit
+from vitforge.hw.timing import layernorm_pipeline_times
 from vitforge.quant.fixed import REQUANT_MULT_BITS, int_format
 from vitforge.quant.nonlinear import int_gelu, int_layernorm, int_sigmoid, int_softmax
 from vitforge.sim.amsim import recv, send, simulate
@@ -317,3 +318,104 @@ def test_layernorm_lanes_latency_property(lanes: int) -> None:
 def test_lanes_rejects_bad_values(make, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def _ln_pipe(max_dim: int) -> tuple[dict, int]:
+    pipe = LayerNormUnit.pipeline_for(NUM, max_dim)
+    return pipe, pipe.pop("out_latency")
+
+
+@pytest.mark.parametrize("lanes", [2, 4, 8])
+def test_layernorm_lanes_rows_back_to_back(lanes: int) -> None:
+    """Rows overlapping in the unit (one set of scalars, the producer never waits for a row to leave),
+    with idle inputs and parameters and a stalling output: exact, markers in place."""
+    max_dim = 40
+    unit = LayerNormUnit(numerics=NUM, max_dim=max_dim, lanes=lanes)
+    rng = random.Random(80 + lanes)
+    scalars = _ln_case(rng, 1)
+    cases = [{**_ln_case(rng, n), **{k: scalars[k] for k in ("mult", "shift", "eps_q")}}
+             for n in _lengths(rng, lanes, max_dim) * 2]
+    n_beats = [-(-len(c["x"]) // lanes) for c in cases]
+    got: list = []
+
+    async def producer(ctx):
+        prng = random.Random(15)
+        for port in ("eps_q", "mult", "shift"):
+            ctx.set(getattr(unit, port), scalars[port])
+        for case in cases:
+            ctx.set(unit.length, len(case["x"]))
+            await send(ctx, unit.i, _beats(case["x"], lanes, rng, FMT.qmin, FMT.qmax), rng=prng, p_idle=0.1)
+
+    async def params(ctx):
+        prng = random.Random(16)
+        for case in cases:
+            pairs = [{"gamma": g, "beta": b} for g, b in zip(case["gamma"], case["beta"], strict=True)]
+            pairs += [{"gamma": 0, "beta": 0} for _ in range(-len(pairs) % lanes)]
+            await send(ctx, unit.params, [pairs[k:k + lanes] for k in range(0, len(pairs), lanes)],
+                       rng=prng, p_idle=0.2)
+
+    async def consumer(ctx):
+        await recv(ctx, unit.o, sum(n_beats), rng=random.Random(17), p_stall=0.3,
+                   convert=lambda p: got.append((list(p.data), p.first, p.last)))
+
+    simulate(unit, producer, params, consumer)
+    values, markers, want, want_markers = [], [], [], []
+    k = 0
+    for case, beats in zip(cases, n_beats, strict=True):
+        for b in range(beats):
+            data, first, last = got[k]
+            k += 1
+            values += data[: min(lanes, len(case["x"]) - b * lanes)]
+            markers.append((bool(first), bool(last)))
+            want_markers.append((b == 0, b == beats - 1))
+        want += _ln_reference(case)
+    assert (msg := describe_mismatch(values, want, "layernorm")) is None, msg
+    assert (msg := describe_mismatch(markers, want_markers, "(first, last)")) is None, msg
+
+
+@pytest.mark.parametrize(("lanes", "max_dim", "gaps"), [(2, 24, False), (4, 24, True), (8, 40, False), (8, 40, True),
+                                                        (2, 96, False), (4, 96, True)])
+def test_layernorm_lanes_cycles_equal_the_model(lanes: int, max_dim: int, gaps: bool) -> None:
+    """Every row's first and last output cycle against hw/timing.py ``layernorm_pipeline_times``: rows
+    offered back to back (``gaps``: each row's first transfer offered from a random cycle on), parameters
+    always valid, the output always ready; short rows (bound by the dividers) and long ones (by the load)."""
+    unit = LayerNormUnit(numerics=NUM, max_dim=max_dim, lanes=lanes)
+    rng = random.Random(90 + lanes + max_dim)
+    rows = [[rng.randint(FMT.qmin, FMT.qmax) for _ in range(n)] for n in _lengths(rng, lanes, max_dim)]
+    rows += [[rng.randint(FMT.qmin, FMT.qmax) for _ in range(max_dim)] for _ in range(8)]  # the steady state
+    n_beats = [-(-len(r) // lanes) for r in rows]
+    arrivals, t = [], 0
+    for b in n_beats:
+        t += rng.randint(0, 150) if gaps else 0
+        arrivals.append(t)
+        t += b
+    beats = [(r, len(row), chunk) for r, row in enumerate(rows) for chunk in _beats(row, lanes, rng, -4, 4)]
+    firsts: list[int] = []
+    lasts: list[int] = []
+
+    async def tb(ctx):
+        ctx.set(unit.o.ready, 1)
+        ctx.set(unit.params.valid, 1)
+        ctx.set(unit.params.payload, [{"gamma": 1, "beta": 0}] * lanes)
+        ctx.set(unit.mult, 1)
+        k, cycle = 0, 0
+        while len(lasts) < len(rows) and cycle < 20_000:
+            row, n, chunk = beats[k] if k < len(beats) else (-1, 1, [0] * lanes)
+            row_start = k == 0 or beats[k - 1][0] != row
+            offer = row >= 0 and (cycle >= arrivals[row] if row_start else True)
+            ctx.set(unit.length, n)
+            ctx.set(unit.i.payload, chunk)
+            ctx.set(unit.i.valid, offer)
+            _, _, ready, valid, payload = await ctx.tick().sample(unit.i.ready, unit.o.valid, unit.o.payload)
+            k += bool(offer and ready)
+            if valid and payload.first:
+                firsts.append(cycle)
+            if valid and payload.last:
+                lasts.append(cycle)
+            cycle += 1
+
+    simulate(unit, tb)
+    pipe, out_latency = _ln_pipe(max_dim)
+    want = layernorm_pipeline_times(n_beats, arrivals=arrivals, **pipe)
+    assert firsts == [f + out_latency for f, _ in want]
+    assert lasts == [e + out_latency for _, e in want]
