@@ -96,6 +96,12 @@ class HwConfig:
             with two bubble cycles per word read; above 1 it reads one word per cycle (pipelined) and
             hands them ``unit_lanes`` elements per cycle, so a row of ``cols`` costs about
             ``ceil(cols / unit_lanes)`` cycles plus a fixed latency.
+        fuse_gelu: build ``pe_cols`` GELU lanes (:class:`~vitforge.hw.nonlinear.GeluUnit`) into the
+            GEMM engine's drain path, after the requantizer: a ``GEMM`` with its ``gelu`` flag writes
+            ``int_gelu(requantize(...))`` (the GEMM's int8 output read as ``numerics.gelu_in``) and
+            the compiler emits it for every GEMM whose output only feeds a ``GELU``, saving that
+            instruction's pass. Needs ``gelu`` and an 8-bit ``gelu_in``/``gelu_out``. Off: the
+            ``gelu`` flag is not decoded (a program using it must not run there).
     """
 
     numerics: NumericsConfig = field(default_factory=lambda: DEFAULT_NUMERICS)
@@ -123,6 +129,7 @@ class HwConfig:
     load_queue: int = 4
     dsp_packing: bool = False
     unit_lanes: int = 1
+    fuse_gelu: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.numerics, NumericsConfig):
@@ -134,7 +141,7 @@ class HwConfig:
         for name in ("pe_rows", "pe_cols", "act_depth", "weight_depth", "param_depth", "imem_depth",
                      "max_tokens", "max_embed_dim", "max_mlp_dim", "max_heads"):
             _check_positive(getattr(self, name), name)
-        for name in ("softmax", "gelu", "layernorm", "sigmoid", "selector", "dsp_packing"):
+        for name in ("softmax", "gelu", "layernorm", "sigmoid", "selector", "dsp_packing", "fuse_gelu"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
         if isinstance(self.clock_mhz, bool) or not isinstance(self.clock_mhz, (int, float)) \
@@ -160,6 +167,14 @@ class HwConfig:
             raise ValueError(f"load_queue must be in 1..{(1 << LOAD_QUEUE_BITS) - 1} (SYNC's pending field), "
                              f"not {self.load_queue}")
         _check_positive(self.unit_lanes, "unit_lanes")
+        if self.fuse_gelu and not self.gelu:
+            raise ValueError("fuse_gelu needs the GELU unit (gelu=True): the fused GEMM is its rows' only GELU")
+        if self.fuse_gelu:
+            for name in ("gelu_in", "gelu_out"):
+                fmt = getattr(self.numerics, name)
+                if fmt.bits != DATAPATH_BITS:
+                    raise ValueError(f"fuse_gelu needs numerics.{name} of {DATAPATH_BITS} bits (the GEMM's "
+                                     f"int8 output and scratchpad lanes), not {fmt}")
         if self.lanes % self.unit_lanes:
             raise ValueError(f"unit_lanes must be a positive divisor of lanes = {self.lanes}, not {self.unit_lanes}")
         for name in ("act_depth", "weight_depth", "param_depth", "imem_depth"):
@@ -385,6 +400,8 @@ PRESETS: dict[str, HwConfig] = {
         # Row-wise units at 8 lanes: what the LUTs the packed PE array freed allow with a 10% LUT margin
         # on the xczu9eg (README "Resources").
         unit_lanes=8,
+        # fc1 and the selector MLPs' GELUs in the GEMM drain path: a pass over the MLP activations saved.
+        fuse_gelu=True,
     ),
 }
 

@@ -107,7 +107,7 @@ def _max_dim(cfg: HwConfig, value: int) -> int:
 
 def _gemm_cycles(cfg, ins, tokens, pruned):
     return timing.gemm_cycles(cfg, timing.dim(ins.m, tokens), timing.dim(ins.k, tokens), timing.dim(ins.n, tokens),
-                              bool(ins.mean), bool(ins.b_act))
+                              bool(ins.mean), bool(ins.b_act), bool(ins.gelu))
 
 
 def _gemm_budget(cfg, ins):
