@@ -41,6 +41,9 @@ MACS_PER_DSP = 2
 #: DSP48E2s per requantizer lane: ``acc * mult`` (32 x 16 bits) is wider than one DSP48E2's
 #: 27 x 18 multiplier, and Yosys splits it into two.
 REQUANT_DSPS_PER_LANE = 2
+#: DSP48E2s per fused GELU lane (``fuse_gelu``): the polynomial's two multiplications (Yosys maps 128
+#: for zcu102's 64 lanes, README "Issue #13, item 1: GELU in the GEMM drain path").
+GELU_DSPS_PER_LANE = 2
 #: The largest |a * b| of two int8 codes: (-128) * (-128).
 MAX_INT8_PRODUCT = 1 << (2 * (DATAPATH_BITS - 1))
 #: One BRAM36 as 512 words x 72 bits.
@@ -332,10 +335,12 @@ class HwConfig:
     def dsp_estimate(self) -> int:
         """DSP48E2s of the GEMM engine: one per PE, or with ``dsp_packing`` one per
         :data:`MACS_PER_DSP` rows' products (an odd last row one per PE); plus
-        :data:`REQUANT_DSPS_PER_LANE` per requantization lane. Yosys maps exactly these
-        (tests/hw/test_synth.py); the other units' multipliers are not counted."""
+        :data:`REQUANT_DSPS_PER_LANE` per requantization lane, and with ``fuse_gelu``
+        :data:`GELU_DSPS_PER_LANE` per GELU lane. Yosys maps exactly these (tests/hw/test_synth.py);
+        the other units' multipliers are not counted."""
         pe_dsps = self.pe_cols * math.ceil(self.pe_rows / MACS_PER_DSP) if self.dsp_packing else self.macs
-        return pe_dsps + REQUANT_DSPS_PER_LANE * self.lanes
+        gelu_dsps = GELU_DSPS_PER_LANE * self.lanes if self.fuse_gelu else 0
+        return pe_dsps + REQUANT_DSPS_PER_LANE * self.lanes + gelu_dsps
 
     def _bram36(self, depth: int, width: int) -> int:
         return math.ceil(depth / BRAM36_DEPTH) * math.ceil(width / BRAM36_WIDTH)
