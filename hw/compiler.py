@@ -25,6 +25,8 @@ What the stream computes (``x`` is the ``(tokens, D)`` int8 token matrix):
   and ``SIGMOID``. ``SELECT`` writes the kept tokens and the package token to the other ``x``
   buffer; from then on token dimensions are :data:`~vitforge.hw.isa.TOKENS` and token-sized word
   counts :data:`~vitforge.hw.isa.PER_TOKEN`.
+* **GELU**: with ``HwConfig.fuse_gelu`` every ``GEMM`` -> ``GELU`` pair above (fc1, the selector
+  MLPs) is one ``GEMM`` with ``gelu`` set (``_Compiler.linear_gelu``): the same codes, one pass less.
 * **Head**: ``LAYERNORM`` of the class token (row 0), the classifier ``GEMM``, ``STORE`` of the
   logits row (``row_words(num_classes)`` words on ``dma_out``), ``END``.
 
