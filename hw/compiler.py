@@ -25,6 +25,8 @@ What the stream computes (``x`` is the ``(tokens, D)`` int8 token matrix):
   and ``SIGMOID``. ``SELECT`` writes the kept tokens and the package token to the other ``x``
   buffer; from then on token dimensions are :data:`~vitforge.hw.isa.TOKENS` and token-sized word
   counts :data:`~vitforge.hw.isa.PER_TOKEN`.
+* **GELU**: with ``HwConfig.fuse_gelu`` every ``GEMM`` -> ``GELU`` pair above (fc1, the selector
+  MLPs) is one ``GEMM`` with ``gelu`` set (``_Compiler.linear_gelu``): the same codes, one pass less.
 * **Head**: ``LAYERNORM`` of the class token (row 0), the classifier ``GEMM``, ``STORE`` of the
   logits row (``row_words(num_classes)`` words on ``dma_out``), ``END``.
 
@@ -420,20 +422,33 @@ class _Compiler:
     # instructions -----------------------------------------------------------------------------
 
     def gemm(self, a: _Mat, b: _Mat, dst: _Mat, prm: int, m: int, k: int, n: int, *, b_act: bool = False,
-             b_trans: bool = False, mean: bool = False) -> None:
+             b_trans: bool = False, mean: bool = False, gelu: bool = False) -> None:
+        if gelu and not self.cfg.fuse_gelu:
+            raise ValueError("a GEMM with the fused GELU needs a config with fuse_gelu")
         if k != TOKENS and k > self.cfg.max_gemm_k:
             # The PE accumulators are exact only up to max_gemm_k steps (HwConfig.pe_acc_bits).
             raise ValueError(f"a GEMM reduces over k={k}, more than this config's max_gemm_k={self.cfg.max_gemm_k} "
                              "(the patch embedding's features, in_chans x patch_size**2, must be at most that)")
         self.prog.append(Instr(Op.GEMM, a_addr=a.addr, a_stride=a.stride, b_addr=b.addr, b_stride=b.stride,
                                dst_addr=dst.addr, dst_stride=dst.stride, param_addr=prm, m=m, k=k, n=n,
-                               b_act=int(b_act), b_trans=int(b_trans), mean=int(mean)))
+                               b_act=int(b_act), b_trans=int(b_trans), mean=int(mean), gelu=int(gelu)))
 
-    def linear(self, name: str, lin: Linear, a: _Mat, dst: _Mat, m: int) -> None:
+    def linear(self, name: str, lin: Linear, a: _Mat, dst: _Mat, m: int, *, gelu: bool = False) -> None:
         k, n = lin.w.shape
         b = self.weights(f"{name}.weight", lin.w)
         prm = self.params(f"{name}.param", pack_params(self.cfg, lin.bias, lin.mult, lin.shift))
-        self.gemm(a, b, dst, prm, m, int(k), int(n))
+        self.gemm(a, b, dst, prm, m, int(k), int(n), gelu=gelu)
+
+    def linear_gelu(self, name: str, lin: Linear, a: _Mat, hidden: _Mat, dst: _Mat, m: int) -> None:
+        """``dst = GELU(lin(a))``: with ``fuse_gelu`` one ``GEMM`` with ``gelu`` (``hidden`` unused),
+        otherwise the ``GEMM`` into ``hidden`` and a ``GELU`` from it. The same codes either way: the
+        GELU reads the GEMM's int8 output as ``gelu_in`` in both (the fused lanes sit after the
+        requantizer)."""
+        if self.cfg.fuse_gelu:
+            self.linear(name, lin, a, dst, m, gelu=True)
+        else:
+            self.linear(name, lin, a, hidden, m)
+            self.rowwise(Op.GELU, hidden, dst, m, int(lin.w.shape[1]))
 
     def rowwise(self, op: Op, src: _Mat, dst: _Mat, rows: int, cols: int, prm: int = 0) -> None:
         self.prog.append(Instr(op, src_addr=src.addr, src_stride=src.stride, dst_addr=dst.addr,
@@ -511,9 +526,8 @@ class _Compiler:
         for i in range(heads):
             pre = f"{name}.scorers.{i}"
             self.layernorm(f"{pre}.norm", s.norms[i], x.col(cfg, i * hd), ln_h, n)
-            self.linear(f"{pre}.mlp1", s.mlp1[i], ln_h, zr, n)
+            self.linear_gelu(f"{pre}.mlp1", s.mlp1[i], ln_h, zr, z, n)
             ident = self.per_tensor(max(hd if split else half, heads), 1, 0)
-            self.rowwise(Op.GELU, zr, z, n, hd)
             # Global feature: the mean over the live tokens, then broadcast back over them.
             l1, l2, l3 = s.mlp2[i]
             if split:
@@ -521,14 +535,12 @@ class _Compiler:
                 self.gemm(ones_col, glob, z.col(cfg, hd), ident, n, 1, hd, b_act=True)
                 w = torch.zeros((2 * hd, l1.w.shape[1]), dtype=l1.w.dtype)
                 w[:half], w[hd + half:] = l1.w[:half], l1.w[half:]
-                self.linear(f"{pre}.mlp2.linears.0.split", replace(l1, w=w), z, t1, n)
+                self.linear_gelu(f"{pre}.mlp2.linears.0.split", replace(l1, w=w), z, t1, y1, n)
             else:
                 self.gemm(ones_row, z.col(cfg, half), glob, 0, 1, n, half, b_act=True, mean=True)
                 self.gemm(ones_col, glob, z.col(cfg, half), ident, n, 1, half, b_act=True)
-                self.linear(f"{pre}.mlp2.linears.0", l1, z, t1, n)
-            self.rowwise(Op.GELU, t1, y1, n, half)
-            self.linear(f"{pre}.mlp2.linears.1", l2, y1, t2, n)
-            self.rowwise(Op.GELU, t2, y2, n, hd // 4)
+                self.linear_gelu(f"{pre}.mlp2.linears.0", l1, z, t1, y1, n)
+            self.linear_gelu(f"{pre}.mlp2.linears.1", l2, y1, t2, y2, n)
             self.linear(f"{pre}.mlp2.linears.2", l3, y2, y3, n)
             self.rowwise(Op.SOFTMAX, y3, _Mat(p_all.addr + i, p_all.stride), n, 2)
         # SELECT's score rows: two words per token (keep scores, head weights).
@@ -547,8 +559,7 @@ class _Compiler:
         w0, w1 = s.weight_mlp
         hidden = int(w0.w.shape[1])
         ah, ag, aw = self.matrix(t, hidden), self.matrix(t, hidden), self.matrix(t, heads)
-        self.linear(f"{name}.weight_mlp.linears.0", w0, am, ah, n)
-        self.rowwise(Op.GELU, ah, ag, n, hidden)
+        self.linear_gelu(f"{name}.weight_mlp.linears.0", w0, am, ah, ag, n)
         self.linear(f"{name}.weight_mlp.linears.1", w1, ag, aw, n)
         self.rowwise(Op.SIGMOID, aw, _Mat(scores.addr + 1, 2), n, heads)
         thr = self.params(f"{name}.threshold", threshold_words(cfg, s.threshold))
@@ -586,9 +597,8 @@ class _Compiler:
         # attention; they lie in one run of words before o) when it fits there.
         stride = cfg.row_words(b.mlp)
         f = _Mat(qkv.addr, stride) if t * stride <= o.addr - qkv.addr else self.matrix(t, b.mlp)
-        g = self.matrix(t, b.mlp)
-        self.linear(f"{name}.fc1", b.fc1, h, f, n)
-        self.rowwise(Op.GELU, f, g, n, b.mlp)
+        g = f if cfg.fuse_gelu else self.matrix(t, b.mlp)  # fused: GELU(fc1) goes straight to f
+        self.linear_gelu(f"{name}.fc1", b.fc1, h, f, g, n)
         self.linear(f"{name}.fc2", b.fc2, g, a, n)
         self.add(x1, a, x, self.token_words(n, d), b.add2)
 

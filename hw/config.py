@@ -41,6 +41,9 @@ MACS_PER_DSP = 2
 #: DSP48E2s per requantizer lane: ``acc * mult`` (32 x 16 bits) is wider than one DSP48E2's
 #: 27 x 18 multiplier, and Yosys splits it into two.
 REQUANT_DSPS_PER_LANE = 2
+#: DSP48E2s per fused GELU lane (``fuse_gelu``): the polynomial's two multiplications (Yosys maps 128
+#: for zcu102's 64 lanes, README "Issue #13, item 1: GELU in the GEMM drain path").
+GELU_DSPS_PER_LANE = 2
 #: The largest |a * b| of two int8 codes: (-128) * (-128).
 MAX_INT8_PRODUCT = 1 << (2 * (DATAPATH_BITS - 1))
 #: One BRAM36 as 512 words x 72 bits.
@@ -96,6 +99,12 @@ class HwConfig:
             with two bubble cycles per word read; above 1 it reads one word per cycle (pipelined) and
             hands them ``unit_lanes`` elements per cycle, so a row of ``cols`` costs about
             ``ceil(cols / unit_lanes)`` cycles plus a fixed latency.
+        fuse_gelu: build ``pe_cols`` GELU lanes (:class:`~vitforge.hw.nonlinear.GeluUnit`) into the
+            GEMM engine's drain path, after the requantizer: a ``GEMM`` with its ``gelu`` flag writes
+            ``int_gelu(requantize(...))`` (the GEMM's int8 output read as ``numerics.gelu_in``) and
+            the compiler emits it for every GEMM whose output only feeds a ``GELU``, saving that
+            instruction's pass. Needs ``gelu`` and an 8-bit ``gelu_in``/``gelu_out``. Off: the
+            ``gelu`` flag is not decoded (a program using it must not run there).
     """
 
     numerics: NumericsConfig = field(default_factory=lambda: DEFAULT_NUMERICS)
@@ -123,6 +132,7 @@ class HwConfig:
     load_queue: int = 4
     dsp_packing: bool = False
     unit_lanes: int = 1
+    fuse_gelu: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.numerics, NumericsConfig):
@@ -134,7 +144,7 @@ class HwConfig:
         for name in ("pe_rows", "pe_cols", "act_depth", "weight_depth", "param_depth", "imem_depth",
                      "max_tokens", "max_embed_dim", "max_mlp_dim", "max_heads"):
             _check_positive(getattr(self, name), name)
-        for name in ("softmax", "gelu", "layernorm", "sigmoid", "selector", "dsp_packing"):
+        for name in ("softmax", "gelu", "layernorm", "sigmoid", "selector", "dsp_packing", "fuse_gelu"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
         if isinstance(self.clock_mhz, bool) or not isinstance(self.clock_mhz, (int, float)) \
@@ -160,6 +170,14 @@ class HwConfig:
             raise ValueError(f"load_queue must be in 1..{(1 << LOAD_QUEUE_BITS) - 1} (SYNC's pending field), "
                              f"not {self.load_queue}")
         _check_positive(self.unit_lanes, "unit_lanes")
+        if self.fuse_gelu and not self.gelu:
+            raise ValueError("fuse_gelu needs the GELU unit (gelu=True): the fused GEMM is its rows' only GELU")
+        if self.fuse_gelu:
+            for name in ("gelu_in", "gelu_out"):
+                fmt = getattr(self.numerics, name)
+                if fmt.bits != DATAPATH_BITS:
+                    raise ValueError(f"fuse_gelu needs numerics.{name} of {DATAPATH_BITS} bits (the GEMM's "
+                                     f"int8 output and scratchpad lanes), not {fmt}")
         if self.lanes % self.unit_lanes:
             raise ValueError(f"unit_lanes must be a positive divisor of lanes = {self.lanes}, not {self.unit_lanes}")
         for name in ("act_depth", "weight_depth", "param_depth", "imem_depth"):
@@ -317,10 +335,12 @@ class HwConfig:
     def dsp_estimate(self) -> int:
         """DSP48E2s of the GEMM engine: one per PE, or with ``dsp_packing`` one per
         :data:`MACS_PER_DSP` rows' products (an odd last row one per PE); plus
-        :data:`REQUANT_DSPS_PER_LANE` per requantization lane. Yosys maps exactly these
-        (tests/hw/test_synth.py); the other units' multipliers are not counted."""
+        :data:`REQUANT_DSPS_PER_LANE` per requantization lane, and with ``fuse_gelu``
+        :data:`GELU_DSPS_PER_LANE` per GELU lane. Yosys maps exactly these (tests/hw/test_synth.py);
+        the other units' multipliers are not counted."""
         pe_dsps = self.pe_cols * math.ceil(self.pe_rows / MACS_PER_DSP) if self.dsp_packing else self.macs
-        return pe_dsps + REQUANT_DSPS_PER_LANE * self.lanes
+        gelu_dsps = GELU_DSPS_PER_LANE * self.lanes if self.fuse_gelu else 0
+        return pe_dsps + REQUANT_DSPS_PER_LANE * self.lanes + gelu_dsps
 
     def _bram36(self, depth: int, width: int) -> int:
         return math.ceil(depth / BRAM36_DEPTH) * math.ceil(width / BRAM36_WIDTH)
@@ -385,6 +405,8 @@ PRESETS: dict[str, HwConfig] = {
         # Row-wise units at 8 lanes: what the LUTs the packed PE array freed allow with a 10% LUT margin
         # on the xczu9eg (README "Resources").
         unit_lanes=8,
+        # fc1 and the selector MLPs' GELUs in the GEMM drain path: a pass over the MLP activations saved.
+        fuse_gelu=True,
     ),
 }
 

@@ -59,7 +59,7 @@ from . import units
 from .bus import flat, scratchpad_read, scratchpad_write
 from .config import HwConfig
 from .gemm import param_lane_layout
-from .isa import INSTR_BITS, INSTR_LAYOUT, MAX_ADDR_BITS, PER_TOKEN, TOKENS, Mem, Op
+from .isa import INSTR_BITS, MAX_ADDR_BITS, PER_TOKEN, TOKENS, Mem, Op, instr_layout
 from .selector import SCORE_BITS
 
 #: Width of the cycle counter.
@@ -205,7 +205,7 @@ class Controller(wiring.Component):
 
         # --- fetch/decode state ---------------------------------------------------------------
         pc = Signal(cfg.addr_bits(cfg.imem_depth))
-        ins = Signal(INSTR_LAYOUT)
+        ins = Signal(instr_layout(cfg))  # GEMM.gelu decoded with fuse_gelu only
         op = ins.op
         tokens = Signal(range(TOKENS + 1))
         m.d.comb += [self.tokens.eq(tokens), self.imem_raddr.eq(pc)]

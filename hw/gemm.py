@@ -4,9 +4,12 @@ per-output-channel requantization, bit-exact with :func:`vitforge.quant.ops.gemm
 Blocks:
 
 * :class:`Requantizer` — ``lanes`` lanes of :func:`vitforge.quant.fixed.requantize` to int8.
+* :class:`GeluDrain` — ``lanes`` GELU lanes (:class:`~vitforge.hw.nonlinear.GeluUnit` in
+  :class:`~vitforge.hw.nonlinear.ElementwiseLanes`) after the requantizer, or a wire
+  (``HwConfig.fuse_gelu``, the ``GEMM`` instruction's ``gelu`` flag).
 * :class:`GemmEngine` — the ``pe_rows x pe_cols`` PE array; computes one output tile
-  ``C[pe_rows, pe_cols]`` from a stream of K steps; drains the tile through the requantizer while
-  the next tile accumulates.
+  ``C[pe_rows, pe_cols]`` from a stream of K steps; drains the tile through the requantizer (and,
+  with ``fuse_gelu``, the GELU drain) while the next tile accumulates.
 * :class:`GemmSequencer` — runs one ``GEMM`` instruction (:mod:`vitforge.hw.isa`): tiles M, N and
   K, reads the scratchpads into double-buffered operand blocks (the next block's reads overlap
   the current block's K steps), feeds the engine, writes the int8 results back.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from vitforge.quant.fixed import INT8, REQUANT_MAX_SHIFT
@@ -31,7 +35,8 @@ from vitforge.quant.selector import MEAN_RECIP_BITS
 from .bus import flat, scratchpad_read, scratchpad_write
 from .config import HwConfig
 from .divider import Divider
-from .isa import FIELDS, Op
+from .isa import Op, op_layout
+from .nonlinear import ElementwiseLanes, GeluUnit
 
 #: Width of the product ``acc * mult`` (|acc| <= 2**31, mult < 2**16: fits 48 bits signed).
 PRODUCT_BITS = 48
@@ -145,6 +150,60 @@ class Requantizer(wiring.Component):
         return m
 
 
+class GeluDrain(wiring.Component):
+    """The fused GELU of the drain path: ``int_gelu`` on every lane of a row, or the row unchanged.
+
+    Args (keyword-only):
+        config: the build; its ``numerics.gelu_in/gelu_out`` are the lanes' formats (the int8 codes
+            in and out are read as them: the GEMM's output format is the GELU's input format).
+
+    Ports:
+        input: stream of ``{data: lanes x int8, last}`` (:func:`result_layout`), the requantizer's rows.
+        output: the same rows, each lane through :class:`~vitforge.hw.nonlinear.GeluUnit` when
+            ``enable``; ``last`` passes through.
+        enable: the instruction's ``gelu`` flag; must not change while a row is inside.
+
+    Latency: :attr:`latency` cycles with ``enable`` (``lanes`` GELU units in lock step, one row per
+    cycle; back-pressure stalls them), none without (a combinational bypass). ``last`` travels
+    beside the lanes in a FIFO one deeper than the pipeline, so it never throttles it.
+    """
+
+    #: Cycles from an input row to its GELU row being valid (``enable`` high).
+    latency = ElementwiseLanes.latency
+
+    def __init__(self, *, config: HwConfig):
+        self._config = _check_config(config)
+        super().__init__({
+            "input": In(stream.Signature(result_layout(config))),
+            "output": Out(stream.Signature(result_layout(config))),
+            "enable": In(1),
+        })
+
+    @property
+    def config(self) -> HwConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        cfg = self._config
+        m = Module()
+        m.submodules.lanes = gelu = ElementwiseLanes(make=lambda: GeluUnit(numerics=cfg.numerics), lanes=cfg.lanes)
+        m.submodules.last_fifo = last = SyncFIFO(width=1, depth=self.latency + 1)
+        inp, out, en = self.input, self.output, self.enable
+        m.d.comb += [
+            gelu.i.valid.eq(inp.valid & en & last.w_rdy),
+            gelu.i.payload.eq(inp.payload.data),
+            last.w_data.eq(inp.payload.last),
+            last.w_en.eq(gelu.i.valid & gelu.i.ready),
+            gelu.o.ready.eq(out.ready & en),
+            last.r_en.eq(gelu.o.valid & gelu.o.ready),
+            inp.ready.eq(Mux(en, gelu.i.ready & last.w_rdy, out.ready)),
+            out.valid.eq(Mux(en, gelu.o.valid, inp.valid)),
+            out.payload.data.eq(Mux(en, gelu.o.payload, inp.payload.data)),
+            out.payload.last.eq(Mux(en, last.r_data, inp.payload.last)),
+        ]
+        return m
+
+
 def operand_layout(config: HwConfig) -> data.StructLayout:
     """One K step: a column of A (``pe_rows`` int8), a row of B (``pe_cols`` int8), ``last`` of the tile."""
     return data.StructLayout({
@@ -221,6 +280,8 @@ class GemmEngine(wiring.Component):
             accumulation ends.
         result: stream of the tile's ``pe_rows`` output rows ``{data: pe_cols x int8, last}``,
             row 0 first, ``last`` on the final row.
+        gelu: (only with ``config.fuse_gelu``) the rows go through :class:`GeluDrain`; held for the
+            whole instruction.
 
     With ``config.dsp_packing``, rows ``2p`` and ``2p + 1`` share each multiplication
     (:func:`pe_products`); the results are the same bit for bit.
@@ -228,16 +289,20 @@ class GemmEngine(wiring.Component):
     Throughput: one K step per cycle; one bubble per tile; the ``pe_rows``-cycle drain of a
     tile overlaps the next tile's accumulation (K >= pe_rows keeps the array busy).
     Latency: :attr:`latency` cycles from the transfer of a tile's ``last`` step to its first
-    result row being valid, given params are valid and the previous drain is done.
+    result row being valid, given params are valid and the previous drain is done; with ``gelu``
+    :attr:`GeluDrain.latency` more (the drain registers free as before: tiles keep their pace).
     """
 
     def __init__(self, *, config: HwConfig):
         self._config = _check_config(config)
-        super().__init__({
+        ports = {
             "operands": In(stream.Signature(operand_layout(config))),
             "params": In(stream.Signature(param_word_layout(config))),
             "result": Out(stream.Signature(result_layout(config))),
-        })
+        }
+        if config.fuse_gelu:
+            ports["gelu"] = In(1)
+        super().__init__(ports)
 
     @property
     def config(self) -> HwConfig:
@@ -252,7 +317,13 @@ class GemmEngine(wiring.Component):
         m = Module()
         m.submodules.requant = rq = Requantizer(lanes=cols, acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits,
                                                 shift_bits=cfg.shift_bits)
-        wiring.connect(m, rq.output, wiring.flipped(self.result))
+        if cfg.fuse_gelu:
+            m.submodules.gelu = gd = GeluDrain(config=cfg)
+            m.d.comb += gd.enable.eq(self.gelu)
+            wiring.connect(m, rq.output, gd.input)
+            wiring.connect(m, gd.output, wiring.flipped(self.result))
+        else:
+            wiring.connect(m, rq.output, wiring.flipped(self.result))
 
         # Accumulators and drain registers are pe_acc_bits wide (exact up to max_gemm_k steps).
         acc = [[Signal(signed(cfg.pe_acc_bits), name=f"acc_{i}_{j}") for j in range(cols)] for i in range(rows)]
@@ -303,7 +374,7 @@ class GemmSequencer(wiring.Component):
     """Runs one ``GEMM`` instruction on a :class:`GemmEngine` from the scratchpads.
 
     Ports:
-        start: pulse with ``instr`` (the GEMM fields of :data:`vitforge.hw.isa.INSTR_LAYOUT`) valid.
+        start: pulse with ``instr`` (the GEMM fields of :func:`vitforge.hw.isa.op_layout`) valid.
         busy: high from the cycle after ``start`` until the last result is written.
         act_raddr / act_rdata: activation scratchpad read port (synchronous, one cycle).
         wt_raddr / wt_rdata: weight scratchpad read port.
@@ -328,11 +399,10 @@ class GemmSequencer(wiring.Component):
 
     def __init__(self, *, config: HwConfig):
         self._config = cfg = _check_config(config)
-        gemm_fields = data.StructLayout(dict(FIELDS[Op.GEMM]))
         word = word_layout(cfg)
         super().__init__({
             "start": In(1),
-            "instr": In(gemm_fields),
+            "instr": In(op_layout(Op.GEMM, cfg)),
             "busy": Out(1),
             **flat("act", scratchpad_read(cfg.addr_bits(cfg.act_depth), word)),
             **flat("wt", scratchpad_read(cfg.addr_bits(cfg.weight_depth), word)),
@@ -354,6 +424,8 @@ class GemmSequencer(wiring.Component):
         assert MEAN_RECIP_BITS < cfg.mult_bits, "a count of 1 needs mult = 2**MEAN_RECIP_BITS"
 
         ins = Signal.like(self.instr)
+        if cfg.fuse_gelu:
+            m.d.comb += eng.gelu.eq(ins.gelu)
         recip = Signal(cfg.mult_bits)
         m.d.comb += [div.i.payload.dividend.eq(1 << MEAN_RECIP_BITS), div.i.payload.divisor.eq(ins.k),
                      div.o.ready.eq(1)]

@@ -37,7 +37,9 @@ Semantics (``A[i, j]`` is element ``j`` of row ``i`` of the matrix at ``a_addr``
   scratchpad is not read: every channel uses ``bias = 0``, ``mult = floor(2**MEAN_RECIP_BITS / k)``
   and ``shift = MEAN_RECIP_BITS`` with ``k`` the reduction length after :data:`TOKENS` is resolved;
   against a vector of ones this is :func:`vitforge.quant.selector.token_mean` over ``k`` rows
-  (the mean over a dynamic token count).
+  (the mean over a dynamic token count). If ``gelu`` (only on a ``HwConfig.fuse_gelu`` build),
+  every requantized element then goes through :func:`vitforge.quant.nonlinear.int_gelu` (its int8
+  code read as ``numerics.gelu_in``) before it is written: ``GEMM`` + ``GELU`` in one pass.
 * ``ADD``: ``count`` words, lane-wise :func:`vitforge.quant.ops.residual_add`.
 * ``LOAD``/``STORE``: ``count`` words between the DMA streams and scratchpad ``mem``
   (:class:`Mem`); ``LOAD.nowait``: see above.
@@ -121,7 +123,7 @@ FIELDS: Mapping[Op, tuple[tuple[str, int], ...]] = {
     Op.STORE: (("mem", 2), ("addr", _A), ("count", _A)),
     Op.GEMM: (("a_addr", _A), ("a_stride", _D), ("b_addr", _A), ("b_stride", _D), ("dst_addr", _A),
               ("dst_stride", _D), ("param_addr", _A), ("m", _D), ("k", _D), ("n", _D),
-              ("b_act", 1), ("b_trans", 1), ("mean", 1)),
+              ("b_act", 1), ("b_trans", 1), ("mean", 1), ("gelu", 1)),
     Op.ADD: (("a_addr", _A), ("b_addr", _A), ("dst_addr", _A), ("count", _A),
              ("mult_a", REQUANT_MULT_BITS), ("mult_b", REQUANT_MULT_BITS), ("shift", SHIFT_BITS)),
     Op.SOFTMAX: _ROWWISE,
@@ -138,15 +140,38 @@ for _op, _fields in FIELDS.items():
 #: Width of the opcode-specific part of an instruction.
 ARGS_BITS = INSTR_BITS - OP_BITS
 
-#: Amaranth decode layout of one instruction word (``INSTR_BITS`` wide): ``op`` and ``args``,
-#: a union with one struct per opcode named in lower case (``view.args.gemm.m``).
-INSTR_LAYOUT = data.StructLayout({
-    "op": OP_BITS,
-    "args": data.UnionLayout({
-        **{op.name.lower(): data.StructLayout(dict(fields)) for op, fields in FIELDS.items() if fields},
-        "raw": ARGS_BITS,
-    }),
-})
+#: Fields only a build with the named :class:`~vitforge.hw.config.HwConfig` flag decodes: the others
+#: leave them out of their decode layout (:func:`instr_layout`), so their RTL does not change.
+OPTIONAL_FIELDS: Mapping[tuple[Op, str], str] = {(Op.GEMM, "gelu"): "fuse_gelu"}
+
+
+def op_layout(op: Op, config=None) -> data.StructLayout:
+    """The decode layout of ``op``'s fields; with ``config`` (a ``HwConfig``), less the
+    :data:`OPTIONAL_FIELDS` whose flag it has off (they are ``op``'s last fields, so the others keep
+    their bits)."""
+    fields = dict(FIELDS[op])
+    if config is not None:
+        for (field_op, name), flag in OPTIONAL_FIELDS.items():
+            if field_op == op and not getattr(config, flag):
+                del fields[name]
+    return data.StructLayout(fields)
+
+
+def instr_layout(config=None) -> data.StructLayout:
+    """Amaranth decode layout of one instruction word (``INSTR_BITS`` wide): ``op`` and ``args``, a
+    union with one struct per opcode named in lower case (``view.args.gemm.m``); ``config`` as in
+    :func:`op_layout`."""
+    return data.StructLayout({
+        "op": OP_BITS,
+        "args": data.UnionLayout({
+            **{op.name.lower(): op_layout(op, config) for op, fields in FIELDS.items() if fields},
+            "raw": ARGS_BITS,
+        }),
+    })
+
+
+#: :func:`instr_layout` with every field.
+INSTR_LAYOUT = instr_layout()
 assert INSTR_LAYOUT.size == INSTR_BITS
 
 

@@ -19,7 +19,9 @@ Per instruction (``rows = pe_rows``, ``lanes = pe_cols``, ``rw(c) = ceil(c / lan
   a block costs ``max(steps, reads)`` cycles in the steady state, plus one engine bubble per tile
   and, for tiles shorter than ``rows + 1`` cycles, the drain; :func:`gemm_busy_cycles` follows the
   sequencer block by block. Then the last tile's drain (``rows`` + the requantizer) and the
-  hand-back. ``mean`` adds the reciprocal divider (its latency + 1) first.
+  hand-back. ``mean`` adds the reciprocal divider (its latency + 1) first; ``gelu`` (``fuse_gelu``)
+  adds the GELU drain's latency to the last tile's drain (earlier tiles' rows leave under the next
+  tile's accumulation as before).
 * ``ADD``: four cycles per word; ``LOAD``: one per word (stream port); ``STORE``: three per word.
 * ``LOAD nowait``, ``SYNC``, ``END``: the issue cycles while the loader lets them go on; the loader's
   own timeline (the starts and finishes of its LOADs, and the waits) is :class:`vitforge.hw.cycles.Loader`.
@@ -48,7 +50,7 @@ from vitforge.quant.selector import MEAN_RECIP_BITS, PACKAGE_RECIP_BITS
 
 from .config import HwConfig
 from .divider import Divider
-from .gemm import Requantizer
+from .gemm import GeluDrain, Requantizer
 from .isa import PER_TOKEN, TOKENS, Mem
 from .selector import FuseScore
 
@@ -64,6 +66,8 @@ SYNC_CYCLES = ISSUE_CYCLES
 #: GEMM from the engine taking the last tile to ``busy`` falling, beyond its ``pe_rows`` rows: the
 #: drain's first row, the requantizer, ``wb_done``, ``DRAIN`` seeing it.
 GEMM_END_CYCLES = 1 + Requantizer.latency + 1
+#: A ``GEMM`` with ``gelu`` (``HwConfig.fuse_gelu``): its last row's extra way through the GELU lanes.
+GEMM_GELU_CYCLES = GeluDrain.latency
 #: GEMM cycles outside the sequencer's ``busy``: the dispatch (``start``) cycle, the controller's
 #: ``GEMM`` state seeing ``busy`` fall, ``FETCH``, ``DECODE``.
 GEMM_HANDBACK_CYCLES = 4
@@ -161,18 +165,21 @@ def reads_per_block(cfg: HwConfig, b_act: bool) -> int:
     return cfg.pe_rows + cfg.lanes if b_act else max(cfg.pe_rows, cfg.lanes)
 
 
-def gemm_cycles(cfg: HwConfig, m: int, k: int, n: int, mean: bool = False, b_act: bool = False) -> int:
+def gemm_cycles(cfg: HwConfig, m: int, k: int, n: int, mean: bool = False, b_act: bool = False,
+                gelu: bool = False) -> int:
     """Cycles of a ``GEMM`` of ``(m, k) x (k, n)`` (sizes resolved); ``b_act``: B is read from the
-    activation scratchpad (one read port for both operands)."""
+    activation scratchpad (one read port for both operands); ``gelu``: the fused GELU
+    (``HwConfig.fuse_gelu``)."""
     if min(m, k, n) == 0:
         return GEMM_EMPTY_CYCLES
-    return gemm_busy_cycles(cfg, m, k, n, mean, b_act) + GEMM_HANDBACK_CYCLES
+    return gemm_busy_cycles(cfg, m, k, n, mean, b_act, gelu) + GEMM_HANDBACK_CYCLES
 
 
 @lru_cache(maxsize=1 << 14)
-def gemm_busy_cycles(cfg: HwConfig, m: int, k: int, n: int, mean: bool = False, b_act: bool = False) -> int:
+def gemm_busy_cycles(cfg: HwConfig, m: int, k: int, n: int, mean: bool = False, b_act: bool = False,
+                     gelu: bool = False) -> int:
     """Cycles the GEMM sequencer's ``busy`` is high for a ``GEMM`` of ``(m, k) x (k, n)`` (all
-    sizes positive; ``b_act`` as in :func:`gemm_cycles`).
+    sizes positive; ``b_act`` and ``gelu`` as in :func:`gemm_cycles`).
 
     The blocks (tile by tile, K block by K block) follow hw/gemm.py's GemmSequencer: block ``b`` is
     read in ``W`` cycles from ``I_b`` (ready to swap in at ``F_b = I_b + W + 1``), swapped into the
@@ -180,10 +187,13 @@ def gemm_busy_cycles(cfg: HwConfig, m: int, k: int, n: int, mean: bool = False, 
     ``X_b + 1`` (a tile's first block also waits for the engine to take the previous tile) to
     ``L_b``; the next block's reads start at ``X_b - 1`` when the swap was certain a cycle ahead,
     else at ``X_b``. The engine takes tile ``t`` at ``max(L + 1, take_{t-1} + pe_rows + 1)`` (its
-    drain registers free); the last tile's rows then leave through the requantizer.
+    drain registers free); the last tile's rows then leave through the requantizer (and, with
+    ``gelu``, the GELU drain).
     """
     if min(m, k, n) <= 0:
         raise ValueError(f"gemm_busy_cycles needs positive sizes, not m={m}, k={k}, n={n}")
+    if gelu and not cfg.fuse_gelu:
+        raise ValueError("a GEMM with gelu needs a config with fuse_gelu")
     rows, lanes = cfg.pe_rows, cfg.lanes
     reads = reads_per_block(cfg, b_act)
     tiles = -(-m // rows) * cfg.row_words(n)
@@ -203,7 +213,7 @@ def gemm_busy_cycles(cfg: HwConfig, m: int, k: int, n: int, mean: bool = False, 
             issue = swap - 1 if certain else swap
             last, last_steps = first + s - 1, s
         take = last + 1 if take is None else max(last + 1, take + rows + 1)
-    return take + rows + GEMM_END_CYCLES
+    return take + rows + GEMM_END_CYCLES + (GEMM_GELU_CYCLES if gelu else 0)
 
 
 def add_cycles(cfg: HwConfig, words: int) -> int:

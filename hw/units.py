@@ -20,7 +20,8 @@ Kinds (what the controller's row streamer drives; hw/controller.py documents the
 At ``HwConfig.unit_lanes = U > 1`` the ``stream``, ``row`` and ``layernorm`` units are built with ``U``
 lanes: each transfer of ``i``, ``o`` (and ``params``) carries ``U`` elements.
 * ``select``: the token selector (``SELECT``).
-* ``inner``: a block inside another unit (listed for generate, lint and the per-block split only).
+* ``inner``: a block inside another unit (listed for generate, lint and the per-block split only; the
+  GEMM engine's ``gemm_gelu`` lanes with ``fuse_gelu``).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def _max_dim(cfg: HwConfig, value: int) -> int:
 
 def _gemm_cycles(cfg, ins, tokens, pruned):
     return timing.gemm_cycles(cfg, timing.dim(ins.m, tokens), timing.dim(ins.k, tokens), timing.dim(ins.n, tokens),
-                              bool(ins.mean), bool(ins.b_act))
+                              bool(ins.mean), bool(ins.b_act), bool(ins.gelu))
 
 
 def _gemm_budget(cfg, ins):
@@ -182,7 +183,7 @@ def elementwise(make: Callable[[HwConfig], wiring.Component]) -> Callable[[HwCon
 
 
 def _builtin_units() -> list[Unit]:
-    from .gemm import GemmEngine, GemmSequencer, Requantizer
+    from .gemm import GeluDrain, GemmEngine, GemmSequencer, Requantizer
     from .nonlinear import GeluUnit, LayerNormUnit, SigmoidUnit, SoftmaxUnit
     from .residual import ResidualAdder
     from .selector import TokenMean, TokenSelector
@@ -193,6 +194,9 @@ def _builtin_units() -> list[Unit]:
         Unit("requant", lambda cfg: Requantizer(lanes=cfg.lanes, acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits,
                                                 shift_bits=cfg.shift_bits),
              "inner", submodule="ctrl.gemm.engine.requant"),
+        # the GELU lanes of the drain path (GEMM.gelu)
+        Unit("gemm_gelu", lambda cfg: GeluDrain(config=cfg), "inner", flag="fuse_gelu",
+             submodule="ctrl.gemm.engine.gelu"),
         # operand feeder, tile loops, mean reciprocal divider
         Unit("gemm_sequencer", lambda cfg: GemmSequencer(config=cfg), "gemm", op=Op.GEMM, submodule="gemm",
              cycles=_gemm_cycles, budget=_gemm_budget),

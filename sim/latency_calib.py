@@ -31,7 +31,8 @@ class Case:
 
     ``keep``: the selector's threshold rule (sim/benches/reference.choose_threshold: ``"mixed"``, ``"all"``,
     ``"class_only"``); ``pe``: ``(pe_rows, pe_cols)``; ``hw``: a preset name the shape runs on as is;
-    ``unit_lanes``: the row-wise units' lanes (``None``: the preset's, or 1).
+    ``unit_lanes``: the row-wise units' lanes (``None``: the preset's, or 1); ``fuse_gelu``: the GELU in the
+    GEMM drain path (``None``: the preset's, or off).
     """
 
     name: str
@@ -46,6 +47,7 @@ class Case:
     hw: str | None = None
     seed: int = 1
     unit_lanes: int | None = None
+    fuse_gelu: bool | None = None
 
     def config(self) -> HwConfig:
         if self.hw is not None:
@@ -54,6 +56,8 @@ class Case:
             cfg = dataclasses.replace(BASE, pe_rows=self.pe[0], pe_cols=self.pe[1], act_depth=8192,
                                       weight_depth=2048, param_depth=64, max_tokens=self.n_tokens,
                                       max_embed_dim=self.dim, max_mlp_dim=self.mlp, max_heads=self.heads)
+        if self.fuse_gelu is not None:
+            cfg = dataclasses.replace(cfg, fuse_gelu=self.fuse_gelu)
         return cfg if self.unit_lanes is None else dataclasses.replace(cfg, unit_lanes=self.unit_lanes)
 
     def build(self) -> tuple[HwConfig, object, dict[str, list[int]], list[bool] | None]:
@@ -105,6 +109,13 @@ LANES_CASES = (
     Case("u4-pe2x8-d32-h2-n11-sel-mixed", dim=32, heads=2, mlp=96, n_tokens=11, pe=(2, 8), unit_lanes=4),
     Case("u8-pe2x8-d16-h2-n7-sel-all", dim=16, heads=2, mlp=32, n_tokens=7, pe=(2, 8), keep="all", unit_lanes=8),
     Case("u2-model-d16-n5-depth2", dim=16, heads=2, mlp=32, n_tokens=5, depth=2, unit_lanes=2),
+)
+#: Shapes with the GELU fused into the GEMM drain path (``fuse_gelu``), in the Amaranth simulator.
+FUSED_GELU_CASES = (
+    Case("fg-d16-h2-n9-sel-mixed", dim=16, heads=2, mlp=32, n_tokens=9, fuse_gelu=True),
+    Case("fg-u4-pe2x8-d32-h2-n11-sel-mixed", dim=32, heads=2, mlp=96, n_tokens=11, pe=(2, 8), unit_lanes=4,
+         fuse_gelu=True),
+    Case("fg-model-d16-n5-depth2", dim=16, heads=2, mlp=32, n_tokens=5, depth=2, fuse_gelu=True),
 )
 #: The demo model's shapes on the demo preset (Verilator: tens of seconds each, after a build).
 DEMO_CASES = (
@@ -248,5 +259,5 @@ def compare(model, program, measured: dict, pruned: list[bool] | None = None) ->
     return {"total": (pred["total"], measured["total"]), "per_layer": per_layer, "mismatches": mismatches}
 
 
-__all__ = ["DEMO_CASES", "LANES_CASES", "SMALL_CASES", "Case", "calibrate", "compare", "profile_program",
-           "profile_program_rtl"]
+__all__ = ["DEMO_CASES", "FUSED_GELU_CASES", "LANES_CASES", "SMALL_CASES", "Case", "calibrate", "compare",
+           "profile_program", "profile_program_rtl"]

@@ -5,7 +5,8 @@ per test:
 
 * ``gemm_programs``: ``gemm_cases`` — GEMM instructions (sim/block_ref.gemm_case arguments), each
   run as a one-instruction program from scratchpads, results read back through the host port
-  and compared with quant.ops.gemm.
+  and compared with quant.ops.gemm (a case with ``gelu`` sets the GEMM's fused-GELU flag and is
+  compared with int_gelu of that; the config must have ``fuse_gelu``).
 * ``encoder_block``: ``n_tokens``, ``seed``, ``selector``, ``keep`` (``"mixed"``, ``"all"`` or
   ``"class_only"``): one encoder block (behind a token selector) compiled by hw/compiler.py
   (sim/block_ref.block_program), its LOAD table streamed into ``dma_in``,
@@ -17,6 +18,8 @@ Every write happens at a falling edge (see sim/benches/gemm.py).
 
 from __future__ import annotations
 
+import dataclasses
+
 import cocotb
 import torch
 from cocotb.clock import Clock
@@ -25,6 +28,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 from vitforge.hw.compiler import INPUT_BLOB
 from vitforge.hw.config import HwConfig
 from vitforge.hw.isa import Mem, assemble
+from vitforge.quant.nonlinear import int_gelu
 from vitforge.sim.benches import reference as block_ref
 from vitforge.sim.benches.runner import bench_config
 from vitforge.sim.scoreboard import assert_equal
@@ -101,7 +105,11 @@ async def gemm_programs(dut):
     cfg = HwConfig.from_json(params["config"])
     await reset(dut)
     for i, kwargs in enumerate(params["gemm_cases"]):
-        case = block_ref.gemm_case(cfg, **kwargs)
+        gelu = bool(kwargs.get("gelu", False))
+        case = block_ref.gemm_case(cfg, **{k: v for k, v in kwargs.items() if k != "gelu"})
+        if gelu:  # the fused GELU (HwConfig.fuse_gelu): GEMM + GELU in one instruction
+            case = dataclasses.replace(case, instr=block_ref.Instr(block_ref.Op.GEMM, **{**dict(case.instr.args),
+                                                                                         "gelu": 1}))
         for mem, addr, words in case.preload:
             await host_write(dut, Mem.ACT if mem == "act" else Mem.WEIGHT, addr, words)
         await host_write(dut, Mem.PARAM, 0, case.param_words)
@@ -113,6 +121,8 @@ async def gemm_programs(dut):
         from vitforge.quant.ops import gemm
 
         expected = gemm(case.a, case.b, case.bias, case.mult, case.shift)
+        if gelu:
+            expected = int_gelu(expected, cfg.numerics.gelu_in, cfg.numerics.gelu_out)
         assert_equal(got, expected, f"GEMM case {i} {kwargs}")
         dut._log.info("GEMM case %d (%s) bit-exact in %d cycles", i, kwargs, cycles)
 

@@ -15,7 +15,7 @@ import pytest
 
 from vitforge.cli import main
 from vitforge.hw import synth
-from vitforge.hw.config import BASE
+from vitforge.hw.config import BASE, GELU_DSPS_PER_LANE
 from vitforge.hw.gemm import GemmEngine
 from vitforge.hw.synth import (
     DEVICES,
@@ -234,10 +234,11 @@ def test_overhead_is_relative_to_the_design_without():
     assert over["lut"]["pct"] == 5.0 and over["ff"]["delta"] == 0 and over["bram36"]["pct"] is None
 
 
-@pytest.mark.slow  # two Yosys runs, about 14 s of CPU with an empty cache: VITFORGE_DEEP=1
+@pytest.mark.slow  # three Yosys runs, about 30 s of CPU with an empty cache: VITFORGE_DEEP=1
 def test_dsp_packing_halves_the_array_dsps():
     """Yosys maps each packed multiplication to one DSP48E2: a 2x2 array takes 2 DSPs instead of 4,
-    and the engine's DSPs are ``dsp_estimate`` (requantizer included) with and without packing.
+    and the engine's DSPs are ``dsp_estimate`` (requantizer included) with and without packing, and
+    with the fused GELU lanes (``fuse_gelu``).
 
     LUT bound with packing: per row pair one packing adder (``act_bits`` LUTs and an inverter),
     per packed product one inverter (the borrow's carry-in); the accumulators stay as they were.
@@ -248,10 +249,16 @@ def test_dsp_packing_halves_the_array_dsps():
     reports = [module_report(GemmEngine(config=c), "gemm_engine") for c in configs]
     assert [r["dsp"] for r in reports] == [c.dsp_estimate for c in configs]  # the engine with its requantizer
     plain, packed = (r["own"] for r in reports)
+    packed_total = reports[1]["dsp"]
     assert plain["dsp"] == cfg.macs and packed["dsp"] == cfg.macs // 2
     pairs = cfg.pe_rows // 2
     assert plain["lut"] <= packed["lut"] <= plain["lut"] + pairs * (cfg.act_bits + 1) + cfg.macs // 2
     assert packed["ff"] == plain["ff"]
+    # The fused GELU lanes (fuse_gelu) are in the engine and in dsp_estimate; the PE array is unchanged.
+    fused_cfg = dataclasses.replace(cfg, dsp_packing=True, fuse_gelu=True)
+    fused = module_report(GemmEngine(config=fused_cfg), "gemm_engine")
+    assert fused["dsp"] == fused_cfg.dsp_estimate == packed_total + GELU_DSPS_PER_LANE * cfg.lanes
+    assert fused["own"]["dsp"] == packed["dsp"]
 
 
 @pytest.mark.slow  # demo synthesis takes minutes: VITFORGE_DEEP=1

@@ -7,6 +7,8 @@
   on Verilator, and on Icarus too with ``VITFORGE_DEEP=1``.
 * The same block (selector, about half kept; and dense) with the row-wise units at
   ``unit_lanes = 4`` (demo's lanes), on both simulators, with ``VITFORGE_DEEP=1`` (a design of its own).
+* A tiny build with ``fuse_gelu`` (the GELU in the GEMM drain path): fused and plain GEMMs, and an
+  encoder block behind a selector whose fc1 and selector MLPs run fused, on both simulators.
 """
 
 from __future__ import annotations
@@ -67,3 +69,16 @@ def test_encoder_block_selector_corners(sim, keep):
 def test_encoder_block_at_unit_lanes(sim, selector):
     _run(sim, "encoder_block", cfg=DEMO_U4, n_tokens=env_int("VITFORGE_BLOCK_TOKENS", DEMO.max_tokens), seed=13,
          selector=selector, keep="mixed")
+
+
+#: A tiny build (D=16, 2 heads, MLP 32, 6 tokens) with the GELU fused into the GEMM drain path: a build
+#: and run of about a minute per simulator.
+FUSED_GELU = dataclasses.replace(DEMO, act_depth=4096, weight_depth=1024, param_depth=64, imem_depth=128,
+                                 max_tokens=6, max_embed_dim=16, max_mlp_dim=32, max_heads=2, fuse_gelu=True)
+
+
+@pytest.mark.parametrize("sim", simulators())
+def test_fused_gelu_gemms_and_block(sim):
+    cases = [{**c, "gelu": True} for c in GEMM_CASES] + GEMM_CASES[:2]
+    _run(sim, "gemm_programs", cfg=FUSED_GELU, gemm_cases=cases)
+    _run(sim, "encoder_block", cfg=FUSED_GELU, n_tokens=FUSED_GELU.max_tokens, seed=14, selector=True, keep="mixed")

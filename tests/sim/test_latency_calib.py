@@ -3,7 +3,7 @@
 
 The default tier runs small shapes (sim/latency_calib.SMALL_CASES: blocks with and without a
 selector, 2x8 and 8x4 PE arrays, a whole two-block model; LANES_CASES: the same kinds at
-unit_lanes 2, 4 and 8) in the Amaranth simulator and asserts
+unit_lanes 2, 4 and 8; FUSED_GELU_CASES: with the GELU fused into the GEMM drain) in the Amaranth simulator and asserts
 exact per-instruction agreement (and so per-layer error 0, well inside the 5% budget). With
 ``VITFORGE_DEEP=1`` the demo model's shapes (DEMO_CASES: full 65-token blocks and the whole demo
 model) run on Verilator.
@@ -18,7 +18,7 @@ from vitforge.hw.config import get_preset
 from vitforge.hw.cycles import CycleModel
 from vitforge.hw.isa import PER_TOKEN, TOKENS, Instr, Mem, Op
 from vitforge.hw.timing import port_timing
-from vitforge.sim.latency_calib import DEMO_CASES, LANES_CASES, SMALL_CASES, calibrate
+from vitforge.sim.latency_calib import DEMO_CASES, FUSED_GELU_CASES, LANES_CASES, SMALL_CASES, calibrate
 
 #: The task's budget for a layer's modeled cycles against the RTL's.
 LAYER_TOLERANCE = 0.05
@@ -40,6 +40,15 @@ def test_model_equals_amaranth_rtl(case):
 @pytest.mark.parametrize("case", LANES_CASES, ids=[c.name for c in LANES_CASES])
 def test_model_equals_amaranth_rtl_at_unit_lanes(case):
     assert case.config().unit_lanes > 1
+    _check(calibrate(case, "amaranth"))
+
+
+@pytest.mark.parametrize("case", FUSED_GELU_CASES, ids=[c.name for c in FUSED_GELU_CASES])
+def test_model_equals_amaranth_rtl_with_fused_gelu(case):
+    cfg = case.config()
+    assert cfg.fuse_gelu
+    program = case.build()[1]
+    assert any(i.op == Op.GEMM and i.gelu for i in program.instrs)
     _check(calibrate(case, "amaranth"))
 
 

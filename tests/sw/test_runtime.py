@@ -7,6 +7,7 @@ exported as an artifact for the demo preset.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -95,6 +96,19 @@ def test_driver_refuses_hardware_built_for_another_config(artifact):
         AcceleratorBackend(FakeDevice({axi.Reg.ID: axi.MAGIC, axi.Reg.CONFIG: other}), DEMO, prog, "fake")
     with pytest.raises(AcceleratorError, match="ID register reads 0x00000000"):
         AcceleratorBackend(FakeDevice({}), DEMO, prog, "fake")
+
+
+def test_driver_refuses_hardware_without_the_fused_gelu(artifact):
+    """An artifact compiled for a fuse_gelu build (its GEMMs carry the gelu flag) must not run on
+    hardware built without it, nor the other way round: the field is in the config fingerprint."""
+    rt = Runtime(artifact, "golden")
+    prog = ArtifactProgram.load(artifact, rt.manifest)
+    fused = dataclasses.replace(DEMO, fuse_gelu=True)
+    assert axi.config_id(fused) != axi.config_id(DEMO)
+    for built, compiled in ((DEMO, fused), (fused, DEMO)):
+        device = FakeDevice({axi.Reg.ID: axi.MAGIC, axi.Reg.CONFIG: axi.config_id(built)})
+        with pytest.raises(AcceleratorError, match=f"built for config {axi.config_id(built):#010x}"):
+            AcceleratorBackend(device, compiled, prog, "fake")
 
 
 @pytest.mark.rtl
