@@ -43,8 +43,12 @@ Unit contracts (how the row-wise instructions use the parameter scratchpad):
 Throughput: at ``unit_lanes = 1`` row-wise instructions stream one element per cycle with two
 bubble cycles per word read; at ``unit_lanes = U > 1`` the row streamer reads one word per cycle
 (pipelined, two words of look-ahead) and hands GELU, sigmoid, softmax and LayerNorm ``U`` elements per
-cycle (LayerNorm's ``U`` parameter lanes likewise), the writer packs ``U`` results per cycle (``SELECT``
-keeps the one-element path). ``ADD`` takes four cycles per word; ``LOAD``/``STORE`` one word per cycle.
+cycle (LayerNorm's ``U`` parameter lanes likewise), the writer packs ``U`` results per cycle. ``SELECT``
+keeps its reader (score words, then the token's words, two bubbles per word) and at ``U > 1`` hands the
+compactor ``U`` elements per transfer, its output written ``U`` a cycle. ``ADD`` takes four cycles per
+word; at ``U > 1`` two (read a, read b; the add and the write overlap the next word's reads, so a
+``dst_addr`` of ``a_addr + 1`` or ``b_addr + 1`` would read a word before it is written; ``dst`` equal
+to ``a`` or ``b``, or apart from both, is exact). ``LOAD``/``STORE`` one word per cycle.
 """
 
 from __future__ import annotations
