@@ -298,7 +298,8 @@ class Controller(wiring.Component):
             if spec.kind == "select":
                 m.d.comb += [
                     unit.threshold.eq(threshold), unit.n_tokens.eq(rows), unit.dim.eq(cols),
-                    unit.tokens.valid.eq(e_valid & active), unit.tokens.payload.eq(r_buf[:u * bits] if wide else e_data),
+                    unit.tokens.valid.eq(e_valid & active),
+                    unit.tokens.payload.eq(r_buf[:u * bits] if wide else e_data),
                     unit.scores.valid.eq(s_valid & active),
                     unit.scores.payload.first.eq(r_row == 0),
                     unit.o.ready.eq(active),
