@@ -43,13 +43,15 @@ Unit contracts (how the row-wise instructions use the parameter scratchpad):
 Throughput: at ``unit_lanes = 1`` row-wise instructions stream one element per cycle with two
 bubble cycles per word read; at ``unit_lanes = U > 1`` the row streamer reads one word per cycle
 (pipelined, two words of look-ahead) and hands GELU, sigmoid, softmax and LayerNorm ``U`` elements per
-cycle (LayerNorm's ``U`` parameter lanes likewise), the writer packs ``U`` results per cycle (``SELECT``
-keeps the one-element path). ``ADD`` takes four cycles per word; ``LOAD``/``STORE`` one word per cycle.
+cycle (LayerNorm's ``U`` parameter lanes likewise), the writer packs ``U`` results per cycle. ``SELECT``
+keeps its reader (score words, then the token's words, two bubbles per word) and at ``U > 1`` hands the
+compactor ``U`` elements per transfer, its output written ``U`` a cycle. ``ADD`` takes four cycles per
+word; at ``U > 1`` two (read a, read b; the add and the write overlap the next word's reads, so a
+``dst_addr`` of ``a_addr + 1`` or ``b_addr + 1`` would read a word before it is written; ``dst`` equal
+to ``a`` or ``b``, or apart from both, is exact). ``LOAD``/``STORE`` one word per cycle.
 """
 
 from __future__ import annotations
-
-import contextlib
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
@@ -197,7 +199,7 @@ class Controller(wiring.Component):
         cfg = self._config
         lanes, bits = cfg.lanes, cfg.act_bits
         u = cfg.unit_lanes
-        wide = u > 1  # the units take u elements per transfer (SELECT keeps the one-element path)
+        wide = u > 1  # the units (SELECT's compactor too) take u elements per transfer
         m = Module()
         m.submodules.gemm = seq = units.UNITS["gemm_sequencer"].build(cfg)
         m.submodules.residual = add = units.UNITS["residual"].build(cfg)
@@ -296,7 +298,8 @@ class Controller(wiring.Component):
             if spec.kind == "select":
                 m.d.comb += [
                     unit.threshold.eq(threshold), unit.n_tokens.eq(rows), unit.dim.eq(cols),
-                    unit.tokens.valid.eq(e_valid & active), unit.tokens.payload.eq(e_data),
+                    unit.tokens.valid.eq(e_valid & active),
+                    unit.tokens.payload.eq(r_buf[:u * bits] if wide else e_data),
                     unit.scores.valid.eq(s_valid & active),
                     unit.scores.payload.first.eq(r_row == 0),
                     unit.o.ready.eq(active),
@@ -306,7 +309,7 @@ class Controller(wiring.Component):
                                  unit.scores.payload.weights[h].eq(r_buf[h * bits:(h + 1) * bits])]
                 with m.If(active):
                     m.d.comb += [e_ready.eq(unit.tokens.ready), s_ready.eq(unit.scores.ready),
-                                 o_valid.eq(unit.o.valid), o_data.eq(unit.o.payload.data),
+                                 o_valid.eq(unit.o.valid), (o_vec if wide else o_data).eq(unit.o.payload.data),
                                  o_last.eq(unit.o.payload.last), o_end.eq(unit.o.payload.end)]
                 continue
             m.d.comb += [unit.i.valid.eq(el_valid & active), unit.i.payload.eq(el_data), unit.o.ready.eq(active)]
@@ -401,26 +404,27 @@ class Controller(wiring.Component):
                 m.next = "LOAD_QUEUE"
 
         # --- writer (row-wise results and SELECT output), runs beside the reader ------------------
-        row_end = Mux(is_select, o_last, w_col + 1 == cols)
-        merged = w_buf | (o_data.as_unsigned() << (w_lane * bits))
         writing = Signal()
-        with m.If(is_select) if wide else contextlib.nullcontext(), m.If(writing & o_valid):
-            with m.If(row_end | (w_lane == lanes - 1)):
-                m.d.comb += [self.act_we.eq(1), self.act_waddr.eq(w_row_addr + w_word), self.act_wdata.eq(merged)]
-                m.d.sync += [w_buf.eq(0), w_lane.eq(0), w_word.eq(w_word + 1)]
-            with m.Else():
-                m.d.sync += [w_buf.eq(merged), w_lane.eq(w_lane + 1)]
-            m.d.sync += w_col.eq(w_col + 1)
-            with m.If(row_end):
-                m.d.sync += [w_col.eq(0), w_word.eq(0), w_row.eq(w_row + 1), w_row_addr.eq(w_row_addr + dst_stride),
-                             w_lane.eq(0), w_buf.eq(0)]
-                with m.If(Mux(is_select, o_end, w_row + 1 == rows)):
-                    m.d.sync += [w_done.eq(1), writing.eq(0)]
-                    with m.If(is_select):
-                        m.d.sync += tokens.eq(w_row + 1)
-        if wide:  # u results per transfer; lanes past the row's end are written as 0
-            with m.Elif(writing & o_valid):
-                v_end = w_col + u >= cols
+        if not wide:  # one result per transfer
+            row_end = Mux(is_select, o_last, w_col + 1 == cols)
+            merged = w_buf | (o_data.as_unsigned() << (w_lane * bits))
+            with m.If(writing & o_valid):
+                with m.If(row_end | (w_lane == lanes - 1)):
+                    m.d.comb += [self.act_we.eq(1), self.act_waddr.eq(w_row_addr + w_word), self.act_wdata.eq(merged)]
+                    m.d.sync += [w_buf.eq(0), w_lane.eq(0), w_word.eq(w_word + 1)]
+                with m.Else():
+                    m.d.sync += [w_buf.eq(merged), w_lane.eq(w_lane + 1)]
+                m.d.sync += w_col.eq(w_col + 1)
+                with m.If(row_end):
+                    m.d.sync += [w_col.eq(0), w_word.eq(0), w_row.eq(w_row + 1),
+                                 w_row_addr.eq(w_row_addr + dst_stride), w_lane.eq(0), w_buf.eq(0)]
+                    with m.If(Mux(is_select, o_end, w_row + 1 == rows)):
+                        m.d.sync += [w_done.eq(1), writing.eq(0)]
+                        with m.If(is_select):
+                            m.d.sync += tokens.eq(w_row + 1)
+        else:  # u results per transfer; lanes past the row's end are written as 0
+            with m.If(writing & o_valid):
+                v_end = Mux(is_select, o_last, w_col + u >= cols)
                 kept_lanes = []  # a loop, not a generator: a closure over cols would cost the signals their names
                 for j in range(u):
                     kept_lanes.append(Mux(w_col + j < cols, o_vec.word_select(j, bits), 0))
@@ -435,8 +439,10 @@ class Controller(wiring.Component):
                 with m.If(v_end):
                     m.d.sync += [w_col.eq(0), w_word.eq(0), w_row.eq(w_row + 1),
                                  w_row_addr.eq(w_row_addr + dst_stride), w_lane.eq(0), w_buf.eq(0)]
-                    with m.If(w_row + 1 == rows):
+                    with m.If(Mux(is_select, o_end, w_row + 1 == rows)):
                         m.d.sync += [w_done.eq(1), writing.eq(0)]
+                        with m.If(is_select):
+                            m.d.sync += tokens.eq(w_row + 1)
 
         # --- LayerNorm parameter reader: beta/gamma per element, every row ------------------------
         p_state = Signal(2)  # 0 idle, 1 issue, 2 latch, 3 emit
@@ -467,6 +473,16 @@ class Controller(wiring.Component):
                             m.d.sync += [p_col.eq(0), p_word.eq(0), p_lane.eq(0), p_state.eq(1)]
                         with m.Elif(p_lane == lanes - 1):
                             m.d.sync += [p_word.eq(p_word + 1), p_lane.eq(0), p_state.eq(1)]
+
+        # --- ADD's writer at unit_lanes > 1: the adder's result, the cycle it leaves ------------------
+        if wide:
+            add_b_read = Signal()  # ADD_B read b last cycle (a_word holds a): the pair goes to the adder
+            add_w_idx = Signal(addr_shape)
+            m.d.comb += add.output.ready.eq(1)
+            with m.If(add.output.valid):
+                m.d.comb += [self.act_we.eq(1), self.act_waddr.eq(ins.args.add.dst_addr + add_w_idx),
+                             self.act_wdata.eq(add.output.payload)]
+                m.d.sync += add_w_idx.eq(add_w_idx + 1)
 
         # --- main FSM -----------------------------------------------------------------------------
         with m.FSM():
@@ -501,6 +517,8 @@ class Controller(wiring.Component):
                         m.next = "GEMM"
                     with m.Case(Op.ADD):
                         m.d.sync += n_words.eq(count(ins.args.add.count))
+                        if wide:
+                            m.d.sync += add_w_idx.eq(0)
                         m.next = "ADD_A"
                     with m.Case(Op.LOAD):
                         hand_over_load()
@@ -535,28 +553,45 @@ class Controller(wiring.Component):
                 with m.If(~seq.busy):
                     m.next = "FETCH"
 
-            # ADD: read a, read b, add, write; one word at a time.
-            with m.State("ADD_A"):
-                with m.If(idx == n_words):
-                    m.next = "FETCH"
-                with m.Else():
-                    m.d.comb += self.act_raddr.eq(ins.args.add.a_addr + idx)
-                    m.next = "ADD_B"
-            with m.State("ADD_B"):
-                m.d.comb += self.act_raddr.eq(ins.args.add.b_addr + idx)
-                m.d.sync += a_word.eq(self.act_rdata)
-                m.next = "ADD_SUM"
-            with m.State("ADD_SUM"):
-                m.d.comb += [add.input.valid.eq(1), add.input.payload.a.eq(a_word),
-                             add.input.payload.b.eq(self.act_rdata)]
-                with m.If(add.input.ready):
-                    m.next = "ADD_WRITE"
-            with m.State("ADD_WRITE"):
-                m.d.comb += add.output.ready.eq(1)
-                with m.If(add.output.valid):
-                    m.d.comb += [self.act_we.eq(1), self.act_waddr.eq(ins.args.add.dst_addr + idx),
-                                 self.act_wdata.eq(add.output.payload)]
-                    m.d.sync += idx.eq(idx + 1)
+            if not wide:
+                # ADD: read a, read b, add, write; one word at a time.
+                with m.State("ADD_A"):
+                    with m.If(idx == n_words):
+                        m.next = "FETCH"
+                    with m.Else():
+                        m.d.comb += self.act_raddr.eq(ins.args.add.a_addr + idx)
+                        m.next = "ADD_B"
+                with m.State("ADD_B"):
+                    m.d.comb += self.act_raddr.eq(ins.args.add.b_addr + idx)
+                    m.d.sync += a_word.eq(self.act_rdata)
+                    m.next = "ADD_SUM"
+                with m.State("ADD_SUM"):
+                    m.d.comb += [add.input.valid.eq(1), add.input.payload.a.eq(a_word),
+                                 add.input.payload.b.eq(self.act_rdata)]
+                    with m.If(add.input.ready):
+                        m.next = "ADD_WRITE"
+                with m.State("ADD_WRITE"):
+                    m.d.comb += add.output.ready.eq(1)
+                    with m.If(add.output.valid):
+                        m.d.comb += [self.act_we.eq(1), self.act_waddr.eq(ins.args.add.dst_addr + idx),
+                                     self.act_wdata.eq(add.output.payload)]
+                        m.d.sync += idx.eq(idx + 1)
+                        m.next = "ADD_A"
+            else:
+                # ADD, pipelined: read a, read b, then a's next read while the adder takes the pair; the
+                # adder's result is written (above) while b's next read goes: two cycles per word.
+                with m.State("ADD_A"):
+                    m.d.comb += [add.input.valid.eq(add_b_read), add.input.payload.a.eq(a_word),
+                                 add.input.payload.b.eq(self.act_rdata)]
+                    m.d.sync += add_b_read.eq(0)
+                    with m.If(idx == n_words):
+                        m.next = "FETCH"
+                    with m.Else():
+                        m.d.comb += self.act_raddr.eq(ins.args.add.a_addr + idx)
+                        m.next = "ADD_B"
+                with m.State("ADD_B"):
+                    m.d.comb += self.act_raddr.eq(ins.args.add.b_addr + idx)
+                    m.d.sync += [a_word.eq(self.act_rdata), idx.eq(idx + 1), add_b_read.eq(1)]
                     m.next = "ADD_A"
 
             # LOAD: the loader takes the words; a blocking LOAD waits here until they are in.
@@ -630,20 +665,21 @@ class Controller(wiring.Component):
             with m.State("ROW_LATCH"):
                 m.d.sync += [r_buf.eq(self.act_rdata), r_lane.eq(0)]
                 m.next = "ROW_EMIT"
-            with m.State("ROW_EMIT"):
+            with m.State("ROW_EMIT"):  # at unit_lanes > 1 (SELECT only): u elements per transfer
+                per_word = lanes // u
                 m.d.comb += e_valid.eq(1)
                 with m.If(e_ready):
-                    m.d.sync += [r_buf.eq(r_buf >> bits), r_lane.eq(r_lane + 1), r_col.eq(r_col + 1)]
-                    with m.If(r_lane == lanes - 1):
+                    m.d.sync += [r_buf.eq(r_buf >> (u * bits)), r_lane.eq(r_lane + 1), r_col.eq(r_col + u)]
+                    with m.If(r_lane == per_word - 1):
                         m.d.sync += r_word.eq(r_word + 1)
-                    with m.If(r_col + 1 == cols):
+                    with m.If(r_col + u >= cols if wide else r_col + 1 == cols):
                         m.d.sync += [r_col.eq(0), r_word.eq(0), r_row.eq(r_row + 1),
                                      r_row_addr.eq(r_row_addr + src_stride)]
                         with m.If(is_select & (r_row + 1 != rows)):
                             m.next = "SCORE_RD0"
                         with m.Else():
                             m.next = "ROW_RD"
-                    with m.Elif(r_lane == lanes - 1):
+                    with m.Elif(r_lane == per_word - 1):
                         m.next = "ROW_RD"
             with m.State("ROW_WAIT"):
                 with m.If(w_done):

@@ -14,7 +14,7 @@ left:
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -37,10 +37,12 @@ def decision_layout() -> data.StructLayout:
     return data.StructLayout({"fused": unsigned(SCORE_BITS), "keep": 1})
 
 
-def token_layout() -> data.StructLayout:
-    """Compacted output element: int8 ``data``; ``first``/``last`` of each token row;
-    ``package`` on the package token's elements; ``end`` on the image's final element."""
-    return data.StructLayout({"data": fmt_shape(INT8), "first": 1, "last": 1, "package": 1, "end": 1})
+def token_layout(lanes: int = 1) -> data.StructLayout:
+    """Compacted output transfer: int8 ``data`` (one code, or ``lanes`` codes when ``lanes > 1``);
+    ``first``/``last`` of each token row; ``package`` on the package token's transfers; ``end`` on the
+    image's final transfer."""
+    shape = fmt_shape(INT8) if lanes == 1 else data.ArrayLayout(fmt_shape(INT8), lanes)
+    return data.StructLayout({"data": shape, "first": 1, "last": 1, "package": 1, "end": 1})
 
 
 class FuseScore(wiring.Component):
@@ -116,33 +118,50 @@ class TokenCompactor(wiring.Component):
     Args (keyword-only):
         max_tokens: most tokens per image ``N`` (sizes the counters and the weight sum).
         max_dim: longest token ``D`` (the package accumulator memory depth).
+        lanes: elements per transfer ``U`` of ``tokens`` and ``o`` (>= 1; default 1).
 
     Ports:
         n_tokens, dim: the image's ``N`` (1..max_tokens) and ``D`` (1..max_dim), sampled when
             the image's first decision is taken.
         decisions: stream of :func:`decision_layout`, one per token, in token order (from
             :class:`FuseScore`); taken before the token's first element.
-        tokens: stream of int8 codes, ``N x D`` row-major.
-        o: stream of :func:`token_layout`: the kept tokens in order, then the package token if
-            any token was pruned.
+        tokens: stream of int8 codes, ``N x D`` row-major; at ``lanes = U > 1`` each transfer
+            carries ``U`` consecutive codes of one token (``ceil(D / U)`` transfers per token, the
+            last one's lanes past ``D`` are ignored).
+        o: stream of :func:`token_layout` (``lanes``): the kept tokens in order, then the package
+            token if any token was pruned (at ``U > 1``, lanes past ``D`` of a row's last transfer
+            are unspecified).
 
-    Throughput: one element per cycle (kept tokens pass through as ``o`` allows; pruned ones are
-    absorbed at one element per cycle), plus one cycle per decision; the package token follows
-    after one :class:`Divider` (``PACKAGE_RECIP_BITS + 1`` quotient bits). Saturation: the
-    package token's elements saturate to int8.
+    Throughput: one transfer per cycle (kept tokens pass through as ``o`` allows; pruned ones are
+    absorbed at one transfer per cycle), plus one cycle per decision; the package token follows
+    after one :class:`Divider` (``PACKAGE_RECIP_BITS + 1`` quotient bits), one element per cycle
+    (one reciprocal multiplier): at ``U > 1`` a transfer every :meth:`package_beat_cycles` cycles.
+    Saturation: the package token's elements saturate to int8.
     """
 
-    def __init__(self, *, max_tokens: int, max_dim: int):
+    def __init__(self, *, max_tokens: int, max_dim: int, lanes: int = 1):
         check_int(self, "max_tokens", max_tokens, 1)
         check_int(self, "max_dim", max_dim, 1)
-        self._max_tokens, self._max_dim = max_tokens, max_dim
+        check_int(self, "lanes", lanes, 1)
+        self._max_tokens, self._max_dim, self._lanes = max_tokens, max_dim, lanes
+        elem = fmt_shape(INT8) if lanes == 1 else data.ArrayLayout(fmt_shape(INT8), lanes)
         super().__init__({
             "n_tokens": In(range(max_tokens + 1)),
             "dim": In(range(max_dim + 1)),
             "decisions": In(stream.Signature(decision_layout())),
-            "tokens": In(stream.Signature(fmt_shape(INT8))),
-            "o": Out(stream.Signature(token_layout())),
+            "tokens": In(stream.Signature(elem)),
+            "o": Out(stream.Signature(token_layout(lanes))),
         })
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    @staticmethod
+    def package_beat_cycles(lanes: int) -> int:
+        """Cycles per package-token transfer with ``o.ready`` high at ``lanes`` elements per transfer:
+        1 at ``lanes = 1``; else ``lanes`` cycles filling it one element at a time, then the transfer."""
+        return 1 if lanes == 1 else lanes + 1
 
     @property
     def max_tokens(self) -> int:
@@ -153,6 +172,8 @@ class TokenCompactor(wiring.Component):
         return self._max_dim
 
     def elaborate(self, platform):
+        if self._lanes > 1:
+            return self._elaborate_lanes()
         m = Module()
         nmax, dmax = self._max_tokens, self._max_dim
         w_max = SCORE_FMT.qmax + 1  # w = f + 1
@@ -250,28 +271,137 @@ class TokenCompactor(wiring.Component):
                         m.next = "DECISION"
         return m
 
+    def _elaborate_lanes(self):
+        """``lanes = U > 1``: as :meth:`elaborate` with ``d`` counting transfers of ``U`` elements (the
+        accumulator memory holds ``U`` sums a word); the package token's elements are computed one per
+        cycle into a ``U``-element buffer that leaves as one transfer."""
+        m = Module()
+        nmax, dmax, u = self._max_tokens, self._max_dim, self._lanes
+        w_max = SCORE_FMT.qmax + 1  # w = f + 1
+        wsum_w = (nmax * w_max).bit_length()
+        acc_shape = signed((nmax * w_max * -INT8.qmin).bit_length() + 1)
+        beats_max = -(-dmax // u)
+
+        m.submodules.acc = acc_mem = Memory(shape=data.ArrayLayout(acc_shape, u), depth=beats_max, init=[])
+        wp = acc_mem.write_port()
+        rp = acc_mem.read_port(transparent_for=(wp,))
+        m.submodules.div = div = Divider(dividend_width=PACKAGE_RECIP_BITS + 1, divisor_width=wsum_w)
+
+        n, beats = Signal(range(nmax + 1)), Signal(range(beats_max + 1))
+        t, d = Signal(range(nmax + 1)), Signal(range(beats_max + 1))
+        keep, w = Signal(), Signal(range(w_max + 1))
+        wsum = Signal(wsum_w)
+        pruned_any = Signal()  # a pruned token has been fully accumulated
+        recip = Signal(PACKAGE_RECIP_BITS + 1)
+        lane = Signal(range(u))  # the package element being computed
+        pkg = Signal(data.ArrayLayout(fmt_shape(INT8), u))
+
+        last_beat = d + 1 == beats
+        last_token = t + 1 == n
+        d_next = Mux(last_beat, 0, d + 1)
+        m.d.comb += [rp.addr.eq(d), div.o.ready.eq(1),
+                     div.i.payload.dividend.eq(1 << PACKAGE_RECIP_BITS), div.i.payload.divisor.eq(wsum)]
+
+        with m.FSM():
+            with m.State("DECISION"):
+                m.d.comb += self.decisions.ready.eq(1)
+                with m.If(self.decisions.valid):
+                    fused, kept = self.decisions.payload.fused, self.decisions.payload.keep
+                    m.d.sync += [keep.eq(kept), w.eq(fused + 1), d.eq(0)]
+                    with m.If(t == 0):
+                        m.d.sync += [n.eq(self.n_tokens), beats.eq((self.dim + (u - 1)) // u), pruned_any.eq(0),
+                                     wsum.eq(Mux(kept, 0, fused + 1))]
+                    with m.Elif(~kept):
+                        m.d.sync += wsum.eq(wsum + fused + 1)
+                    m.next = "TOKEN"
+            with m.State("TOKEN"):
+                x = self.tokens.payload
+                step = Signal()
+                with m.If(keep):
+                    m.d.comb += [
+                        self.o.valid.eq(self.tokens.valid),
+                        self.o.payload.data.eq(x),
+                        self.o.payload.first.eq(d == 0),
+                        self.o.payload.last.eq(last_beat),
+                        self.o.payload.end.eq(last_beat & last_token & (wsum == 0)),  # w >= 1: nothing pruned
+                        self.tokens.ready.eq(self.o.ready),
+                        step.eq(self.tokens.valid & self.o.ready),
+                    ]
+                with m.Else():
+                    # rp holds acc[d] (its address runs one step ahead on each transfer).
+                    m.d.comb += [self.tokens.ready.eq(1), step.eq(self.tokens.valid), wp.addr.eq(d), wp.en.eq(step)]
+                    for j in range(u):
+                        m.d.comb += wp.data[j].eq(Mux(pruned_any, rp.data[j], 0) + w * x[j])
+                with m.If(step):
+                    m.d.comb += rp.addr.eq(d_next)
+                    m.d.sync += d.eq(d_next)
+                    with m.If(last_beat):
+                        m.d.sync += pruned_any.eq(pruned_any | ~keep)
+                        with m.If(~last_token):
+                            m.d.sync += t.eq(t + 1)
+                            m.next = "DECISION"
+                        with m.Elif(pruned_any | ~keep):
+                            m.next = "DIVIDE"
+                        with m.Else():
+                            m.d.sync += t.eq(0)
+                            m.next = "DECISION"
+            with m.State("DIVIDE"):
+                m.d.comb += div.i.valid.eq(1)
+                with m.If(div.i.ready):
+                    m.next = "RECIP"
+            with m.State("RECIP"):
+                with m.If(div.o.valid):
+                    m.d.sync += [recip.eq(div.o.payload.quotient), lane.eq(0)]
+                    m.next = "PACKAGE"
+            with m.State("PACKAGE"):
+                # d is the transfer being filled and rp holds acc[d]: one element per cycle.
+                sums = Array(rp.data[j] for j in range(u))
+                elem = saturate(round_shift(sums[lane] * recip, PACKAGE_RECIP_BITS), INT8)
+                m.d.sync += [pkg.as_value().word_select(lane, INT8.bits).eq(elem), lane.eq(lane + 1)]
+                with m.If(lane == u - 1):
+                    m.d.sync += lane.eq(0)
+                    m.next = "PACKAGE_SEND"
+            with m.State("PACKAGE_SEND"):
+                m.d.comb += [
+                    self.o.valid.eq(1),
+                    self.o.payload.data.eq(pkg),
+                    self.o.payload.first.eq(d == 0),
+                    self.o.payload.last.eq(last_beat),
+                    self.o.payload.package.eq(1),
+                    self.o.payload.end.eq(last_beat),
+                ]
+                with m.If(self.o.ready):
+                    m.d.comb += rp.addr.eq(d_next)
+                    m.d.sync += d.eq(d_next)
+                    with m.If(last_beat):
+                        m.d.sync += t.eq(0)
+                        m.next = "DECISION"
+                    with m.Else():
+                        m.next = "PACKAGE"
+        return m
+
 
 class TokenSelector(wiring.Component):
     """The selector's control logic for one image: :class:`FuseScore` feeding :class:`TokenCompactor`.
 
     Args (keyword-only):
-        heads, max_tokens, max_dim: as in the two blocks (from ``HwConfig``: ``max_heads``,
-            ``max_tokens``, ``max_embed_dim``).
+        heads, max_tokens, max_dim, lanes: as in the two blocks (from ``HwConfig``: ``max_heads``,
+            ``max_tokens``, ``max_embed_dim``, ``unit_lanes``).
 
     Ports: ``threshold`` (FuseScore), ``n_tokens``/``dim``/``tokens``/``o`` (TokenCompactor),
     ``scores``: FuseScore's input stream, one entry per token, class token first.
     """
 
-    def __init__(self, *, heads: int, max_tokens: int, max_dim: int):
+    def __init__(self, *, heads: int, max_tokens: int, max_dim: int, lanes: int = 1):
         self._fuse = FuseScore(heads=heads)
-        self._compact = TokenCompactor(max_tokens=max_tokens, max_dim=max_dim)
+        self._compact = TokenCompactor(max_tokens=max_tokens, max_dim=max_dim, lanes=lanes)
         super().__init__({
             "threshold": In(range(SCORE_FMT.qmax + 1)),
             "n_tokens": In(range(max_tokens + 1)),
             "dim": In(range(max_dim + 1)),
             "scores": In(stream.Signature(self._fuse.i.payload.shape())),
-            "tokens": In(stream.Signature(fmt_shape(INT8))),
-            "o": Out(stream.Signature(token_layout())),
+            "tokens": In(stream.Signature(self._compact.tokens.payload.shape())),
+            "o": Out(stream.Signature(token_layout(lanes))),
         })
 
     def elaborate(self, platform):

@@ -22,7 +22,8 @@ Per instruction (``rows = pe_rows``, ``lanes = pe_cols``, ``rw(c) = ceil(c / lan
   hand-back. ``mean`` adds the reciprocal divider (its latency + 1) first; ``gelu`` (``fuse_gelu``)
   adds the GELU drain's latency to the last tile's drain (earlier tiles' rows leave under the next
   tile's accumulation as before).
-* ``ADD``: four cycles per word; ``LOAD``: one per word (stream port); ``STORE``: three per word.
+* ``ADD``: four cycles per word (two at ``unit_lanes > 1``: pipelined); ``LOAD``: one per word (stream
+  port); ``STORE``: three per word.
 * ``LOAD nowait``, ``SYNC``, ``END``: the issue cycles while the loader lets them go on; the loader's
   own timeline (the starts and finishes of its LOADs, and the waits) is :class:`vitforge.hw.cycles.Loader`.
 * streaming row-wise units (``GELU``/``SIGMOID``): per row ``cols + 2 rw(cols)`` (one element per
@@ -37,7 +38,9 @@ Per instruction (``rows = pe_rows``, ``lanes = pe_cols``, ``rw(c) = ceil(c / lan
   unit's stages, :func:`layernorm_pipeline_times`; in the steady state a row costs about
   ``max(ceil(cols / U), (divider latency + 1) / copies)`` cycles.
 * ``SELECT``: per token the two score-word reads, the fused-score divider (``FuseScore.latency``), the
-  token's elements; then, if any token was pruned, the package divider and the package token.
+  token's transfers (``unit_lanes`` elements each; two bubbles per word read); then, if any token was
+  pruned, the package divider and the package token (one element per cycle: at ``unit_lanes = U > 1``
+  ``U + 1`` cycles per transfer).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from .config import HwConfig
 from .divider import Divider
 from .gemm import GeluDrain, Requantizer
 from .isa import PER_TOKEN, TOKENS, Mem
-from .selector import FuseScore
+from .selector import FuseScore, TokenCompactor
 
 #: Cycles from ``start`` to the first dispatch (``FETCH``, ``DECODE``).
 START_CYCLES = 2
@@ -75,6 +78,9 @@ GEMM_HANDBACK_CYCLES = 4
 GEMM_EMPTY_CYCLES = 4
 #: ADD: read a, read b, add, write.
 ADD_WORD_CYCLES = 4
+#: ADD at ``unit_lanes > 1``: read a, read b; the add and the write overlap the next word's reads (the
+#: last word's write falls in the next instruction's ``FETCH``).
+ADD_PIPELINED_WORD_CYCLES = 2
 #: STORE on the stream port: read, latch, send.
 STORE_WORD_CYCLES = 3
 #: ADD/LOAD/STORE: the counter's final check, plus the issue cycles.
@@ -217,8 +223,10 @@ def gemm_busy_cycles(cfg: HwConfig, m: int, k: int, n: int, mean: bool = False, 
 
 
 def add_cycles(cfg: HwConfig, words: int) -> int:
-    """Cycles of an ``ADD`` of ``words`` words (resolved)."""
-    return words * ADD_WORD_CYCLES + WORD_LOOP_CYCLES
+    """Cycles of an ``ADD`` of ``words`` words (resolved): :data:`ADD_WORD_CYCLES` per word, or
+    :data:`ADD_PIPELINED_WORD_CYCLES` at ``unit_lanes > 1``."""
+    per_word = ADD_PIPELINED_WORD_CYCLES if cfg.unit_lanes > 1 else ADD_WORD_CYCLES
+    return words * per_word + WORD_LOOP_CYCLES
 
 
 def _row_span(cfg: HwConfig, cols: int, one_element: bool = False) -> int:
@@ -392,10 +400,13 @@ def layernorm_out_pass(cfg: HwConfig, cols: int) -> int:
 def select_cycles(cfg: HwConfig, n_tokens: int, dim: int, pruned: bool) -> int:
     """Cycles of a ``SELECT`` over ``n_tokens`` tokens of ``dim``; ``pruned``: whether any token was
     pruned (then the package token is computed and written)."""
-    per_token = SELECT_SCORE_CYCLES + FuseScore.latency + 1 + _row_span(cfg, dim, one_element=True)
+    # The token's transfers (unit_lanes elements each), two reader bubbles per word.
+    span = cfg.row_beats(dim) - 1 + ROW_WORD_BUBBLES * (cfg.row_words(dim) - 1)
+    per_token = SELECT_SCORE_CYCLES + FuseScore.latency + 1 + span
     last_in = 2 + per_token + (n_tokens - 1) * per_token  # dispatch, ROW_PARAMS, LATCH
     if pruned:
-        return last_in + PACKAGE_DIVIDE_CYCLES + dim + ROW_TAIL_CYCLES
+        package = cfg.row_beats(dim) * TokenCompactor.package_beat_cycles(cfg.unit_lanes)
+        return last_in + PACKAGE_DIVIDE_CYCLES + package + ROW_TAIL_CYCLES
     return last_in + SELECT_TAIL_CYCLES
 
 

@@ -17,8 +17,9 @@ Kinds (what the controller's row streamer drives; hw/controller.py documents the
 * ``row``: a row-buffering unit with a ``length`` port and ``o.payload.data`` (``SOFTMAX``).
 * ``layernorm``: ``row`` plus a per-element ``params`` stream and per-tensor ``eps_q``/``mult``/``shift``.
 
-At ``HwConfig.unit_lanes = U > 1`` the ``stream``, ``row`` and ``layernorm`` units are built with ``U``
-lanes: each transfer of ``i``, ``o`` (and ``params``) carries ``U`` elements.
+At ``HwConfig.unit_lanes = U > 1`` the ``stream``, ``row``, ``layernorm`` and ``select`` units are built
+with ``U`` lanes: each transfer of ``i``, ``o`` (and ``params``; the selector's ``tokens`` and ``o``)
+carries ``U`` elements.
 * ``select``: the token selector (``SELECT``).
 * ``inner``: a block inside another unit (listed for generate, lint and the per-block split only; the
   GEMM engine's ``gemm_gelu`` lanes with ``fuse_gelu``).
@@ -214,7 +215,8 @@ def _builtin_units() -> list[Unit]:
              op=Op.LAYERNORM, flag="layernorm", submodule="layernorm", cycles=_layernorm_cycles,
              budget=rowwise_budget),
         Unit("selector", lambda cfg: TokenSelector(heads=cfg.max_heads, max_tokens=cfg.max_tokens,
-                                                   max_dim=cfg.max_embed_dim), "select", op=Op.SELECT,
+                                                   max_dim=cfg.max_embed_dim, lanes=cfg.unit_lanes),
+             "select", op=Op.SELECT,
              flag="selector", submodule="selector", cycles=_select_cycles, budget=_select_budget),
         # The selector's token mean as a stand-alone block (the program computes means on the GEMM engine).
         Unit("token_mean", lambda cfg: TokenMean(max_len=cfg.max_tokens), "inner", flag="selector"),

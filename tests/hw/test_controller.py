@@ -11,12 +11,15 @@ import dataclasses
 import pytest
 import torch
 
-from vitforge.hw.compiler import INPUT_BLOB, Program
+from vitforge.hw.compiler import INPUT_BLOB, Load, Program
 from vitforge.hw.config import BASE, HwConfig
 from vitforge.hw.controller import Controller
-from vitforge.hw.isa import Instr, Op
+from vitforge.hw.cycles import CycleModel
+from vitforge.hw.isa import Instr, Mem, Op
+from vitforge.quant.ops import residual_add
 from vitforge.sim.amsim import run_encoder_top
 from vitforge.sim.benches import reference as block_ref
+from vitforge.sim.latency_calib import profile_program
 from vitforge.sim.scoreboard import assert_equal
 
 #: Tiny block: D=16, 2 heads of 8, MLP 32, up to 6 tokens.
@@ -74,10 +77,12 @@ def test_selector_with_head_dim_equal_to_lanes_matches_reference(keep):
     assert_equal(got, expected, f"selector with head_dim = lanes ({keep})")
 
 
-@pytest.mark.parametrize(("pe_cols", "unit_lanes", "keep"), [(4, 2, "mixed"), (4, 4, "no_selector"), (8, 4, "mixed")])
+@pytest.mark.parametrize(("pe_cols", "unit_lanes", "keep"),
+                         [(4, 2, "mixed"), (4, 4, "no_selector"), (8, 4, "mixed"), (8, 8, "mixed"), (8, 2, "all")])
 def test_tiny_block_at_unit_lanes_matches_reference(pe_cols, unit_lanes, keep):
     """The row-wise units at unit_lanes > 1 (rows of 5 tokens and 16 or 32 channels: softmax rows are
-    not a multiple of the lanes), the pipelined row streamer and the packing writer, bit for bit."""
+    not a multiple of the lanes), the pipelined row streamer, the packing writer and SELECT's
+    unit_lanes-wide compactor (one transfer per word at U = lanes, four at U = 2 on 8 lanes), bit for bit."""
     cfg, n = dataclasses.replace(TINY, pe_cols=pe_cols, unit_lanes=unit_lanes), 5
     x = torch.randint(-128, 128, (n, cfg.max_embed_dim), generator=torch.Generator().manual_seed(6))
     selector = keep != "no_selector"
@@ -90,6 +95,29 @@ def test_tiny_block_at_unit_lanes_matches_reference(pe_cols, unit_lanes, keep):
     assert_equal(got, expected, f"tiny block at unit_lanes={unit_lanes} on {pe_cols} lanes ({keep})")
     one = run_top(dataclasses.replace(cfg, unit_lanes=1), block_ref.block_program(cfg, p, n), x)
     assert out["cycles"] < one["cycles"], (out["cycles"], one["cycles"])
+
+
+@pytest.mark.parametrize("unit_lanes", [1, 2, 4])
+@pytest.mark.parametrize(("words", "dst"), [(1, "a"), (6, "a"), (6, "b"), (5, "apart")])
+def test_add_matches_reference_and_model(unit_lanes, words, dst):
+    """ADD alone (one word per cycle pair at unit_lanes > 1, in place or apart) vs quant's residual_add,
+    and its cycles vs the cycle model."""
+    cfg = dataclasses.replace(TINY, unit_lanes=unit_lanes)
+    lanes = cfg.lanes
+    x = torch.randint(-128, 128, (2 * words, lanes), generator=torch.Generator().manual_seed(21 + words))
+    a_addr, b_addr = 0, words
+    dst_addr = {"a": a_addr, "b": b_addr, "apart": 2 * words}[dst]
+    add = Instr(Op.ADD, a_addr=a_addr, b_addr=b_addr, dst_addr=dst_addr, count=words, mult_a=23000, mult_b=41000,
+                shift=15)
+    prog = Program([Instr(Op.LOAD, mem=Mem.ACT, addr=0, count=2 * words), add,
+                    Instr(Op.STORE, addr=dst_addr, count=words), Instr(Op.END)],
+                   {}, [Load(INPUT_BLOB, 0, 2 * words, Mem.ACT, 0)], (2 * words, lanes), words, lanes)
+    out = run_top(cfg, prog, x)
+    got = block_ref.unpack_matrix(cfg, out["stored"], words, lanes)
+    expected = residual_add(x[:words], x[words:], 23000, 41000, 15)
+    assert_equal(got, expected, f"ADD of {words} words at unit_lanes={unit_lanes} (dst {dst})")
+    measured = profile_program(cfg, prog, {INPUT_BLOB: block_ref.pack_matrix(cfg, x)})["per_instr"][1]
+    assert measured == CycleModel(cfg).instr_cycles(add, 0), (measured, unit_lanes)
 
 
 def test_unbuilt_unit_stops_with_error():

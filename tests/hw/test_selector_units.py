@@ -72,10 +72,19 @@ def test_fuse_score_matches_reference() -> None:
     assert 0 in fused.tolist(), "the zero-weight token must fuse to 0"
 
 
-def _select(unit: TokenSelector, images: list[dict], seed: int = 8) -> list[tuple]:
+def _beats(row: list[int], lanes: int) -> list:
+    """A token row as the selector's transfers: codes at ``lanes = 1``, else lists of ``lanes`` codes
+    (the last one padded with -1: lanes past the row are ignored)."""
+    if lanes == 1:
+        return list(row)
+    padded = row + [-1] * (-len(row) % lanes)
+    return [padded[i:i + lanes] for i in range(0, len(padded), lanes)]
+
+
+def _select(unit: TokenSelector, images: list[dict], seed: int = 8, lanes: int = 1) -> list[tuple]:
     got: list = []
     rng = random.Random(seed)
-    counts = [len(_reference(img)[0]) * len(img["x"][0]) for img in images]
+    counts = [len(_reference(img)[0]) * len(_beats(img["x"][0], lanes)) for img in images]
 
     async def scores(ctx):
         for k, img in enumerate(images):
@@ -88,19 +97,25 @@ def _select(unit: TokenSelector, images: list[dict], seed: int = 8) -> list[tupl
 
     async def tokens(ctx):
         for img in images:
-            await send(ctx, unit.tokens, (v for row in img["x"] for v in row), rng=rng, p_idle=0.2)
+            await send(ctx, unit.tokens, (v for row in img["x"] for v in _beats(row, lanes)), rng=rng, p_idle=0.2)
+
+    def convert(p):
+        data = p.data if lanes == 1 else [p.data[j] for j in range(lanes)]
+        got.append((data, p.first, p.last, p.package, p.end))
 
     async def consumer(ctx):
-        await recv(ctx, unit.o, sum(counts), rng=random.Random(seed + 1), p_stall=0.3,
-                   convert=lambda p: got.append((p.data, p.first, p.last, p.package, p.end)))
+        await recv(ctx, unit.o, sum(counts), rng=random.Random(seed + 1), p_stall=0.3, convert=convert)
 
     simulate(unit, scores, tokens, consumer)
     return got
 
 
-def test_token_selector_images() -> None:
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_token_selector_images(lanes: int) -> None:
+    """Every image's tokens, flags and package token, bit for bit; at ``lanes = 4`` rows of 1..6 codes
+    end mid-transfer (the output's lanes past the row are not compared)."""
     h, nmax, dmax = CFG.max_heads, CFG.max_tokens, CFG.max_embed_dim
-    unit = TokenSelector(heads=h, max_tokens=nmax, max_dim=dmax)
+    unit = TokenSelector(heads=h, max_tokens=nmax, max_dim=dmax, lanes=lanes)
     rng = random.Random(2026)
     images = [
         _image(rng, 6, 5, h, "keep_all"),
@@ -111,16 +126,19 @@ def test_token_selector_images() -> None:
         _image(rng, nmax, 2, h),
         _image(rng, 3, dmax, h),
     ]
-    got = _select(unit, images)
+    got = _select(unit, images, lanes=lanes)
     want, flags = [], []
     for img in images:
         tokens, keep, _ = _reference(img)
-        d, pruned = len(img["x"][0]), 0 in keep
+        pruned = 0 in keep
         for r, row in enumerate(tokens):
             is_pkg = pruned and r == len(tokens) - 1
-            for j, v in enumerate(row):
-                want.append(v)
-                flags.append((j == 0, j == d - 1, is_pkg, r == len(tokens) - 1 and j == d - 1))
+            beats = _beats(row, lanes)
+            for j, v in enumerate(beats):
+                want.append(v if lanes == 1 else v[:len(row) - j * lanes])
+                flags.append((j == 0, j == len(beats) - 1, is_pkg, r == len(tokens) - 1 and j == len(beats) - 1))
+    if lanes > 1:  # lanes past a row's end are unspecified
+        got = [(g[0][:len(w)], *g[1:]) for g, w in zip(got, want, strict=True)]
     assert _reference(images[0])[1] == [1] * 6, "keep_all must keep every token"
     assert _reference(images[1])[1] == [1] + [0] * 6, "prune_all must keep only the class token"
     assert (msg := describe_mismatch([g[0] for g in got], want, "tokens")) is None, msg

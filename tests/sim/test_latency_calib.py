@@ -18,7 +18,7 @@ from vitforge.hw.config import get_preset
 from vitforge.hw.cycles import CycleModel
 from vitforge.hw.isa import PER_TOKEN, TOKENS, Instr, Mem, Op
 from vitforge.hw.timing import port_timing
-from vitforge.sim.latency_calib import DEMO_CASES, FUSED_GELU_CASES, LANES_CASES, SMALL_CASES, calibrate
+from vitforge.sim.latency_calib import DEMO_CASES, FUSED_GELU_CASES, LANES_CASES, SMALL_CASES, Case, calibrate
 
 #: The task's budget for a layer's modeled cycles against the RTL's.
 LAYER_TOLERANCE = 0.05
@@ -57,6 +57,22 @@ def test_model_equals_amaranth_rtl_with_fused_gelu(case):
 @pytest.mark.parametrize("case", DEMO_CASES, ids=[c.name for c in DEMO_CASES])
 def test_model_equals_verilator_on_demo_shapes(case):
     _check(calibrate(case, "verilator"))
+
+
+#: SELECT and ADD at unit_lanes > 1 beyond LANES_CASES: a pruning selector (the package token) with one
+#: transfer per word (U = lanes) and with four (U = 2 on 8 lanes).
+SELECT_LANES_CASES = (
+    Case("u8-pe2x8-d32-h2-n9-sel-mixed", dim=32, heads=2, mlp=32, n_tokens=9, pe=(2, 8), unit_lanes=8, seed=3),
+    Case("u2-pe2x8-d32-h2-n7-sel-mixed", dim=32, heads=2, mlp=32, n_tokens=7, pe=(2, 8), unit_lanes=2, seed=4),
+)
+
+
+@pytest.mark.parametrize("case", SELECT_LANES_CASES, ids=[c.name for c in SELECT_LANES_CASES])
+def test_model_equals_amaranth_rtl_on_select_at_unit_lanes(case):
+    cfg, prog, _, pruned = case.build()
+    assert cfg.unit_lanes > 1 and any(pruned), "the case must prune a token (the package token's pass)"
+    assert any(ins.op == Op.ADD for ins in prog.instrs)
+    _check(calibrate(case, "amaranth"))
 
 
 def test_dynamic_sizes_resolve_to_the_token_count():
