@@ -44,7 +44,8 @@ from vitforge.quant.poly_tables import EXP2_NEG, GELU_RESIDUAL, SIGMOID_POS
 from .divider import Divider, Isqrt
 from .poly_unit import PipelineRegister, PolyUnit, check_int, reject, round_shift, saturate
 
-__all__ = ["SOFTMAX_DIVIDERS", "SOFTMAX_E_SLOTS", "SOFTMAX_X_SLOTS", "ElementwiseLanes", "ExpUnit", "GeluUnit", "LayerNormUnit", "SigmoidUnit", "SoftmaxUnit", "lanes_shape",
+__all__ = ["LN_PIPE_COPIES", "LN_ROW_SLOTS", "LN_VAR_STAGES", "SOFTMAX_DIVIDERS", "SOFTMAX_E_SLOTS", "SOFTMAX_X_SLOTS",
+           "ElementwiseLanes", "ExpUnit", "GeluUnit", "LayerNormUnit", "SigmoidUnit", "SoftmaxUnit", "lanes_shape",
            "row_layout", "tree"]
 
 
