@@ -459,6 +459,11 @@ class _Compiler:
         self.rowwise(Op.LAYERNORM, src, dst, rows, int(ln.gamma.shape[0]), prm)
 
     def add(self, a: _Mat, b: _Mat, dst: _Mat, words: int, p: Add) -> None:
+        if self.cfg.unit_lanes > 1 and words > 1 and dst.addr in (a.addr + 1, b.addr + 1):
+            # The pipelined ADD (unit_lanes > 1) writes a word while it reads the next one: a
+            # destination one word past an operand would be read before it is written.
+            raise ValueError(f"ADD to word {dst.addr} overlaps its operand at {a.addr} / {b.addr} by one word; at "
+                             f"unit_lanes {self.cfg.unit_lanes} the destination must equal an operand or not overlap it")
         self.prog.append(Instr(Op.ADD, a_addr=a.addr, b_addr=b.addr, dst_addr=dst.addr, count=words,
                                mult_a=p.mult_a, mult_b=p.mult_b, shift=p.shift))
 

@@ -108,3 +108,24 @@ def test_gemm_longer_than_the_accumulators_is_refused():
     over = dataclasses.replace(demo, patch_size=16, in_chans=2)  # 512 features
     with pytest.raises(ValueError, match=r"k=512, more than this config's max_gemm_k=256"):
         shape_program(over, BASE)
+
+
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_add_one_word_past_an_operand_is_refused_on_the_pipelined_adder(lanes):
+    # The pipelined ADD (unit_lanes > 1) writes word i while it reads word i + 1, so a destination one
+    # word past an operand would read a word before it is written; in place or apart is exact.
+    from vitforge.hw.compiler import Add, _Compiler, _Mat
+
+    c = _Compiler(dataclasses.replace(BASE, unit_lanes=lanes))
+    p = Add(1, 1, 0)
+    c.add(_Mat(10, 1), _Mat(40, 1), _Mat(10, 1), 8, p)  # in place on a
+    c.add(_Mat(10, 1), _Mat(40, 1), _Mat(40, 1), 8, p)  # in place on b
+    c.add(_Mat(10, 1), _Mat(40, 1), _Mat(70, 1), 8, p)  # apart
+    if lanes == 1:
+        c.add(_Mat(10, 1), _Mat(40, 1), _Mat(11, 1), 8, p)
+        assert len(c.prog) == 4
+    else:
+        for dst in (11, 41):
+            with pytest.raises(ValueError, match=f"ADD to word {dst} overlaps"):
+                c.add(_Mat(10, 1), _Mat(40, 1), _Mat(dst, 1), 8, p)
+        assert len(c.prog) == 3
