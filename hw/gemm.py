@@ -318,7 +318,7 @@ class GemmEngine(wiring.Component):
         m.submodules.requant = rq = Requantizer(lanes=cols, acc_bits=cfg.acc_bits, mult_bits=cfg.mult_bits,
                                                 shift_bits=cfg.shift_bits)
         if cfg.fuse_gelu:
-            m.submodules.gelu = gd = GeluDrain(config=cfg)
+            m.submodules.gelu_lanes = gd = GeluDrain(config=cfg)
             m.d.comb += gd.enable.eq(self.gelu)
             wiring.connect(m, rq.output, gd.input)
             wiring.connect(m, gd.output, wiring.flipped(self.result))

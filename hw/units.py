@@ -197,7 +197,7 @@ def _builtin_units() -> list[Unit]:
              "inner", submodule="ctrl.gemm.engine.requant"),
         # the GELU lanes of the drain path (GEMM.gelu)
         Unit("gemm_gelu", lambda cfg: GeluDrain(config=cfg), "inner", flag="fuse_gelu",
-             submodule="ctrl.gemm.engine.gelu"),
+             submodule="ctrl.gemm.engine.gelu_lanes"),
         # operand feeder, tile loops, mean reciprocal divider
         Unit("gemm_sequencer", lambda cfg: GemmSequencer(config=cfg), "gemm", op=Op.GEMM, submodule="gemm",
              cycles=_gemm_cycles, budget=_gemm_budget),

@@ -160,6 +160,17 @@ def test_generated_module_names_map_to_every_block(small_verilog):
     assert len(names) == len(set(names)) and all(n == TOP or n.startswith(TOP + ".") for n in names)
 
 
+def test_module_names_map_to_every_block_with_the_fused_gelu_lanes():
+    """The fused GELU lanes (``fuse_gelu``) are their own block; their module path must be the unit's."""
+    from vitforge.hw.top import EncoderTop
+    from vitforge.hw.verilog import generate
+
+    cfg = dataclasses.replace(SMALL, fuse_gelu=True)
+    names = list(split_modules(generate(EncoderTop(config=cfg), TOP)))
+    assert "gemm_gelu" in expected_blocks(cfg)
+    assert set(expected_blocks(cfg)) <= {block_of(name) for name in names}
+
+
 def test_children_and_stub(small_verilog):
     modules = split_modules(small_verilog[True])
     kids = children(modules)
