@@ -148,7 +148,8 @@ class CycleModel:
                 token), one per ``SELECT`` in program order.
             pruned: per ``SELECT``, whether it pruned any token. Default: fewer rows out than in
                 (exact except when exactly one token is pruned: the package token then keeps the
-                count, and the default misses the package pass, ``dim`` + a divider's latency).
+                count, and the default misses the package pass: a divider's latency and the package
+                token, :func:`vitforge.hw.timing.select_cycles`).
 
         Returns:
             ``{"total": int, "per_instr": [int], "per_layer": {layer: int}}``; ``per_layer`` follows
