@@ -462,8 +462,9 @@ class _Compiler:
         if self.cfg.unit_lanes > 1 and words > 1 and dst.addr in (a.addr + 1, b.addr + 1):
             # The pipelined ADD (unit_lanes > 1) writes a word while it reads the next one: a
             # destination one word past an operand would be read before it is written.
-            raise ValueError(f"ADD to word {dst.addr} overlaps its operand at {a.addr} / {b.addr} by one word; at "
-                             f"unit_lanes {self.cfg.unit_lanes} the destination must equal an operand or not overlap it")
+            raise ValueError(f"ADD to word {dst.addr} overlaps its operand at {a.addr} / {b.addr} by one word; "
+                             f"at unit_lanes {self.cfg.unit_lanes} the destination must equal an operand or not "
+                             "overlap it")
         self.prog.append(Instr(Op.ADD, a_addr=a.addr, b_addr=b.addr, dst_addr=dst.addr, count=words,
                                mult_a=p.mult_a, mult_b=p.mult_b, shift=p.shift))
 

@@ -1,5 +1,5 @@
-"""cocotb bench of the LayerNorm unit at ``lanes > 1`` (:class:`LayerNormLanesTop`: rows overlapping in
-the unit) against quant.nonlinear, exact.
+"""cocotb bench of the LayerNorm unit at ``lanes > 1`` (:class:`~vitforge.sim.benches.tops.LayerNormLanesTop`:
+rows overlapping in the unit) against quant.nonlinear, exact.
 
 Run through :func:`vitforge.sim.benches.runner.run_bench`; params: ``config`` (``HwConfig.to_json()``),
 ``lanes``, ``rows`` (random rows), ``seed``. Rows of length 1, of ``lanes + 1``, saturating rows and
@@ -17,22 +17,13 @@ import torch
 from amaranth.lib import data
 
 from vitforge.hw.config import HwConfig
-from vitforge.hw.nonlinear import LN_BETA_BITS, LayerNormUnit
+from vitforge.hw.nonlinear import LN_BETA_BITS
 from vitforge.quant.fixed import REQUANT_MAX_SHIFT, REQUANT_MULT_BITS, int_format
 from vitforge.quant.nonlinear import int_layernorm
 from vitforge.sim.benches.drivers import receive, reset, send
 from vitforge.sim.benches.runner import bench_config
-from vitforge.sim.benches.tops import _Side
+from vitforge.sim.benches.tops import LayerNormLanesTop
 from vitforge.sim.scoreboard import assert_equal
-
-__all__ = ["LayerNormLanesTop"]
-
-
-class LayerNormLanesTop(_Side):
-    """One LayerNorm unit of ``lanes`` lanes (rows up to ``max_embed_dim``), ports behind ``ln_``."""
-
-    def __init__(self, *, config: HwConfig, lanes: int):
-        super().__init__({"ln": LayerNormUnit(numerics=config.numerics, max_dim=config.max_embed_dim, lanes=lanes)})
 
 
 @cocotb.test()

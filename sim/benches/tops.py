@@ -11,7 +11,7 @@ from vitforge.hw.config import HwConfig
 from vitforge.hw.nonlinear import GeluUnit, LayerNormUnit, SigmoidUnit, SoftmaxUnit
 from vitforge.hw.selector import TokenMean, TokenSelector
 
-__all__ = ["NonlinearTop", "SelectorTop", "SoftmaxLanesTop"]
+__all__ = ["LayerNormLanesTop", "NonlinearTop", "SelectorTop", "SoftmaxLanesTop"]
 
 
 class _Side(wiring.Component):
@@ -59,6 +59,14 @@ class SoftmaxLanesTop(_Side):
     def __init__(self, *, config: HwConfig):
         super().__init__({"softmax": SoftmaxUnit(numerics=config.numerics, max_len=config.max_tokens,
                                                  lanes=config.unit_lanes)})
+
+
+class LayerNormLanesTop(_Side):
+    """One LayerNorm unit of ``lanes`` lanes (rows up to ``max_embed_dim``), ports behind ``ln_``: its
+    overlapping rows."""
+
+    def __init__(self, *, config: HwConfig, lanes: int):
+        super().__init__({"ln": LayerNormUnit(numerics=config.numerics, max_dim=config.max_embed_dim, lanes=lanes)})
 
 
 class SelectorTop(_Side):

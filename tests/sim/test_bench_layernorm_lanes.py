@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from vitforge.hw.config import get_preset
-from vitforge.sim.benches.layernorm_lanes import LayerNormLanesTop
 from vitforge.sim.benches.runner import run_bench, simulators
+from vitforge.sim.benches.tops import LayerNormLanesTop
 from vitforge.tools import env_int
 
 pytestmark = pytest.mark.rtl
