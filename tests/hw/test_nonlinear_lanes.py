@@ -230,6 +230,22 @@ def _ln_reference(case: dict) -> list[int]:
                          case["mult"], case["shift"], FMT, eps_q=case["eps_q"]).tolist()
 
 
+def _check_ln_rows(got: list, cases: list[dict], n_beats: list[int], lanes: int) -> None:
+    """The received ``(data, first, last)`` transfers of ``cases`` against int_layernorm, and the row markers."""
+    values, markers, want, want_markers = [], [], [], []
+    k = 0
+    for case, beats in zip(cases, n_beats, strict=True):
+        for b in range(beats):
+            data, first, last = got[k]
+            k += 1
+            values += data[: min(lanes, len(case["x"]) - b * lanes)]
+            markers.append((bool(first), bool(last)))
+            want_markers.append((b == 0, b == beats - 1))
+        want += _ln_reference(case)
+    assert (msg := describe_mismatch(values, want, "layernorm")) is None, msg
+    assert (msg := describe_mismatch(markers, want_markers, "(first, last)")) is None, msg
+
+
 @pytest.mark.parametrize("lanes", [2, 4, 8])
 def test_layernorm_lanes_rows(lanes: int) -> None:
     max_dim = 24
@@ -263,18 +279,7 @@ def test_layernorm_lanes_rows(lanes: int) -> None:
                    convert=lambda p: got.append((list(p.data), p.first, p.last)))
 
     simulate(unit, producer, params, consumer)
-    values, markers, want, want_markers = [], [], [], []
-    k = 0
-    for case, beats in zip(cases, n_beats, strict=True):
-        for b in range(beats):
-            data, first, last = got[k]
-            k += 1
-            values += data[: min(lanes, len(case["x"]) - b * lanes)]
-            markers.append((bool(first), bool(last)))
-            want_markers.append((b == 0, b == beats - 1))
-        want += _ln_reference(case)
-    assert (msg := describe_mismatch(values, want, "layernorm")) is None, msg
-    assert (msg := describe_mismatch(markers, want_markers, "(first, last)")) is None, msg
+    _check_ln_rows(got, cases, n_beats, lanes)
 
 
 @pytest.mark.parametrize("lanes", [1, 4])
@@ -359,18 +364,7 @@ def test_layernorm_lanes_rows_back_to_back(lanes: int) -> None:
                    convert=lambda p: got.append((list(p.data), p.first, p.last)))
 
     simulate(unit, producer, params, consumer)
-    values, markers, want, want_markers = [], [], [], []
-    k = 0
-    for case, beats in zip(cases, n_beats, strict=True):
-        for b in range(beats):
-            data, first, last = got[k]
-            k += 1
-            values += data[: min(lanes, len(case["x"]) - b * lanes)]
-            markers.append((bool(first), bool(last)))
-            want_markers.append((b == 0, b == beats - 1))
-        want += _ln_reference(case)
-    assert (msg := describe_mismatch(values, want, "layernorm")) is None, msg
-    assert (msg := describe_mismatch(markers, want_markers, "(first, last)")) is None, msg
+    _check_ln_rows(got, cases, n_beats, lanes)
 
 
 @pytest.mark.parametrize(("lanes", "max_dim", "gaps"), [(2, 24, False), (4, 24, True), (8, 40, False), (8, 40, True),
