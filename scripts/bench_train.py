@@ -10,8 +10,12 @@ what the kernel profiles (vitforge/kernels.py) cost.
   (commit a6faf32: cosine over 3 / 0.5 / 0.15 passes of all training images, no validation), as
   optimizer steps x per-step cost plus validation checks x images x per-image cost (and the
   teacher's one pass over the images, :class:`~vitforge.sw.train.Teacher`), each cost the median
-  of ``--steps`` interleaved rounds in one process (demo model, batch 64, one thread). Work both
-  codes share (calibration, test evaluation, export, the golden model) is left out.
+  of ``--steps`` interleaved rounds in one process (demo model, batch 64): the run's costs at its
+  thread count (``threads`` in the report) with the fused attention of the float blocks
+  (sw/vit.py), the old code's at its one thread with the three-module attention. Work both codes
+  share (calibration, test evaluation, export, the golden model) is left out. The old code also
+  ran MKL's and oneDNN's native kernels (this process runs one profile for both: see
+  ``--kernels-only`` for what the profile costs).
 * ``python scripts/bench_train.py --kernels-only [--steps N] [--rounds R]``: dense-stage steps of
   the demo model under each profile, in alternating subprocesses (one thread each); times as
   ratios to ``native`` within the one run, since absolute times move with the machine's load.
@@ -30,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -49,7 +54,7 @@ from vitforge.sw.train import (
     train_dense,
     train_qat,
 )
-from vitforge.sw.vit import get_config
+from vitforge.sw.vit import Attention, get_config
 from vitforge.sw.workflow import Target, train_to_dir
 
 TARGET_S = 600
@@ -94,18 +99,31 @@ def _interleaved(calls: dict[str, tuple[Callable[[], None], int]], rounds: int) 
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def unit_costs(steps: int) -> dict[str, float]:
-    """Seconds per optimizer step and per validation image of each stage's objective (demo model,
-    the default data's first batch, one thread; the model's weights do not change the cost).
+def _as_code(fn: Callable[[], None], threads: int, old: bool) -> Callable[[], None]:
+    """``fn`` on ``threads`` threads; ``old``: with the three-module attention (the code before #14)."""
+    def call() -> None:
+        torch.set_num_threads(threads)
+        if old:
+            with mock.patch.object(Attention, "fused", lambda self, alive: False):
+                fn()
+        else:
+            fn()
+    return call
 
-    ``prune``/``qat``: with the teacher's outputs cached (:class:`~vitforge.sw.train.Teacher`, as
-    training runs them now); ``*_live``: with a teacher forward in every call (the code before
-    the cache); ``teacher_image``: the teacher's forward per image (the cache's one pass)."""
+
+def unit_costs(steps: int, threads: int) -> dict[str, float]:
+    """Seconds per optimizer step and per validation image of each stage's objective (demo model,
+    the default data's first batch; the model's weights do not change the cost).
+
+    ``dense``/``prune``/``qat``: as training runs them now, on ``threads`` threads, the teacher's
+    outputs cached (:class:`~vitforge.sw.train.Teacher`); ``dense_old``/``prune_live``/``qat_live``:
+    the code before #14, one thread, the three-module attention and a teacher forward in every
+    call; ``teacher_image``: the teacher's forward per image (the cache's one pass, ``threads``)."""
     seed_everything(0, 1)
     cfg = get_config("demo")
     data = load_data(None, size=cfg.image_size)
     split = validation_split(data, 0.1)
-    tc = TrainConfig(progress=False, calib_images=64)
+    tc = TrainConfig(progress=False, calib_images=64, threads=1)
     x, y = split.x_fit[:64], split.y_fit[:64]
     key = torch.arange(len(y))
     dense, _ = train_dense(cfg, split, tc, 1, log=lambda s: None)
@@ -118,13 +136,15 @@ def unit_costs(steps: int) -> dict[str, float]:
     student = copy.deepcopy(dense)
     cached, live = Teacher(dense, x), Teacher(dense)
     rates = torch.tensor(schedule.keep_rates)
-    objectives = {"dense": (student, dense_objective(student)),
-                  "prune": (pruned, selector_objective(pruned, cached, rates)),
-                  "prune_live": (pruned, selector_objective(pruned, live, rates)),
-                  "qat": (qat, qat_objective(qat, cached)),
-                  "qat_live": (qat, qat_objective(qat, live))}
-    calls: dict[str, tuple[Callable[[], None], int]] = {"teacher_batch": (lambda: live.forward(x), steps)}
-    for name, (model, loss_fn) in objectives.items():
+    objectives = {"dense": (student, dense_objective(student), False),
+                  "dense_old": (student, dense_objective(student), True),
+                  "prune": (pruned, selector_objective(pruned, cached, rates), False),
+                  "prune_live": (pruned, selector_objective(pruned, live, rates), True),
+                  "qat": (qat, qat_objective(qat, cached), False),
+                  "qat_live": (qat, qat_objective(qat, live), True)}
+    calls: dict[str, tuple[Callable[[], None], int]] = {
+        "teacher_batch": (_as_code(lambda: live.forward(x), threads, False), steps)}
+    for name, (model, loss_fn, old) in objectives.items():
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
         n = steps if not name.startswith("qat") else max(3, steps // 4)
@@ -141,8 +161,8 @@ def unit_costs(steps: int) -> dict[str, float]:
             with torch.no_grad():
                 loss_fn(x, y, key)
 
-        calls[f"{name}_step"] = (step, n)
-        calls[f"{name}_val_batch"] = (check, n)
+        calls[f"{name}_step"] = (_as_code(step, 1 if old else threads, old), n)
+        calls[f"{name}_val_batch"] = (_as_code(check, 1 if old else threads, old), n)
     med = _interleaved(calls, steps)
     costs = {k: v for k, v in med.items() if k.endswith("_step")}
     costs.update({k.replace("_batch", "_image"): v / len(y) for k, v in med.items() if k.endswith("_batch")})
@@ -154,12 +174,13 @@ def step_costs(report_path: Path, steps: int) -> None:
     tc = TrainConfig(**{**report["train"], "progress": False})
     n_all = report["train_images"] + report["val_images"]
     old_steps = {k: max(1, round(p * math.ceil(n_all / tc.batch_size))) for k, p in OLD_PASSES.items()}
-    costs = unit_costs(steps)
+    costs = unit_costs(steps, tc.threads)
+    print(f"now: {tc.threads} thread(s), fused attention in the float blocks; before #14: 1 thread")
     print("per step / per validation image (s): " + ", ".join(f"{k} {v:.4f}" for k, v in costs.items()))
     old_total, new_total = 0.0, 0.0
     for kind, n_stages in (("dense", 1), ("prune", len(report["selector_blocks"])), ("qat", 1)):
         stages = [st for st in report["stages"] if st["name"].rstrip("0123456789") == kind]
-        old_kind = kind if kind == "dense" else f"{kind}_live"  # before the cache: a teacher forward per step
+        old_kind = {"dense": "dense_old"}.get(kind, f"{kind}_live")  # before the cache: a teacher forward per step
         old = n_stages * old_steps[kind] * costs[f"{old_kind}_step"]
         n_steps = sum(st["steps"] for st in stages)
         n_checks = sum(len(st["history"]) for st in stages)
@@ -205,7 +226,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=None, help="output directory (default: a temporary one)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; results depend on it)")
+    p.add_argument("--threads", type=int, default=TrainConfig().threads,
+                   help=f"torch threads (default {TrainConfig().threads}; results depend on it)")
     p.add_argument("--kernels-only", action="store_true", help="time the kernel profiles only")
     p.add_argument("--steps", type=int, default=40, help="dense steps per profile and round (--kernels-only); "
                    "rounds of the unit costs (--step-costs; QAT a quarter of them)")

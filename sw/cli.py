@@ -53,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--val-fraction", type=float, default=d.val_fraction,
                    help=f"fraction of the training images held out for validation ({d.val_fraction:g})")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size ({d.batch_size})")
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help=f"torch threads ({d.threads}); the artifact depends on the thread count, not on the machine")
     p.add_argument("--kernels", choices=KERNEL_PROFILES, default=None,
                    help=f"CPU kernel profile (default: ${KERNELS_ENV} or portable): portable = the same artifact "
                    "on every AVX2 x86 CPU, strict = on every x86-64 CPU (about 2x slower), native = CPU-dependent")
@@ -88,7 +90,8 @@ def train_config(args: argparse.Namespace, n_train: int | None = None) -> TrainC
     return TrainConfig(
         seed=args.seed, batch_size=args.batch_size, val_fraction=args.val_fraction, dense_steps=dense_steps,
         prune_steps=args.prune_steps, qat_steps=args.qat_steps, patience=args.patience, eval_every=args.eval_every,
-        lr=args.lr, prune_lr=args.prune_lr, qat_lr=args.qat_lr, progress=False if args.no_progress else None)
+        lr=args.lr, prune_lr=args.prune_lr, qat_lr=args.qat_lr, threads=args.threads,
+        progress=False if args.no_progress else None)
 
 
 def run_train(args: argparse.Namespace) -> int:

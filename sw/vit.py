@@ -15,6 +15,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vitforge.quant.config import DEFAULT_NUMERICS, NumericsConfig
@@ -145,14 +146,25 @@ class Attention(nn.Module):
         self.av = QuantMatMul()
         self.proj = QuantLinear(cfg.embed_dim, cfg.embed_dim)
 
+    def fused(self, alive: torch.Tensor | None) -> bool:
+        """Whether the core ``softmax(q k^T / sqrt(d)) v`` runs as one fused kernel
+        (``scaled_dot_product_attention``): float mode (no observer records, nothing quantized),
+        exact softmax and no token mask. Its value equals the three-module path's up to float
+        rounding; its gradient is that of the same function."""
+        return (alive is None and not self.softmax.poly
+                and all(m.mode == "float" for m in (self.qk, self.softmax, self.av)))
+
     def forward(self, x: torch.Tensor, s: float | None, alive: torch.Tensor | None):
         b, t, d = x.shape
         qkv, qs = self.qkv(x, s)
         qkv = qkv.reshape(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        a, a_s = self.qk(q, qs, k.transpose(-2, -1), qs)
-        p, ps = self.softmax(a, a_s, alive)
-        o, os_ = self.av(p, ps, v, qs)
+        if self.fused(alive):
+            o, os_ = F.scaled_dot_product_attention(q, k, v, scale=self.qk.gain), None
+        else:
+            a, a_s = self.qk(q, qs, k.transpose(-2, -1), qs)
+            p, ps = self.softmax(a, a_s, alive)
+            o, os_ = self.av(p, ps, v, qs)
         o = o.transpose(1, 2).reshape(b, t, d)
         return self.proj(o, os_)
 

@@ -15,7 +15,7 @@ TINY = ViTConfig(image_size=16, patch_size=4, in_chans=1, num_classes=10, embed_
                  mlp_ratio=2.0)
 TINY_TRAIN = TrainConfig(seed=0, batch_size=64, dense_steps=6, prune_steps=4, qat_steps=2, eval_every=2,
                          max_train=int(os.environ.get("VITFORGE_TEST_TRAIN_IMAGES", "256")), calib_images=64,
-                         progress=False)
+                         progress=False, threads=1)
 
 #: Test images the tiny run's golden evaluation uses (recorded in its artifact).
 TINY_EVAL_IMAGES = 96

@@ -76,3 +76,44 @@ def test_float_and_qat_forward_shapes(tiny_cfg):
     # QAT logits are int8 codes times the scale (float32 products: exact up to rounding of the product).
     assert float((codes - codes.round()).abs().max()) < 1e-3
     assert float(codes.abs().max()) <= 128
+
+
+def test_fused_attention_is_the_three_module_path_in_float(tiny_cfg, monkeypatch):
+    """Float blocks without a token mask run ``scaled_dot_product_attention``: the same function
+    as QuantMatMul -> softmax -> QuantMatMul (value and gradient, to float rounding); a mask,
+    calibration, QAT or the polynomial softmax take the three modules."""
+    from vitforge.sw.vit import Attention
+
+    torch.manual_seed(0)
+    model = VisionTransformer(tiny_cfg)
+    model.set_poly(False)
+    x = torch.rand(8, 1, 16, 16)
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *a, **k: calls.append(1) or sdpa(*a, **k))
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        (out * torch.arange(out.shape[-1])).sum().backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters()]
+
+    fused, g_fused = run()
+    assert len(calls) == tiny_cfg.depth
+    with monkeypatch.context() as m:
+        m.setattr(Attention, "fused", lambda self, alive: False)
+        plain, g_plain = run()
+    assert len(calls) == tiny_cfg.depth
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_fused, g_plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+    attn = model.blocks[0].attn
+    assert attn.fused(None) and not attn.fused(torch.ones(8, tiny_cfg.num_tokens))
+    model.set_poly(True)
+    assert not attn.fused(None)
+    model.set_poly(False)
+    for mode in ("calibrate", "qat"):
+        set_mode(model, mode)
+        assert not attn.fused(None)
