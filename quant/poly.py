@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -48,6 +49,11 @@ class PiecewisePoly:
         if len(self.coeffs) != 1 << self.seg_bits:
             raise ValueError(f"{self.name}: {len(self.coeffs)} segments given, {1 << self.seg_bits} needed")
 
+    @cached_property
+    def table(self) -> torch.Tensor:
+        """The coefficients as ``(3, 2**seg_bits)`` int64: rows ``c0``, ``c1``, ``c2`` (built once)."""
+        return torch.tensor(self.coeffs, dtype=torch.int64).T.contiguous()
+
     def seg_shift(self, in_frac: int) -> int:
         """Right shift that turns a ``Q.in_frac`` input into its segment index."""
         shift = in_frac + self.domain_log2 - self.seg_bits
@@ -69,8 +75,7 @@ class PiecewisePoly:
         beyond = seg >= nseg
         seg = seg.clamp(max=nseg - 1)
         t = a - (seg << shift)
-        table = torch.tensor(self.coeffs, dtype=torch.int64)
-        c0, c1, c2 = table[seg, 0], table[seg, 1], table[seg, 2]
+        c0, c1, c2 = (torch.take(row, seg) for row in self.table)
         acc = ((c2 * t) >> in_frac) + c1
         acc = ((acc * t) >> in_frac) + c0
         return torch.where(beyond, torch.full_like(acc, self.tail), acc)
@@ -79,12 +84,12 @@ class PiecewisePoly:
         """The float training twin: the same polynomial in real arithmetic (differentiable)."""
         nseg = 1 << self.seg_bits
         width = 2.0 ** (self.domain_log2 - self.seg_bits)
-        table = torch.tensor(self.coeffs, dtype=a.dtype, device=a.device) / (1 << COEF_FRAC)
+        c0, c1, c2 = self.table.to(device=a.device, dtype=a.dtype) / (1 << COEF_FRAC)
         seg = torch.floor(a.detach() / width).to(torch.int64)
         beyond = seg >= nseg
         seg = seg.clamp(0, nseg - 1)
         t = a - seg.to(a.dtype) * width
-        y = table[seg, 0] + t * (table[seg, 1] + t * table[seg, 2])
+        y = torch.take(c0, seg) + t * (torch.take(c1, seg) + t * torch.take(c2, seg))
         return torch.where(beyond, torch.full_like(y, self.tail / (1 << COEF_FRAC)), y)
 
 
