@@ -14,7 +14,9 @@ For a preset it prints, and writes as JSON (and a plot) with ``--out``:
 
 ``demo`` runs an artifact (default ``out/demo/train/artifact``, from scripts/demo.sh) on its
 test images. ``zcu102`` runs a seeded random integer ViT (sw/random_model.py) that fits it, on
-random images (the build of the 32x64 array takes minutes).
+random images (the build of the 32x64 array takes minutes): ``--zcu102-model smoke``
+(:data:`ZCU102_MODEL`, 17 tokens) or ``deit-tiny`` (:data:`DEIT_TINY_BLOCKS`: two DeiT-T-shaped
+blocks, 197 tokens, D = 192, 3 heads, with a selector before the second).
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ from vitforge.hw.isa import TOKENS, Op, assemble
 #: multiple of lanes = 64 there), MLP 256, a selector before block 1.
 ZCU102_MODEL = dict(image_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=128, depth=2, num_heads=1,
                     mlp_ratio=2.0, selector_blocks=(1,), keep_rates=(0.5,))
+
+#: Two DeiT-T-shaped blocks (224 x 224 RGB in 16 x 16 patches: 197 tokens, D = 192, 3 heads of 64,
+#: MLP 768), a selector before block 1: the shapes whose cycles the zcu102 latency figures add up.
+DEIT_TINY_BLOCKS = dict(image_size=224, patch_size=16, in_chans=3, num_classes=1000, embed_dim=192, depth=2,
+                        num_heads=3, mlp_ratio=4.0, selector_blocks=(1,), keep_rates=(0.7,))
+ZCU102_MODELS = {"smoke": ZCU102_MODEL, "deit-tiny": DEIT_TINY_BLOCKS}
 
 
 def _dense(im):
@@ -86,7 +94,7 @@ def _run(backend, golden, codes_list, program, cfg, model_cls) -> dict:
             "wall_s_per_image": wall / n, "sim_cycles_per_s": sim_cycles / wall, "per_layer": layers}
 
 
-def bench(preset: str, artifact: Path | None, images: int, dense: bool = True) -> dict:
+def bench(preset: str, artifact: Path | None, images: int, dense: bool = True, zcu102_model: str = "smoke") -> dict:
     from vitforge.hw.cycles import CycleModel
     from vitforge.sim.rtl import RtlDevice
 
@@ -99,10 +107,13 @@ def bench(preset: str, artifact: Path | None, images: int, dense: bool = True) -
     from .vit import ViTConfig
 
     cfg = get_preset(preset)
+    artifact_given = artifact is not None
     if artifact is None:
         if preset != "zcu102":
             raise ValueError(f"--artifact is needed for preset {preset!r} (only zcu102 has a built-in smoke model)")
-        vit = ViTConfig(**ZCU102_MODEL)
+        if zcu102_model not in ZCU102_MODELS:
+            raise ValueError(f"unknown zcu102 model {zcu102_model!r}; choose one of {sorted(ZCU102_MODELS)}")
+        vit = ViTConfig(**ZCU102_MODELS[zcu102_model])
         seed = 3
         thr = random_model.mixed_threshold(seed, random_model.random_image(seed, vit), vit)
         im = random_model.random_int_model(seed, thr, vit, cfg.numerics)
@@ -122,6 +133,7 @@ def bench(preset: str, artifact: Path | None, images: int, dense: bool = True) -
     build_s = time.perf_counter() - t0
     prog = ArtifactProgram.load(Path(artifact), manifest)
     out = {"preset": preset, "pe_array": f"{cfg.pe_rows}x{cfg.pe_cols}", "clock_mhz": cfg.clock_mhz,
+           "model": "artifact" if preset == "demo" or artifact_given else zcu102_model,
            "model_build_or_load_s": build_s}
     try:
         backend = AcceleratorBackend(device, cfg, prog, "rtl")
@@ -148,8 +160,8 @@ def bench(preset: str, artifact: Path | None, images: int, dense: bool = True) -
 
 def _print(res: dict) -> None:
     p = res["pruned"]
-    print(f"== {res['preset']} ({res['pe_array']} PE array, {res['clock_mhz']:g} MHz): {p['exact']}/{p['images']} "
-          f"images bit-exact with the golden model")
+    print(f"== {res['preset']}, {res['model']} model ({res['pe_array']} PE array, {res['clock_mhz']:g} MHz): "
+          f"{p['exact']}/{p['images']} images bit-exact with the golden model")
     print(f"   {p['cycles_per_image']:,.0f} cycles per image ({p['cycles_per_image'] / res['clock_mhz'] / 1e3:.3f} ms "
           f"at the clock); {p['sim_cycles_per_s']:,.0f} simulated cycles/s; {p['wall_s_per_image']:.2f} s wall per "
           f"image; model built/loaded in {res['model_build_or_load_s']:.1f} s")
@@ -196,12 +208,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="preset(s) to run (default: demo)")
     ap.add_argument("--artifact", type=Path, default=Path("out/demo/train/artifact"), help="demo artifact")
     ap.add_argument("--images", type=int, default=8, help="images per preset (default 8)")
+    ap.add_argument("--zcu102-model", choices=sorted(ZCU102_MODELS), default="smoke",
+                    help="the zcu102 preset's random model: smoke (17 tokens, default) or deit-tiny (two DeiT-T "
+                    "blocks, 197 tokens, a selector before the second)")
     ap.add_argument("--out", type=Path, default=None, help="folder for bench_rtl.json and bench_rtl.png")
     args = ap.parse_args(argv)
     results = []
     for preset in args.preset or ["demo"]:
         res = bench(preset, args.artifact if preset == "demo" else None, args.images if preset == "demo" else
-                    min(args.images, 2))
+                    min(args.images, 2), zcu102_model=args.zcu102_model)
         _print(res)
         results.append(res)
     if args.out:

@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"fraction of the training images held out for validation ({d.val_fraction:g})")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size ({d.batch_size})")
     p.add_argument("--threads", type=int, default=d.threads,
-                   help=f"torch threads ({d.threads}); the artifact depends on the thread count, not on the machine")
+                   help=f"torch threads ({d.threads}); the artifact depends on the count, not on the machine; more "
+                   "threads pay only on otherwise idle cores")
     p.add_argument("--kernels", choices=KERNEL_PROFILES, default=None,
                    help=f"CPU kernel profile (default: ${KERNELS_ENV} or portable): portable = the same artifact "
                    "on every AVX2 x86 CPU, strict = on every x86-64 CPU (about 2x slower), native = CPU-dependent")

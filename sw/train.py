@@ -168,9 +168,11 @@ class TrainConfig:
     qat_lr: float = 5e-5
     weight_decay: float = 0.05
     calib_images: int = 512
-    threads: int = 2
-    """Torch threads while training (the result depends on it, not on the machine: 2 on any CPU
-    gives the same bytes; the demo machine has 2 cores)."""
+    threads: int = 1
+    """Torch threads while training. The result depends on the count, not on the machine. More
+    threads are faster only on cores nothing else uses: a second thread made a dense step 1.4x
+    faster on 2 idle cores, and 1.5-3x slower while one other process ran (OpenMP's threads wait
+    for each other at every kernel)."""
     max_train: int | None = None
     """Use only the first ``max_train`` training images (tests)."""
     progress: bool | None = None

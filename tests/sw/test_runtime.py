@@ -183,6 +183,21 @@ def test_zcu102_smoke_logits_equal_golden():
         assert abs(layer["model_error_pct"]) <= 5.0, (name, layer)
 
 
+@pytest.mark.rtl
+@pytest.mark.slow  # the zcu102 top's Verilator build takes tens of minutes: VITFORGE_DEEP=1
+def test_zcu102_deit_tiny_blocks_bit_exact_and_cycle_exact():
+    """Two DeiT-T-shaped blocks (197 tokens, D = 192, 3 heads, a selector before the second) on the
+    zcu102 RTL: the logits are the golden model's, and every layer's cycles the latency model's."""
+    from vitforge.sw.benchmark import bench
+
+    res = bench("zcu102", None, 1, dense=False, zcu102_model="deit-tiny")
+    pruned = res["pruned"]
+    assert pruned["images"] == 1 and pruned["exact"] == 1, res
+    assert set(pruned["per_layer"]) == {"embed", "blocks.0", "selectors.1", "blocks.1", "head"}, res
+    for name, layer in pruned["per_layer"].items():
+        assert layer["cycles"] == layer["model_cycles"], (name, layer)
+
+
 def test_model_builds_keep_tool_output_off_stdout(capfd):
     """`vitforge run --json` prints JSON on stdout: pyverilator's Verilator and make calls must not."""
     import pyverilator.pyverilator as pv
