@@ -573,15 +573,16 @@ def _settled(history: list[dict], tc: TrainConfig, learning: bool, window: int) 
 
 @torch.no_grad()
 def evaluate(model: VisionTransformer, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> dict:
-    """Top-1 accuracy (%) and mean tokens per block (batched, masked pruning)."""
+    """Top-1 accuracy (%), mean tokens per block (batched, masked pruning) and the logits."""
     model.eval()
-    correct, tokens = 0, torch.zeros(model.cfg.depth, dtype=torch.float64)
+    correct, tokens, out = 0, torch.zeros(model.cfg.depth, dtype=torch.float64), []
     for i in range(0, len(y), batch):
         tr = Trace()
         logits = model(x[i:i + batch], trace=tr)
+        out.append(logits)
         correct += int((logits.argmax(-1) == y[i:i + batch]).sum())
         tokens += torch.tensor(block_token_counts(model, tr, len(logits)), dtype=torch.float64) * len(logits)
-    return {"top1": 100.0 * correct / len(y), "tokens": (tokens / len(y)).tolist()}
+    return {"top1": 100.0 * correct / len(y), "tokens": (tokens / len(y)).tolist(), "logits": torch.cat(out)}
 
 
 def block_token_counts(model: VisionTransformer, trace: Trace, batch: int) -> list[float]:
