@@ -105,6 +105,14 @@ class HwConfig:
             the compiler emits it for every GEMM whose output only feeds a ``GELU``, saving that
             instruction's pass. Needs ``gelu`` and an 8-bit ``gelu_in``/``gelu_out``. Off: the
             ``gelu`` flag is not decoded (a program using it must not run there).
+        b_cache_words: depth in words of the GEMM sequencer's B-operand cache (0: none; else a power
+            of two of at least ``lanes`` words). A ``GEMM`` whose B is an activation (``b_act``:
+            ``Q K^T``, ``attn x V``) reads B's blocks on the activation port once, during its first
+            M tile, and writes them into the cache; when they all fit (``ceil(k / lanes) x
+            ceil(n / lanes) x lanes`` words at most), every later M tile reads B from the cache
+            beside A on the activation port, so a block takes ``max(pe_rows, lanes)`` read cycles
+            instead of ``pe_rows + lanes`` (:func:`vitforge.hw.timing.reads_per_block`). A B that
+            does not fit is read as without a cache. Size it from :attr:`attention_b_words`.
     """
 
     numerics: NumericsConfig = field(default_factory=lambda: DEFAULT_NUMERICS)
@@ -133,6 +141,7 @@ class HwConfig:
     dsp_packing: bool = False
     unit_lanes: int = 1
     fuse_gelu: bool = False
+    b_cache_words: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.numerics, NumericsConfig):
@@ -178,6 +187,11 @@ class HwConfig:
                 if fmt.bits != DATAPATH_BITS:
                     raise ValueError(f"fuse_gelu needs numerics.{name} of {DATAPATH_BITS} bits (the GEMM's "
                                      f"int8 output and scratchpad lanes), not {fmt}")
+        cache = self.b_cache_words
+        if isinstance(cache, bool) or not isinstance(cache, int) or cache < 0 \
+                or (cache and (cache & (cache - 1) or cache < self.lanes)):
+            raise ValueError(f"b_cache_words must be 0 (no B cache) or a power of two of at least lanes = "
+                             f"{self.lanes} words (one B block), not {cache!r}")
         if self.lanes % self.unit_lanes:
             raise ValueError(f"unit_lanes must be a positive divisor of lanes = {self.lanes}, not {self.unit_lanes}")
         for name in ("act_depth", "weight_depth", "param_depth", "imem_depth"):
@@ -319,6 +333,15 @@ class HwConfig:
         return max(self.matrix_words(d, 3 * d), self.matrix_words(d, h), self.matrix_words(h, d))
 
     @property
+    def attention_b_words(self) -> int:
+        """B-operand words of the largest attention GEMM at the max sizes (what ``b_cache_words`` must
+        hold for every ``Q K^T`` and ``attn x V`` to read B from the cache): ``ceil(tokens / lanes) x
+        ceil(head_dim / lanes)`` blocks of ``lanes`` words, ``head_dim = max_embed_dim / max_heads``
+        (a model with fewer heads than ``max_heads`` has wider heads and may not fit)."""
+        head_dim = self.max_embed_dim // self.max_heads
+        return self.row_words(self.max_tokens) * self.row_words(head_dim) * self.lanes
+
+    @property
     def layer_param_words(self) -> int:
         """Parameter words of the widest layer (one word per ``lanes`` output channels)."""
         widest = max(3 * self.max_embed_dim, self.max_mlp_dim, self.max_tokens)
@@ -347,9 +370,12 @@ class HwConfig:
 
     @property
     def bram36_estimate(self) -> int:
-        """BRAM36 blocks of the scratchpads at 512 x 72 each (the instruction memory included)."""
+        """BRAM36 blocks of the scratchpads at 512 x 72 each (the instruction memory and the GEMM's B
+        cache included)."""
+        cache = self._bram36(self.b_cache_words, self.word_bits) if self.b_cache_words else 0
         return (self._bram36(self.act_depth, self.word_bits) + self._bram36(self.weight_depth, self.word_bits)
-                + self._bram36(self.param_depth, self.param_word_bits) + self._bram36(self.imem_depth, INSTR_BITS))
+                + self._bram36(self.param_depth, self.param_word_bits) + self._bram36(self.imem_depth, INSTR_BITS)
+                + cache)
 
     @property
     def peak_gops(self) -> float:
@@ -378,8 +404,9 @@ class HwConfig:
         return out
 
 
-#: The base every preset derives from: the demo build (a 4x4 array for a tiny ViT).
-BASE = HwConfig()
+#: The base every preset derives from: the demo build (a 4x4 array for a tiny ViT). Its B cache holds
+#: the demo's attention B (17 x 4 blocks of 4 words: 272) in 512 words of 32 bits (one RAMB18).
+BASE = HwConfig(b_cache_words=512)
 
 PRESETS: dict[str, HwConfig] = {
     # Tiny ViT (65 tokens, D=64, 4 heads, MLP 256): quick to simulate.
@@ -407,6 +434,9 @@ PRESETS: dict[str, HwConfig] = {
         unit_lanes=8,
         # fc1 and the selector MLPs' GELUs in the GEMM drain path: a pass over the MLP activations saved.
         fuse_gelu=True,
+        # The attention GEMMs' B (DeiT: 4 x 1 blocks of 64 words, 256) from the B cache after the first M
+        # tile; 512 words of 512 bits take as many BRAM36 (8, as 512 x 72) as 256 would.
+        b_cache_words=512,
     ),
 }
 

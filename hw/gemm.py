@@ -12,7 +12,8 @@ Blocks:
   with ``fuse_gelu``, the GELU drain) while the next tile accumulates.
 * :class:`GemmSequencer` — runs one ``GEMM`` instruction (:mod:`vitforge.hw.isa`): tiles M, N and
   K, reads the scratchpads into double-buffered operand blocks (the next block's reads overlap
-  the current block's K steps), feeds the engine, writes the int8 results back.
+  the current block's K steps; an activation B is kept in a B cache after the first M tile,
+  ``HwConfig.b_cache_words``), feeds the engine, writes the int8 results back.
 
 Arithmetic contract (what the tests check against quant/): ``acc = sum_k a*b`` in
 ``HwConfig.pe_acc_bits`` (exact for any K up to ``HwConfig.max_gemm_k``: the width of the
@@ -27,6 +28,7 @@ from __future__ import annotations
 from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from vitforge.quant.fixed import INT8, REQUANT_MAX_SHIFT
@@ -385,7 +387,10 @@ class GemmSequencer(wiring.Component):
     each, the K blocks of ``lanes`` steps, form one sequence of operand blocks. A block is
     ``pe_rows`` A words and ``lanes`` B words. Operands are double-buffered: a reader fills a
     shadow buffer with the next block (:func:`reads_per_block` cycles: A on the activation port
-    and B on the weight port at once, or one after the other when ``b_act``) while the live buffer
+    and B on the weight port at once, or one after the other when ``b_act``; with a B cache,
+    ``HwConfig.b_cache_words``, a ``b_act`` instruction writes its first M tile's B words into the
+    cache as they arrive and, when they all fitted, its later M tiles read B from the cache beside
+    A: :func:`~vitforge.hw.timing.b_cache_fits`) while the live buffer
     streams the current block to the engine, one K step per cycle; the reader starts a block in
     the cycle before the shadow is handed over. Blocks reach the engine back to back when a block
     has at least as many K steps as read cycles; the engine's one bubble per tile and its drain
@@ -465,6 +470,20 @@ class GemmSequencer(wiring.Component):
         swap = Signal()
         m.d.comb += swap.eq(running & full & (~live_valid | (xfer & last_step)))
 
+        # --- B cache (HwConfig.b_cache_words): with b_act, the first M tile's B words are written into
+        # it as they are read; when they all fitted, the later M tiles read B from it beside A.
+        depth = cfg.b_cache_words
+        from_cache = C(0)  # the block being read takes B from the cache
+        if depth:
+            m.submodules.b_cache = cache = Memory(shape=unsigned(cfg.word_bits), depth=depth, init=[])
+            c_rd, c_wr = cache.read_port(), cache.write_port()
+            c_cnt = Signal(range(depth + 1))  # B words of the first M tile written (saturates at depth)
+            c_over = Signal()  # the first M tile has more B words than the cache holds
+            c_ra = Signal(range(depth))  # the cache word read this cycle (later M tiles)
+            c_wa = Signal(range(depth))
+            cap_w, cap_c = Signal(), Signal()  # the act read port's word goes to the cache / the cache's to B
+            from_cache = Signal()
+
         # --- reader: walks the blocks (mt, nt, kb) one block ahead of the stepper -----------------
         reads = Signal(range(rows + lanes + 1))  # read cycles per block: reads_per_block()
         r_i = Signal(range(rows + lanes + 1))  # read cycle within the block
@@ -475,7 +494,11 @@ class GemmSequencer(wiring.Component):
         a_ptr, b_ptr = Signal(addr), Signal(addr)  # the A and B words read this cycle
         a_blk, b_blk = Signal(addr), Signal(addr)  # first A and B words of this block
         a_issue = r_i < rows
-        b_issue = Mux(ins.b_act, (r_i >= rows) & (r_i < rows + lanes), r_i < lanes)
+        b_after_a = ins.b_act & ~from_cache  # B on the activation port, after A
+        b_issue = Mux(b_after_a, (r_i >= rows) & (r_i < rows + lanes), r_i < lanes)
+        if depth:
+            m.d.comb += [from_cache.eq(ins.b_act & (r_mt != 0) & ~c_over),
+                         reads.eq(Mux(b_after_a, rows + lanes, max(rows, lanes)))]
         # The block's first read may go out when its first word lands after the swap of the block
         # before it: the swap is now, or certain next cycle.
         cap_a, cap_b, cap_last = Signal(), Signal(), Signal()
@@ -488,12 +511,25 @@ class GemmSequencer(wiring.Component):
         m.d.comb += [self.act_raddr.eq(Mux(a_issue, a_ptr, b_ptr)), self.wt_raddr.eq(b_ptr)]
         m.d.sync += [cap_a.eq(issuing & a_issue), cap_b.eq(issuing & b_issue),
                      cap_last.eq(issuing & (r_i + 1 == reads))]
+        if depth:
+            fill = issuing & b_issue & ins.b_act & (r_mt == 0)  # a first-tile B word read on the act port
+            m.d.sync += [cap_w.eq(fill & (c_cnt != depth)), c_wa.eq(c_cnt),
+                         cap_c.eq(issuing & b_issue & from_cache)]
+            m.d.comb += [c_rd.addr.eq(c_ra), c_wr.addr.eq(c_wa), c_wr.data.eq(self.act_rdata), c_wr.en.eq(cap_w)]
+            with m.If(fill):
+                with m.If(c_cnt != depth):
+                    m.d.sync += c_cnt.eq(c_cnt + 1)
+                with m.Else():
+                    m.d.sync += c_over.eq(1)
         with m.If(issuing):
             m.d.sync += r_i.eq(r_i + 1)
             with m.If(a_issue):
                 m.d.sync += a_ptr.eq(a_ptr + ins.a_stride)
             with m.If(b_issue):
                 m.d.sync += b_ptr.eq(b_ptr + ins.b_stride)
+                if depth:
+                    with m.If(from_cache):
+                        m.d.sync += c_ra.eq(c_ra + 1)
             with m.If(r_i + 1 == reads):  # next block
                 m.d.sync += r_i.eq(0)
                 with m.If(r_kb + 1 < n_kb):
@@ -508,9 +544,13 @@ class GemmSequencer(wiring.Component):
                     na = a_tile + ins.a_stride * rows
                     m.d.sync += [r_kb.eq(0), r_nt.eq(0), r_mt.eq(r_mt + 1), a_tile.eq(na), a_blk.eq(na),
                                  a_ptr.eq(na), b_tile.eq(ins.b_addr), b_blk.eq(ins.b_addr), b_ptr.eq(ins.b_addr)]
+                    if depth:
+                        m.d.sync += c_ra.eq(0)  # each M tile reads the cache from its first word
                 with m.Else():
                     m.d.sync += r_more.eq(0)
         b_rdata = Mux(ins.b_act, self.act_rdata.as_value(), self.wt_rdata.as_value())
+        if depth:
+            b_rdata = Mux(cap_c, c_rd.data, b_rdata)
         with m.If(cap_a):
             for i in range(rows):
                 m.d.sync += a_sh[i].eq(a_sh[i + 1] if i + 1 < rows else self.act_rdata)
@@ -590,7 +630,6 @@ class GemmSequencer(wiring.Component):
                         n_mt.eq(ceil_div(self.instr.m, rows)),
                         n_nt.eq(ceil_div(self.instr.n, lanes)),
                         n_kb.eq(ceil_div(self.instr.k, lanes)),
-                        reads.eq(Mux(self.instr.b_act, rows + lanes, max(rows, lanes))),
                         r_i.eq(0), r_more.eq(1), r_kb.eq(0), r_nt.eq(0), r_mt.eq(0),
                         a_tile.eq(self.instr.a_addr), a_blk.eq(self.instr.a_addr), a_ptr.eq(self.instr.a_addr),
                         b_tile.eq(self.instr.b_addr), b_blk.eq(self.instr.b_addr), b_ptr.eq(self.instr.b_addr),
@@ -598,6 +637,10 @@ class GemmSequencer(wiring.Component):
                         s_kb.eq(0), s_nt.eq(0), s_mt.eq(0), s_k_left.eq(self.instr.k),
                         p_nt.eq(0), p_mt.eq(0), p_more.eq(1), p_fresh.eq(0),
                     ]
+                    if depth:
+                        m.d.sync += [c_cnt.eq(0), c_over.eq(0), c_ra.eq(0)]
+                    else:
+                        m.d.sync += reads.eq(Mux(self.instr.b_act, rows + lanes, max(rows, lanes)))
                     with m.If((self.instr.m != 0) & (self.instr.n != 0) & (self.instr.k != 0)):
                         m.next = "RUN"
                         m.d.sync += running.eq(1)

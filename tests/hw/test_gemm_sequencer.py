@@ -3,12 +3,15 @@
 The scratchpads are ``amaranth.lib.memory`` memories preloaded through their ``init``; results
 are read back from the activation memory's data after ``busy`` falls. Cases cover M/N/K not
 multiples of the array, row strides wider than the matrix, ``b_trans`` (Q K^T), ``b_act``
-(attn x V), K = 1 and saturation.
+(attn x V), K = 1 and saturation; and the B cache (``HwConfig.b_cache_words``) of the ``b_act``
+GEMMs: random shapes whose B fits it and does not, at the size boundary, without a cache, and
+instructions back to back (each fills the cache afresh).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import pytest
 import torch
@@ -20,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 from vitforge.hw import timing
 from vitforge.hw.config import BASE, HwConfig
 from vitforge.hw.gemm import GemmSequencer
-from vitforge.hw.isa import FIELDS, Op
+from vitforge.hw.isa import FIELDS, Instr, Op
 from vitforge.quant.ops import gemm
 from vitforge.sim.amsim import simulate
 from vitforge.sim.benches.reference import GemmCase, gemm_case, unpack_matrix
@@ -33,6 +36,10 @@ SMALL = dataclasses.replace(BASE, act_depth=2048, weight_depth=512, param_depth=
 ODD = dataclasses.replace(SMALL, pe_rows=3, pe_cols=4)
 #: More rows than lanes: the A reads, not the B reads, bound a block.
 TALL = dataclasses.replace(SMALL, pe_rows=8, pe_cols=4)
+#: A B cache of 16 words (four blocks of 4): small enough that some attention-like B do not fit.
+CACHE16 = dataclasses.replace(SMALL, b_cache_words=16)
+#: No B cache: every b_act block reads A and B one after the other.
+NO_CACHE = dataclasses.replace(SMALL, b_cache_words=0)
 
 
 class _Harness(wiring.Component):
@@ -66,35 +73,48 @@ class _Harness(wiring.Component):
         return m
 
 
-def run_case(cfg: HwConfig, case: GemmCase) -> tuple[torch.Tensor, int]:
-    """Run one GEMM instruction; returns (the int8 result read from the act scratchpad, cycles busy)."""
+def run_cases(cfg: HwConfig, cases: list[GemmCase]) -> list[tuple[torch.Tensor, int]]:
+    """Run GEMM instructions one after the other on one sequencer (their operands preloaded together);
+    returns, per instruction, the int8 result read from the act scratchpad and its cycles busy."""
     act = [0] * cfg.act_depth
     wt = [0] * cfg.weight_depth
-    for mem, addr, words in case.preload:
-        target = act if mem == "act" else wt
-        target[addr:addr + len(words)] = words
-    dut = _Harness(cfg, act, wt, case.param_words)
-    instr = case.instr
-    result = {}
+    for case in cases:
+        for mem, addr, words in case.preload:
+            target = act if mem == "act" else wt
+            target[addr:addr + len(words)] = words
+    params, taken = [0] * cfg.param_depth, set()
+    for case in cases:  # a case's parameter words (param_words[1:]) at its instruction's param_addr
+        addrs = range(case.instr.param_addr, case.instr.param_addr + len(case.param_words) - 1)
+        assert taken.isdisjoint(addrs), "the cases' parameter words overlap"
+        taken.update(addrs)
+        params[addrs.start:addrs.stop] = case.param_words[1:]
+    dut = _Harness(cfg, act, wt, params)
+    results = []
 
     async def tb(ctx):
-        ctx.set(dut.instr, {name: value for name, value in instr.args})
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        cycles = 0
-        while ctx.get(dut.busy):
+        for case in cases:
+            instr = case.instr
+            ctx.set(dut.instr, {name: value for name, value in instr.args})
+            ctx.set(dut.start, 1)
             await ctx.tick()
-            cycles += 1
-            assert cycles < 20_000, "GemmSequencer never finished"
-        await ctx.tick()
-        words = [ctx.get(dut.act.data[instr.dst_addr + i]) for i in range(instr.m * instr.dst_stride)]
-        result["cycles"] = cycles
-        result["words"] = [int(wd) for wd in words]
+            ctx.set(dut.start, 0)
+            cycles = 0
+            while ctx.get(dut.busy):
+                await ctx.tick()
+                cycles += 1
+                assert cycles < 20_000, "GemmSequencer never finished"
+            await ctx.tick()
+            words = [int(ctx.get(dut.act.data[instr.dst_addr + i])) for i in range(instr.m * instr.dst_stride)]
+            results.append((words, cycles))
 
     simulate(dut, tb, name="gemm_sequencer")
-    got = unpack_matrix(cfg, result["words"], instr.m, instr.n, instr.dst_stride)
-    return got, result["cycles"]
+    return [(unpack_matrix(cfg, words, case.instr.m, case.instr.n, case.instr.dst_stride), cycles)
+            for case, (words, cycles) in zip(cases, results, strict=True)]
+
+
+def run_case(cfg: HwConfig, case: GemmCase) -> tuple[torch.Tensor, int]:
+    """Run one GEMM instruction; returns (the int8 result read from the act scratchpad, cycles busy)."""
+    return run_cases(cfg, [case])[0]
 
 
 CASES = [
@@ -179,3 +199,67 @@ def test_sequencer_zero_size_finishes():
 
     simulate(dut, tb)
     assert busy == [0, 0, 0, 0]
+
+
+def _random_attention_shapes(count: int, seed: int) -> list[tuple[int, int, int, bool, int]]:
+    """``(m, k, n, b_trans, pad)`` of ``b_act`` GEMMs: 1..13 rows, K and N of 1..20 (B of 1 to 25
+    blocks: some fit CACHE16, some do not), strides up to 2 words wider."""
+    rng = random.Random(seed)
+    return [(rng.randint(1, 13), rng.randint(1, 20), rng.randint(1, 20), rng.random() < 0.5, rng.randint(0, 2))
+            for _ in range(count)]
+
+
+#: The B cache's boundary on CACHE16: 16 words fit exactly (2 x 2 blocks), one block more does not.
+CACHE_EDGE_SHAPES = [(9, 8, 8, True, 0), (9, 8, 8, False, 1), (9, 8, 9, True, 0), (9, 9, 8, False, 0),
+                     (5, 16, 4, False, 0), (5, 4, 17, True, 1)]
+CACHE_SHAPES = CACHE_EDGE_SHAPES + _random_attention_shapes(10, seed=13)
+
+
+@pytest.mark.parametrize("cfg", [CACHE16, SMALL, TALL, NO_CACHE], ids=["4x4-c16", "4x4-c512", "8x4-c512", "4x4-none"])
+@pytest.mark.parametrize("m,k,n,b_trans,pad", CACHE_SHAPES, ids=[f"{m}x{k}x{n}{'t' if t else ''}p{p}"
+                                                                 for m, k, n, t, p in CACHE_SHAPES])
+def test_b_cache_is_bit_exact_and_timed(cfg, m, k, n, b_trans, pad):
+    """``b_act`` GEMMs with B from the cache (or not, when it does not fit): bit-exact, and the cycle
+    model exact for either schedule."""
+    case = gemm_case(cfg, m=m, k=k, n=n, b_trans=b_trans, b_act=True, pad=pad, saturate=False, seed=m * 400 + k * 20 + n)
+    got, cycles = run_case(cfg, case)
+    assert_equal(got, gemm(case.a, case.b, case.bias, case.mult, case.shift),
+                 f"b_act GEMM m={m} k={k} n={n} b_trans={b_trans} pad={pad} b_cache_words={cfg.b_cache_words}")
+    assert cycles == timing.gemm_busy_cycles(cfg, m, k, n, b_act=True)
+
+
+def test_b_cache_shapes_cover_both_schedules():
+    """The shapes above include B that fit CACHE16 and B that do not, over several M tiles."""
+    fits = {timing.b_cache_fits(CACHE16, k, n) for m, k, n, _, _ in CACHE_SHAPES if m > CACHE16.pe_rows}
+    assert fits == {True, False}
+    assert not any(timing.b_cache_fits(NO_CACHE, k, n) for _, k, n, _, _ in CACHE_SHAPES)
+
+
+@pytest.mark.parametrize("m,k,n,b_trans", [(9, 8, 8, True), (13, 9, 4, False), (9, 8, 9, True)])
+def test_b_cache_saves_the_b_reads_after_the_first_tile(m, k, n, b_trans):
+    """Measured on the RTL: a B that fits saves ``(n_mt - 1) x blocks x (pe_rows + lanes - max(pe_rows,
+    lanes))`` read cycles at most against no cache (the reads bound these blocks); one that does not
+    fit takes the cycles of no cache."""
+    case = gemm_case(SMALL, m=m, k=k, n=n, b_trans=b_trans, b_act=True, pad=0, saturate=False, seed=7)
+    (_, none), (_, c16), (_, c512) = (run_case(cfg, case) for cfg in (NO_CACHE, CACHE16, SMALL))
+    assert c512 < none
+    assert c16 == (c512 if timing.b_cache_fits(CACHE16, k, n) else none)
+
+
+def test_b_cache_refilled_by_each_instruction():
+    """Two ``b_act`` GEMMs back to back with different B (the second with fewer blocks), then one
+    whose B does not fit: each reads its own B, none a word the one before left in the cache."""
+    cfg = CACHE16
+    first = gemm_case(cfg, m=9, k=8, n=8, b_trans=True, b_act=True, pad=0, saturate=False, seed=21)
+    base2 = first.instr.dst_addr + first.instr.m * first.instr.dst_stride + 4
+    second = gemm_case(cfg, m=9, k=4, n=7, b_trans=False, b_act=True, pad=1, saturate=False, seed=22, base=base2)
+    base3 = second.instr.dst_addr + second.instr.m * second.instr.dst_stride + 4
+    third = gemm_case(cfg, m=6, k=9, n=9, b_trans=True, b_act=True, pad=0, saturate=False, seed=23, base=base3)
+    cases = [dataclasses.replace(c, instr=Instr(Op.GEMM, **{**dict(c.instr.args), "param_addr": 1 + 3 * i}))
+             for i, c in enumerate([first, second, third])]
+    got = run_cases(cfg, cases)
+    for i, (case, (out, cycles)) in enumerate(zip(cases, got, strict=True)):
+        ins = case.instr
+        assert_equal(out, gemm(case.a, case.b, case.bias, case.mult, case.shift), f"instruction {i}")
+        assert cycles == timing.gemm_busy_cycles(cfg, ins.m, ins.k, ins.n, b_act=True)
+    assert [timing.b_cache_fits(cfg, c.instr.k, c.instr.n) for c in cases] == [True, True, False]
