@@ -44,6 +44,19 @@ def test_zcu102_fits_the_device():
     assert cfg.max_tokens >= 197 and cfg.max_embed_dim >= 384
 
 
+def test_presets_b_cache_holds_their_attention_b():
+    """Both presets' B caches hold their largest attention GEMM's B (issue #13: one K step per cycle
+    for Q K^T and attn x V after the first M tile), a power of two (BRAM-friendly)."""
+    demo, zcu = get_preset("demo"), get_preset("zcu102")
+    assert demo.attention_b_words == 17 * 4 * 4  # 65 tokens, head_dim 16, 4 lanes
+    assert zcu.attention_b_words == 4 * 1 * 64  # 197 tokens, head_dim 64, 64 lanes
+    for cfg in (demo, zcu):
+        assert cfg.b_cache_words >= cfg.attention_b_words
+        assert cfg.b_cache_words & (cfg.b_cache_words - 1) == 0
+    assert HwConfig().b_cache_words == 0  # the field's default: no cache
+    assert BASE.bram36_estimate == dataclasses.replace(BASE, b_cache_words=0).bram36_estimate + 1
+
+
 def test_unknown_preset_lists_valid_names():
     with pytest.raises(ValueError, match=r"unknown hardware preset 'nope'.*demo, zcu102"):
         get_preset("nope")
@@ -71,6 +84,11 @@ def test_unknown_preset_lists_valid_names():
         ({"unit_lanes": 3}, "unit_lanes must be a positive divisor of lanes = 4, not 3"),
         ({"unit_lanes": 8}, "unit_lanes must be a positive divisor of lanes = 4, not 8"),
         ({"unit_lanes": 0}, "unit_lanes must be a positive integer, not 0"),
+        ({"b_cache_words": 48}, "b_cache_words must be 0 .* or a power of two of at least lanes = 4 words .*, not 48"),
+        ({"b_cache_words": 2}, "b_cache_words must be 0 .*, not 2"),
+        ({"b_cache_words": -8}, "b_cache_words must be 0 .*, not -8"),
+        ({"b_cache_words": True}, "b_cache_words must be 0 .*, not True"),
+        ({"b_cache_words": 64.0}, "b_cache_words must be 0 .*, not 64.0"),
     ],
 )
 def test_bad_configs_refused(changes, message):
