@@ -105,14 +105,16 @@ class HwConfig:
             the compiler emits it for every GEMM whose output only feeds a ``GELU``, saving that
             instruction's pass. Needs ``gelu`` and an 8-bit ``gelu_in``/``gelu_out``. Off: the
             ``gelu`` flag is not decoded (a program using it must not run there).
-        b_cache_words: depth in words of the GEMM sequencer's B-operand cache (0: none; else a power
-            of two of at least ``lanes`` words). A ``GEMM`` whose B is an activation (``b_act``:
-            ``Q K^T``, ``attn x V``) reads B's blocks on the activation port once, during its first
-            M tile, and writes them into the cache; when they all fit (``ceil(k / lanes) x
-            ceil(n / lanes) x lanes`` words at most), every later M tile reads B from the cache
-            beside A on the activation port, so a block takes ``max(pe_rows, lanes)`` read cycles
-            instead of ``pe_rows + lanes`` (:func:`vitforge.hw.timing.reads_per_block`). A B that
-            does not fit is read as without a cache. Size it from :attr:`attention_b_words`.
+        operand_cache_words: depth in words of the GEMM sequencer's operand cache (0: none; else a power
+            of two of at least ``2 x lanes``), for the ``GEMM`` instructions whose B is an activation
+            (``b_act``: ``Q K^T``, ``attn x V``), which otherwise read A and B one after the other on
+            the activation port (``pe_rows + lanes`` read cycles a block). Its lower half keeps the
+            first M tile's B words (``ceil(k / lanes) x ceil(n / lanes) x lanes``) and its upper half
+            an M tile's A words (``pe_rows x ceil(k / lanes)``), as they are read. When B fitted, the
+            later M tiles read B from the cache beside A; else, when A fitted, an M tile's later N
+            tiles read A from it beside B: those blocks take ``max(pe_rows, lanes)`` read cycles
+            (:func:`vitforge.hw.timing.cached_operand`). Operands that do not fit are read as
+            without a cache. Sized from :attr:`attention_b_words` and :attr:`attention_a_words`.
     """
 
     numerics: NumericsConfig = field(default_factory=lambda: DEFAULT_NUMERICS)
@@ -141,7 +143,7 @@ class HwConfig:
     dsp_packing: bool = False
     unit_lanes: int = 1
     fuse_gelu: bool = False
-    b_cache_words: int = 0
+    operand_cache_words: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.numerics, NumericsConfig):
@@ -187,11 +189,11 @@ class HwConfig:
                 if fmt.bits != DATAPATH_BITS:
                     raise ValueError(f"fuse_gelu needs numerics.{name} of {DATAPATH_BITS} bits (the GEMM's "
                                      f"int8 output and scratchpad lanes), not {fmt}")
-        cache = self.b_cache_words
+        cache = self.operand_cache_words
         if isinstance(cache, bool) or not isinstance(cache, int) or cache < 0 \
-                or (cache and (cache & (cache - 1) or cache < self.lanes)):
-            raise ValueError(f"b_cache_words must be 0 (no B cache) or a power of two of at least lanes = "
-                             f"{self.lanes} words (one B block), not {cache!r}")
+                or (cache and (cache & (cache - 1) or cache < 2 * self.lanes)):
+            raise ValueError(f"operand_cache_words must be 0 (no operand cache) or a power of two of at least "
+                             f"2 x lanes = {2 * self.lanes} words (a B block in each half), not {cache!r}")
         if self.lanes % self.unit_lanes:
             raise ValueError(f"unit_lanes must be a positive divisor of lanes = {self.lanes}, not {self.unit_lanes}")
         for name in ("act_depth", "weight_depth", "param_depth", "imem_depth"):
@@ -334,12 +336,19 @@ class HwConfig:
 
     @property
     def attention_b_words(self) -> int:
-        """B-operand words of the largest attention GEMM at the max sizes (what ``b_cache_words`` must
-        hold for every ``Q K^T`` and ``attn x V`` to read B from the cache): ``ceil(tokens / lanes) x
-        ceil(head_dim / lanes)`` blocks of ``lanes`` words, ``head_dim = max_embed_dim / max_heads``
-        (a model with fewer heads than ``max_heads`` has wider heads and may not fit)."""
+        """B words of the largest attention GEMM at the max sizes (what half the operand cache must hold
+        for every ``Q K^T`` and ``attn x V`` to read B from it after the first M tile): ``ceil(tokens /
+        lanes) x ceil(head_dim / lanes)`` blocks of ``lanes`` words, ``head_dim = max_embed_dim /
+        max_heads`` (a model with fewer heads than ``max_heads`` has wider heads and may not fit)."""
         head_dim = self.max_embed_dim // self.max_heads
         return self.row_words(self.max_tokens) * self.row_words(head_dim) * self.lanes
+
+    @property
+    def attention_a_words(self) -> int:
+        """A words of one M tile of the largest attention GEMM (``attn x V``, K = tokens): ``pe_rows x
+        ceil(max_tokens / lanes)`` (``Q K^T``'s K, the head width, is smaller)."""
+        head_dim = self.max_embed_dim // self.max_heads
+        return self.pe_rows * self.row_words(max(self.max_tokens, head_dim))
 
     @property
     def layer_param_words(self) -> int:
@@ -370,9 +379,9 @@ class HwConfig:
 
     @property
     def bram36_estimate(self) -> int:
-        """BRAM36 blocks of the scratchpads at 512 x 72 each (the instruction memory and the GEMM's B
-        cache included)."""
-        cache = self._bram36(self.b_cache_words, self.word_bits) if self.b_cache_words else 0
+        """BRAM36 blocks of the scratchpads at 512 x 72 each (the instruction memory and the GEMM's
+        operand cache included)."""
+        cache = self._bram36(self.operand_cache_words, self.word_bits) if self.operand_cache_words else 0
         return (self._bram36(self.act_depth, self.word_bits) + self._bram36(self.weight_depth, self.word_bits)
                 + self._bram36(self.param_depth, self.param_word_bits) + self._bram36(self.imem_depth, INSTR_BITS)
                 + cache)
@@ -404,9 +413,10 @@ class HwConfig:
         return out
 
 
-#: The base every preset derives from: the demo build (a 4x4 array for a tiny ViT). Its B cache holds
-#: the demo's attention B (17 x 4 blocks of 4 words: 272) in 512 words of 32 bits (one RAMB18).
-BASE = HwConfig(b_cache_words=512)
+#: The base every preset derives from: the demo build (a 4x4 array for a tiny ViT). Its operand cache's
+#: halves hold the demo's attention B (17 x 4 blocks of 4 words: 272) and A (4 rows x 17 words: 68):
+#: 1,024 words of 32 bits (one RAMB36).
+BASE = HwConfig(operand_cache_words=1024)
 
 PRESETS: dict[str, HwConfig] = {
     # Tiny ViT (65 tokens, D=64, 4 heads, MLP 256): quick to simulate.
@@ -434,9 +444,9 @@ PRESETS: dict[str, HwConfig] = {
         unit_lanes=8,
         # fc1 and the selector MLPs' GELUs in the GEMM drain path: a pass over the MLP activations saved.
         fuse_gelu=True,
-        # The attention GEMMs' B (DeiT: 4 x 1 blocks of 64 words, 256) from the B cache after the first M
-        # tile; 512 words of 512 bits take as many BRAM36 (8, as 512 x 72) as 256 would.
-        b_cache_words=512,
+        # The attention GEMMs' operands from the operand cache: DeiT's B (4 x 1 blocks of 64 words: 256) in
+        # one half, an M tile's A (32 rows x 4 words: 128) in the other; 512 words of 512 bits, 8 BRAM36.
+        operand_cache_words=512,
     ),
 }
 

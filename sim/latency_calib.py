@@ -32,8 +32,8 @@ class Case:
     ``keep``: the selector's threshold rule (sim/benches/reference.choose_threshold: ``"mixed"``, ``"all"``,
     ``"class_only"``); ``pe``: ``(pe_rows, pe_cols)``; ``hw``: a preset name the shape runs on as is;
     ``unit_lanes``: the row-wise units' lanes (``None``: the preset's, or 1); ``fuse_gelu``: the GELU in the
-    GEMM drain path (``None``: the preset's, or off); ``b_cache_words``: the GEMM's B cache (``None``: the
-    preset's, or BASE's).
+    GEMM drain path (``None``: the preset's, or off); ``operand_cache_words``: the GEMM's operand cache
+    (``None``: the preset's, or BASE's).
     """
 
     name: str
@@ -49,7 +49,7 @@ class Case:
     seed: int = 1
     unit_lanes: int | None = None
     fuse_gelu: bool | None = None
-    b_cache_words: int | None = None
+    operand_cache_words: int | None = None
 
     def config(self) -> HwConfig:
         if self.hw is not None:
@@ -60,8 +60,8 @@ class Case:
                                       max_embed_dim=self.dim, max_mlp_dim=self.mlp, max_heads=self.heads)
         if self.fuse_gelu is not None:
             cfg = dataclasses.replace(cfg, fuse_gelu=self.fuse_gelu)
-        if self.b_cache_words is not None:
-            cfg = dataclasses.replace(cfg, b_cache_words=self.b_cache_words)
+        if self.operand_cache_words is not None:
+            cfg = dataclasses.replace(cfg, operand_cache_words=self.operand_cache_words)
         return cfg if self.unit_lanes is None else dataclasses.replace(cfg, unit_lanes=self.unit_lanes)
 
     def build(self) -> tuple[HwConfig, object, dict[str, list[int]], list[bool] | None]:
@@ -121,11 +121,12 @@ FUSED_GELU_CASES = (
          fuse_gelu=True),
     Case("fg-model-d16-n5-depth2", dim=16, heads=2, mlp=32, n_tokens=5, depth=2, fuse_gelu=True),
 )
-#: Shapes at other B-cache sizes (``b_cache_words``) than BASE's 512, in the Amaranth simulator: 16 words
-#: (the attention GEMMs' B of 2 x 3 blocks do not fit, the selector's one-block broadcast does) and none.
-B_CACHE_CASES = (
-    Case("c16-d16-h2-n9-sel-mixed", dim=16, heads=2, mlp=32, n_tokens=9, b_cache_words=16),
-    Case("c0-d32-h2-n13-dense", dim=32, heads=2, mlp=64, n_tokens=13, selector=False, b_cache_words=0),
+#: Shapes at other operand-cache sizes (``operand_cache_words``) than BASE's, in the Amaranth simulator: 16
+#: words (halves of 8: Q K^T's A fits, its B does not; attn x V's neither; the selector's one-block
+#: broadcast B does) and none.
+CACHE_CASES = (
+    Case("c16-d16-h2-n9-sel-mixed", dim=16, heads=2, mlp=32, n_tokens=9, operand_cache_words=16),
+    Case("c0-d32-h2-n13-dense", dim=32, heads=2, mlp=64, n_tokens=13, selector=False, operand_cache_words=0),
 )
 #: The demo model's shapes on the demo preset (Verilator: tens of seconds each, after a build).
 DEMO_CASES = (
@@ -269,5 +270,5 @@ def compare(model, program, measured: dict, pruned: list[bool] | None = None) ->
     return {"total": (pred["total"], measured["total"]), "per_layer": per_layer, "mismatches": mismatches}
 
 
-__all__ = ["B_CACHE_CASES", "DEMO_CASES", "FUSED_GELU_CASES", "LANES_CASES", "SMALL_CASES", "Case", "calibrate", "compare",
+__all__ = ["CACHE_CASES", "DEMO_CASES", "FUSED_GELU_CASES", "LANES_CASES", "SMALL_CASES", "Case", "calibrate", "compare",
            "profile_program", "profile_program_rtl"]

@@ -30,7 +30,7 @@ DEVICE = "xczu9eg"
 #: they only reach the board-level wrapper).
 RESOURCE_FIELDS = ("numerics", "pe_rows", "pe_cols", "act_depth", "weight_depth", "param_depth", "imem_depth",
                    "max_tokens", "max_embed_dim", "max_mlp_dim", "max_heads", "softmax", "gelu", "layernorm",
-                   "sigmoid", "selector", "load_queue", "dsp_packing", "unit_lanes", "fuse_gelu", "b_cache_words")
+                   "sigmoid", "selector", "load_queue", "dsp_packing", "unit_lanes", "fuse_gelu", "operand_cache_words")
 
 
 def resource_fingerprint(cfg: HwConfig) -> str:

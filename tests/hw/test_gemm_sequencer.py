@@ -3,9 +3,9 @@
 The scratchpads are ``amaranth.lib.memory`` memories preloaded through their ``init``; results
 are read back from the activation memory's data after ``busy`` falls. Cases cover M/N/K not
 multiples of the array, row strides wider than the matrix, ``b_trans`` (Q K^T), ``b_act``
-(attn x V), K = 1 and saturation; and the B cache (``HwConfig.b_cache_words``) of the ``b_act``
-GEMMs: random shapes whose B fits it and does not, at the size boundary, without a cache, and
-instructions back to back (each fills the cache afresh).
+(attn x V), K = 1 and saturation; and the operand cache (``HwConfig.operand_cache_words``) of the
+``b_act`` GEMMs: random shapes whose B or A fit its halves and do not, at the size boundaries,
+without a cache, and instructions back to back (each fills the cache afresh).
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ SMALL = dataclasses.replace(BASE, act_depth=2048, weight_depth=512, param_depth=
 ODD = dataclasses.replace(SMALL, pe_rows=3, pe_cols=4)
 #: More rows than lanes: the A reads, not the B reads, bound a block.
 TALL = dataclasses.replace(SMALL, pe_rows=8, pe_cols=4)
-#: A B cache of 16 words (four blocks of 4): small enough that some attention-like B do not fit.
-CACHE16 = dataclasses.replace(SMALL, b_cache_words=16)
-#: No B cache: every b_act block reads A and B one after the other.
-NO_CACHE = dataclasses.replace(SMALL, b_cache_words=0)
+#: An operand cache of 32 words (halves of four blocks of 4 words): small enough that some attention-like
+#: B and A do not fit.
+CACHE32 = dataclasses.replace(SMALL, operand_cache_words=32)
+#: No operand cache: every b_act block reads A and B one after the other.
+NO_CACHE = dataclasses.replace(SMALL, operand_cache_words=0)
 
 
 class _Harness(wiring.Component):
@@ -203,63 +204,73 @@ def test_sequencer_zero_size_finishes():
 
 def _random_attention_shapes(count: int, seed: int) -> list[tuple[int, int, int, bool, int]]:
     """``(m, k, n, b_trans, pad)`` of ``b_act`` GEMMs: 1..13 rows, K and N of 1..20 (B of 1 to 25
-    blocks: some fit CACHE16, some do not), strides up to 2 words wider."""
+    blocks, A of 1 to 5 words a row: some fit CACHE32's halves, some do not), strides up to 2 words wider."""
     rng = random.Random(seed)
     return [(rng.randint(1, 13), rng.randint(1, 20), rng.randint(1, 20), rng.random() < 0.5, rng.randint(0, 2))
             for _ in range(count)]
 
 
-#: The B cache's boundary on CACHE16: 16 words fit exactly (2 x 2 blocks), one block more does not.
+#: The halves' boundary on CACHE32 (16 words each): B of 16 words (2 x 2 blocks) fits, one block more
+#: does not; an M tile's A of 16 words (K = 16) fits, of 20 (K = 17) does not.
 CACHE_EDGE_SHAPES = [(9, 8, 8, True, 0), (9, 8, 8, False, 1), (9, 8, 9, True, 0), (9, 9, 8, False, 0),
-                     (5, 16, 4, False, 0), (5, 4, 17, True, 1)]
+                     (9, 16, 9, False, 0), (9, 17, 9, True, 1), (5, 16, 4, False, 0), (5, 4, 17, True, 1)]
 CACHE_SHAPES = CACHE_EDGE_SHAPES + _random_attention_shapes(10, seed=13)
 
 
-@pytest.mark.parametrize("cfg", [CACHE16, SMALL, TALL, NO_CACHE], ids=["4x4-c16", "4x4-c512", "8x4-c512", "4x4-none"])
+def _tiles(cfg: HwConfig, m: int, n: int) -> list[tuple[int, int]]:
+    return [(mt, nt) for mt in range(-(-m // cfg.pe_rows)) for nt in range(cfg.row_words(n))]
+
+
+@pytest.mark.parametrize("cfg", [CACHE32, SMALL, TALL, NO_CACHE], ids=["4x4-c32", "4x4-c1024", "8x4-c1024", "4x4-none"])
 @pytest.mark.parametrize("m,k,n,b_trans,pad", CACHE_SHAPES, ids=[f"{m}x{k}x{n}{'t' if t else ''}p{p}"
                                                                  for m, k, n, t, p in CACHE_SHAPES])
-def test_b_cache_is_bit_exact_and_timed(cfg, m, k, n, b_trans, pad):
-    """``b_act`` GEMMs with B from the cache (or not, when it does not fit): bit-exact, and the cycle
-    model exact for either schedule."""
+def test_operand_cache_is_bit_exact_and_timed(cfg, m, k, n, b_trans, pad):
+    """``b_act`` GEMMs with B or A from the operand cache (or neither, when they do not fit): bit-exact,
+    and the cycle model exact for every schedule."""
     case = gemm_case(cfg, m=m, k=k, n=n, b_trans=b_trans, b_act=True, pad=pad, saturate=False, seed=m * 400 + k * 20 + n)
     got, cycles = run_case(cfg, case)
     assert_equal(got, gemm(case.a, case.b, case.bias, case.mult, case.shift),
-                 f"b_act GEMM m={m} k={k} n={n} b_trans={b_trans} pad={pad} b_cache_words={cfg.b_cache_words}")
+                 f"b_act GEMM m={m} k={k} n={n} b_trans={b_trans} pad={pad} cache={cfg.operand_cache_words}")
     assert cycles == timing.gemm_busy_cycles(cfg, m, k, n, b_act=True)
 
 
-def test_b_cache_shapes_cover_both_schedules():
-    """The shapes above include B that fit CACHE16 and B that do not, over several M tiles."""
-    fits = {timing.b_cache_fits(CACHE16, k, n) for m, k, n, _, _ in CACHE_SHAPES if m > CACHE16.pe_rows}
-    assert fits == {True, False}
-    assert not any(timing.b_cache_fits(NO_CACHE, k, n) for _, k, n, _, _ in CACHE_SHAPES)
+def test_operand_cache_shapes_cover_every_schedule():
+    """The shapes above read B from CACHE32, A from it, and neither, in tiles after the first."""
+    used = {timing.cached_operand(CACHE32, k, n, mt, nt)
+            for m, k, n, _, _ in CACHE_SHAPES for mt, nt in _tiles(CACHE32, m, n) if (mt, nt) != (0, 0)}
+    assert used == {"a", "b", None}
+    assert not any(timing.cached_operand(NO_CACHE, k, n, mt, nt)
+                   for m, k, n, _, _ in CACHE_SHAPES for mt, nt in _tiles(NO_CACHE, m, n))
 
 
-@pytest.mark.parametrize("m,k,n,b_trans", [(9, 8, 8, True), (13, 9, 4, False), (9, 8, 9, True)])
-def test_b_cache_saves_the_b_reads_after_the_first_tile(m, k, n, b_trans):
-    """Measured on the RTL: a B that fits saves ``(n_mt - 1) x blocks x (pe_rows + lanes - max(pe_rows,
-    lanes))`` read cycles at most against no cache (the reads bound these blocks); one that does not
-    fit takes the cycles of no cache."""
+@pytest.mark.parametrize("m,k,n,b_trans", [(9, 8, 8, True), (13, 9, 4, False), (9, 8, 9, True), (9, 20, 20, False)])
+def test_operand_cache_saves_read_cycles(m, k, n, b_trans):
+    """Measured on the RTL: a cache that holds both halves saves cycles against none; a cache that
+    holds neither operand takes the cycles of none."""
     case = gemm_case(SMALL, m=m, k=k, n=n, b_trans=b_trans, b_act=True, pad=0, saturate=False, seed=7)
-    (_, none), (_, c16), (_, c512) = (run_case(cfg, case) for cfg in (NO_CACHE, CACHE16, SMALL))
-    assert c512 < none
-    assert c16 == (c512 if timing.b_cache_fits(CACHE16, k, n) else none)
+    (_, none), (_, c32), (_, c1024) = (run_case(cfg, case) for cfg in (NO_CACHE, CACHE32, SMALL))
+    assert c1024 < none
+    if not any(timing.cached_operand(CACHE32, k, n, mt, nt) for mt, nt in _tiles(CACHE32, m, n)):
+        assert c32 == none
+    else:
+        assert c32 < none
 
 
-def test_b_cache_refilled_by_each_instruction():
-    """Two ``b_act`` GEMMs back to back with different B (the second with fewer blocks), then one
-    whose B does not fit: each reads its own B, none a word the one before left in the cache."""
-    cfg = CACHE16
-    first = gemm_case(cfg, m=9, k=8, n=8, b_trans=True, b_act=True, pad=0, saturate=False, seed=21)
-    base2 = first.instr.dst_addr + first.instr.m * first.instr.dst_stride + 4
-    second = gemm_case(cfg, m=9, k=4, n=7, b_trans=False, b_act=True, pad=1, saturate=False, seed=22, base=base2)
-    base3 = second.instr.dst_addr + second.instr.m * second.instr.dst_stride + 4
-    third = gemm_case(cfg, m=6, k=9, n=9, b_trans=True, b_act=True, pad=0, saturate=False, seed=23, base=base3)
-    cases = [dataclasses.replace(c, instr=Instr(Op.GEMM, **{**dict(c.instr.args), "param_addr": 1 + 3 * i}))
-             for i, c in enumerate([first, second, third])]
-    got = run_cases(cfg, cases)
-    for i, (case, (out, cycles)) in enumerate(zip(cases, got, strict=True)):
+def test_operand_cache_refilled_by_each_instruction():
+    """``b_act`` GEMMs back to back: B from the cache (two different B, the second with fewer blocks),
+    then A from it (a B that does not fit), then neither: each reads its own operands, none a word an
+    instruction before left in the cache."""
+    cfg = CACHE32
+    shapes = [(9, 8, 8, True, 0), (9, 4, 7, False, 1), (6, 9, 9, True, 0), (9, 17, 9, False, 0)]
+    cases, base = [], 8
+    for i, (m, k, n, b_trans, pad) in enumerate(shapes):
+        case = gemm_case(cfg, m=m, k=k, n=n, b_trans=b_trans, b_act=True, pad=pad, saturate=False, seed=21 + i,
+                         base=base)
+        base = case.instr.dst_addr + case.instr.m * case.instr.dst_stride + 4
+        cases.append(dataclasses.replace(case, instr=Instr(Op.GEMM, **{**dict(case.instr.args), "param_addr": 1 + 3 * i})))
+    assert [{timing.cached_operand(cfg, k, n, mt, nt) for mt, nt in _tiles(cfg, m, n)} for m, k, n, _, _ in shapes] \
+        == [{None, "a", "b"}, {None, "a", "b"}, {None, "a"}, {None}]
+    for i, (case, (out, cycles)) in enumerate(zip(cases, run_cases(cfg, cases), strict=True)):
         ins = case.instr
         assert_equal(out, gemm(case.a, case.b, case.bias, case.mult, case.shift), f"instruction {i}")
         assert cycles == timing.gemm_busy_cycles(cfg, ins.m, ins.k, ins.n, b_act=True)
-    assert [timing.b_cache_fits(cfg, c.instr.k, c.instr.n) for c in cases] == [True, True, False]
