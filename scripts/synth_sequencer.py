@@ -1,0 +1,63 @@
+"""Resources of one preset's GEMM sequencer synthesized alone, its GemmEngine a blackbox.
+
+    nice -n 10 python scripts/synth_sequencer.py --preset zcu102 [--set operand_cache_words=0] [--json]
+
+What ``vitforge rtl report``'s ``gemm_sequencer`` row counts (the operand buffers, the reader, the
+stepper, the write-back, the mean divider and the operand cache), without the PE array and the
+requantizer (``scripts/synth_gemm.py`` measures those), so a change to the sequencer is measured in
+minutes on zcu102. Not cached: every run synthesizes it afresh (hw/synth.py's Yosys script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+from vitforge.hw import synth
+from vitforge.hw.config import get_preset
+from vitforge.hw.gemm import GemmSequencer
+from vitforge.hw.verilog import generate
+
+TOP = "gemm_sequencer"
+
+
+def measure(cfg) -> dict:
+    """``{dsp, lut, ff, bram36}`` of the sequencer's modules but the engine's, and the seconds Yosys took."""
+    start = time.perf_counter()
+    modules = synth.split_modules(synth.strip_zero_init(generate(GemmSequencer(config=cfg), TOP)))
+    kids = synth.children(modules)
+    engine = {name for name in modules if name == f"{TOP}.engine" or name.startswith(f"{TOP}.engine.")}
+    if not engine:
+        raise RuntimeError(f"no engine module among {sorted(modules)}")
+    todo = set(modules) - engine
+    cells = synth._run_yosys(modules, todo, kids, TOP, synth.synth_script(TOP))
+    totals = synth.summarize(synth.rollup({name: cells.get(name, {}) for name in modules}, TOP))
+    return {**totals, "modules": sorted(todo), "seconds": round(time.perf_counter() - start, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a HwConfig field (JSON value), e.g. operand_cache_words=0")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    cfg = get_preset(args.preset)
+    for item in args.set:
+        name, _, text = item.partition("=")
+        if name not in {f.name for f in dataclasses.fields(cfg)} or not text:
+            raise SystemExit(f"--set takes FIELD=VALUE with a HwConfig field, not {item!r}")
+        cfg = dataclasses.replace(cfg, **{name: json.loads(text)})
+    result = measure(cfg)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(f"{args.preset} {TOP} (engine left out): {result['dsp']} DSP, {result['lut']:,} LUT, "
+              f"{result['ff']:,} FF, {result['bram36']} BRAM36 ({result['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
