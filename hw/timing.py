@@ -220,9 +220,9 @@ def gemm_busy_cycles(cfg: HwConfig, m: int, k: int, n: int, mean: bool = False, 
     ``L_b``; the next block's reads start at ``X_b - 1`` when the swap was certain a cycle ahead,
     else at ``X_b``. ``W`` is :func:`reads_per_block`: with ``b_act``, ``pe_rows + lanes`` in the
     blocks that read both operands on the activation port, else ``max(pe_rows, lanes)`` (one of them
-    from the operand cache: :func:`cached_operand`). The
-    engine takes tile ``t`` at ``max(L + 1, take_{t-1} + pe_rows + 1)`` (its drain registers free); the last tile's rows then leave through the requantizer (and, with
-    ``gelu``, the GELU drain).
+    from the operand cache: :func:`cached_operand`). The engine takes tile ``t`` at ``max(L + 1,
+    take_{t-1} + pe_rows + 1)`` (its drain registers free); the last tile's rows then leave through
+    the requantizer (and, with ``gelu``, the GELU drain).
     """
     if min(m, k, n) <= 0:
         raise ValueError(f"gemm_busy_cycles needs positive sizes, not m={m}, k={k}, n={n}")
@@ -461,6 +461,7 @@ def store_cycles(cfg: HwConfig, timing: PortTiming, port: str, words: int) -> in
 
 
 __all__ = ["DEFAULT_READ_LATENCY", "PORTS", "START_CYCLES", "PortTiming", "add_cycles", "buffering_cycles",
-           "cache_holds_a", "cache_holds_b", "cached_operand", "count", "dim", "gemm_busy_cycles", "gemm_cycles", "layernorm_out_pass",
-           "layernorm_pipeline_cycles", "layernorm_pipeline_times", "load_cycles", "load_transfer_cycles", "port_timing",
-           "reads_per_block", "select_cycles", "softmax_cycles", "softmax_row_schedule", "store_cycles", "streaming_cycles"]
+           "cache_holds_a", "cache_holds_b", "cached_operand", "count", "dim", "gemm_busy_cycles", "gemm_cycles",
+           "layernorm_out_pass", "layernorm_pipeline_cycles", "layernorm_pipeline_times", "load_cycles",
+           "load_transfer_cycles", "port_timing", "reads_per_block", "select_cycles", "softmax_cycles",
+           "softmax_row_schedule", "store_cycles", "streaming_cycles"]

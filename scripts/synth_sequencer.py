@@ -13,28 +13,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
 
 from vitforge.hw import synth
 from vitforge.hw.config import get_preset
 from vitforge.hw.gemm import GemmSequencer
-from vitforge.hw.verilog import generate
 
 TOP = "gemm_sequencer"
 
 
 def measure(cfg) -> dict:
-    """``{dsp, lut, ff, bram36}`` of the sequencer's modules but the engine's, and the seconds Yosys took."""
-    start = time.perf_counter()
-    modules = synth.split_modules(synth.strip_zero_init(generate(GemmSequencer(config=cfg), TOP)))
-    kids = synth.children(modules)
-    engine = {name for name in modules if name == f"{TOP}.engine" or name.startswith(f"{TOP}.engine.")}
-    if not engine:
-        raise RuntimeError(f"no engine module among {sorted(modules)}")
-    todo = set(modules) - engine
-    cells = synth._run_yosys(modules, todo, kids, TOP, synth.synth_script(TOP))
-    totals = synth.summarize(synth.rollup({name: cells.get(name, {}) for name in modules}, TOP))
-    return {**totals, "modules": sorted(todo), "seconds": round(time.perf_counter() - start, 1)}
+    """``{dsp, lut, ff, bram36, ...}`` of the sequencer's modules but the engine's (hw/synth.py)."""
+    return synth.module_report_without(GemmSequencer(config=cfg), TOP, f"{TOP}.engine")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -270,5 +270,5 @@ def compare(model, program, measured: dict, pruned: list[bool] | None = None) ->
     return {"total": (pred["total"], measured["total"]), "per_layer": per_layer, "mismatches": mismatches}
 
 
-__all__ = ["CACHE_CASES", "DEMO_CASES", "FUSED_GELU_CASES", "LANES_CASES", "SMALL_CASES", "Case", "calibrate", "compare",
-           "profile_program", "profile_program_rtl"]
+__all__ = ["CACHE_CASES", "DEMO_CASES", "FUSED_GELU_CASES", "LANES_CASES", "SMALL_CASES", "Case", "calibrate",
+           "compare", "profile_program", "profile_program_rtl"]

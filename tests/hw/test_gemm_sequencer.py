@@ -227,7 +227,8 @@ def _tiles(cfg: HwConfig, m: int, n: int) -> list[tuple[int, int]]:
 def test_operand_cache_is_bit_exact_and_timed(cfg, m, k, n, b_trans, pad):
     """``b_act`` GEMMs with B or A from the operand cache (or neither, when they do not fit): bit-exact,
     and the cycle model exact for every schedule."""
-    case = gemm_case(cfg, m=m, k=k, n=n, b_trans=b_trans, b_act=True, pad=pad, saturate=False, seed=m * 400 + k * 20 + n)
+    case = gemm_case(cfg, m=m, k=k, n=n, b_trans=b_trans, b_act=True, pad=pad, saturate=False,
+                     seed=m * 400 + k * 20 + n)
     got, cycles = run_case(cfg, case)
     assert_equal(got, gemm(case.a, case.b, case.bias, case.mult, case.shift),
                  f"b_act GEMM m={m} k={k} n={n} b_trans={b_trans} pad={pad} cache={cfg.operand_cache_words}")
@@ -267,7 +268,8 @@ def test_operand_cache_refilled_by_each_instruction():
         case = gemm_case(cfg, m=m, k=k, n=n, b_trans=b_trans, b_act=True, pad=pad, saturate=False, seed=21 + i,
                          base=base)
         base = case.instr.dst_addr + case.instr.m * case.instr.dst_stride + 4
-        cases.append(dataclasses.replace(case, instr=Instr(Op.GEMM, **{**dict(case.instr.args), "param_addr": 1 + 3 * i})))
+        args = {**dict(case.instr.args), "param_addr": 1 + 3 * i}  # each case's parameters of their own
+        cases.append(dataclasses.replace(case, instr=Instr(Op.GEMM, **args)))
     assert [{timing.cached_operand(cfg, k, n, mt, nt) for mt, nt in _tiles(cfg, m, n)} for m, k, n, _, _ in shapes] \
         == [{None, "a", "b"}, {None, "a", "b"}, {None, "a"}, {None}]
     for i, (case, (out, cycles)) in enumerate(zip(cases, run_cases(cfg, cases), strict=True)):

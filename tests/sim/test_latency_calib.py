@@ -3,8 +3,9 @@
 
 The default tier runs small shapes (sim/latency_calib.SMALL_CASES: blocks with and without a
 selector, 2x8 and 8x4 PE arrays, a whole two-block model; LANES_CASES: the same kinds at
-unit_lanes 2, 4 and 8; FUSED_GELU_CASES: with the GELU fused into the GEMM drain; CACHE_CASES: the attention
-GEMMs' operand cache too small and absent; the others run with BASE's, which holds their operands) in the Amaranth simulator and asserts
+unit_lanes 2, 4 and 8; FUSED_GELU_CASES: with the GELU fused into the GEMM drain; CACHE_CASES: the
+attention GEMMs' operand cache too small and absent; the others run with BASE's, which holds their
+operands) in the Amaranth simulator and asserts
 exact per-instruction agreement (and so per-layer error 0, well inside the 5% budget). With
 ``VITFORGE_DEEP=1`` the demo model's shapes (DEMO_CASES: full 65-token blocks and the whole demo
 model) run on Verilator.
@@ -19,8 +20,15 @@ from vitforge.hw.config import get_preset
 from vitforge.hw.cycles import CycleModel
 from vitforge.hw.isa import PER_TOKEN, TOKENS, Instr, Mem, Op
 from vitforge.hw.timing import port_timing
-from vitforge.sim.latency_calib import (CACHE_CASES, DEMO_CASES, FUSED_GELU_CASES, LANES_CASES, SMALL_CASES, Case,
-                                       calibrate)
+from vitforge.sim.latency_calib import (
+    CACHE_CASES,
+    DEMO_CASES,
+    FUSED_GELU_CASES,
+    LANES_CASES,
+    SMALL_CASES,
+    Case,
+    calibrate,
+)
 
 #: The task's budget for a layer's modeled cycles against the RTL's.
 LAYER_TOLERANCE = 0.05
