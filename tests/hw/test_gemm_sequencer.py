@@ -221,7 +221,8 @@ def _tiles(cfg: HwConfig, m: int, n: int) -> list[tuple[int, int]]:
     return [(mt, nt) for mt in range(-(-m // cfg.pe_rows)) for nt in range(cfg.row_words(n))]
 
 
-@pytest.mark.parametrize("cfg", [CACHE32, SMALL, TALL, NO_CACHE], ids=["4x4-c32", "4x4-c1024", "8x4-c1024", "4x4-none"])
+@pytest.mark.parametrize("cfg", [CACHE32, SMALL, ODD, TALL, NO_CACHE],
+                         ids=["4x4-c32", "4x4-c1024", "3x4-c1024", "8x4-c1024", "4x4-none"])
 @pytest.mark.parametrize("m,k,n,b_trans,pad", CACHE_SHAPES, ids=[f"{m}x{k}x{n}{'t' if t else ''}p{p}"
                                                                  for m, k, n, t, p in CACHE_SHAPES])
 def test_operand_cache_is_bit_exact_and_timed(cfg, m, k, n, b_trans, pad):
