@@ -36,6 +36,8 @@ SMALL = dataclasses.replace(BASE, act_depth=2048, weight_depth=512, param_depth=
 ODD = dataclasses.replace(SMALL, pe_rows=3, pe_cols=4)
 #: More rows than lanes: the A reads, not the B reads, bound a block.
 TALL = dataclasses.replace(SMALL, pe_rows=8, pe_cols=4)
+#: Half as many rows as lanes, as on zcu102 (32 x 64).
+WIDE = dataclasses.replace(SMALL, pe_rows=4, pe_cols=8)
 #: An operand cache of 32 words (halves of four blocks of 4 words): small enough that some attention-like
 #: B and A do not fit.
 CACHE32 = dataclasses.replace(SMALL, operand_cache_words=32)
@@ -221,8 +223,8 @@ def _tiles(cfg: HwConfig, m: int, n: int) -> list[tuple[int, int]]:
     return [(mt, nt) for mt in range(-(-m // cfg.pe_rows)) for nt in range(cfg.row_words(n))]
 
 
-@pytest.mark.parametrize("cfg", [CACHE32, SMALL, ODD, TALL, NO_CACHE],
-                         ids=["4x4-c32", "4x4-c1024", "3x4-c1024", "8x4-c1024", "4x4-none"])
+@pytest.mark.parametrize("cfg", [CACHE32, SMALL, ODD, TALL, WIDE, NO_CACHE],
+                         ids=["4x4-c32", "4x4-c1024", "3x4-c1024", "8x4-c1024", "4x8-c1024", "4x4-none"])
 @pytest.mark.parametrize("m,k,n,b_trans,pad", CACHE_SHAPES, ids=[f"{m}x{k}x{n}{'t' if t else ''}p{p}"
                                                                  for m, k, n, t, p in CACHE_SHAPES])
 def test_operand_cache_is_bit_exact_and_timed(cfg, m, k, n, b_trans, pad):
