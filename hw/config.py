@@ -105,6 +105,16 @@ class HwConfig:
             the compiler emits it for every GEMM whose output only feeds a ``GELU``, saving that
             instruction's pass. Needs ``gelu`` and an 8-bit ``gelu_in``/``gelu_out``. Off: the
             ``gelu`` flag is not decoded (a program using it must not run there).
+        operand_cache_words: depth in words of the GEMM sequencer's operand cache (0: none; else a power
+            of two of at least ``2 x lanes``), for the ``GEMM`` instructions whose B is an activation
+            (``b_act``: ``Q K^T``, ``attn x V``), which otherwise read A and B one after the other on
+            the activation port (``pe_rows + lanes`` read cycles a block). Its lower half keeps the
+            first M tile's B words (``ceil(k / lanes) x ceil(n / lanes) x lanes``) and its upper half
+            an M tile's A words (``pe_rows x ceil(k / lanes)``), as they are read. When B fitted, the
+            later M tiles read B from the cache beside A; else, when A fitted, an M tile's later N
+            tiles read A from it beside B: those blocks take ``max(pe_rows, lanes)`` read cycles
+            (:func:`vitforge.hw.timing.cached_operand`). Operands that do not fit are read as
+            without a cache. Sized from :attr:`attention_b_words` and :attr:`attention_a_words`.
     """
 
     numerics: NumericsConfig = field(default_factory=lambda: DEFAULT_NUMERICS)
@@ -133,6 +143,7 @@ class HwConfig:
     dsp_packing: bool = False
     unit_lanes: int = 1
     fuse_gelu: bool = False
+    operand_cache_words: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.numerics, NumericsConfig):
@@ -178,6 +189,11 @@ class HwConfig:
                 if fmt.bits != DATAPATH_BITS:
                     raise ValueError(f"fuse_gelu needs numerics.{name} of {DATAPATH_BITS} bits (the GEMM's "
                                      f"int8 output and scratchpad lanes), not {fmt}")
+        cache = self.operand_cache_words
+        if isinstance(cache, bool) or not isinstance(cache, int) or cache < 0 \
+                or (cache and (cache & (cache - 1) or cache < 2 * self.lanes)):
+            raise ValueError(f"operand_cache_words must be 0 (no operand cache) or a power of two of at least "
+                             f"2 x lanes = {2 * self.lanes} words (a B block in each half), not {cache!r}")
         if self.lanes % self.unit_lanes:
             raise ValueError(f"unit_lanes must be a positive divisor of lanes = {self.lanes}, not {self.unit_lanes}")
         for name in ("act_depth", "weight_depth", "param_depth", "imem_depth"):
@@ -319,6 +335,22 @@ class HwConfig:
         return max(self.matrix_words(d, 3 * d), self.matrix_words(d, h), self.matrix_words(h, d))
 
     @property
+    def attention_b_words(self) -> int:
+        """B words of the largest attention GEMM at the max sizes (what half the operand cache must hold
+        for every ``Q K^T`` and ``attn x V`` to read B from it after the first M tile): ``ceil(tokens /
+        lanes) x ceil(head_dim / lanes)`` blocks of ``lanes`` words, ``head_dim = max_embed_dim /
+        max_heads`` (a model with fewer heads than ``max_heads`` has wider heads and may not fit)."""
+        head_dim = self.max_embed_dim // self.max_heads
+        return self.row_words(self.max_tokens) * self.row_words(head_dim) * self.lanes
+
+    @property
+    def attention_a_words(self) -> int:
+        """A words of one M tile of the largest attention GEMM (``attn x V``, K = tokens): ``pe_rows x
+        ceil(max_tokens / lanes)`` (``Q K^T``'s K, the head width, is smaller)."""
+        head_dim = self.max_embed_dim // self.max_heads
+        return self.pe_rows * self.row_words(max(self.max_tokens, head_dim))
+
+    @property
     def layer_param_words(self) -> int:
         """Parameter words of the widest layer (one word per ``lanes`` output channels)."""
         widest = max(3 * self.max_embed_dim, self.max_mlp_dim, self.max_tokens)
@@ -347,9 +379,12 @@ class HwConfig:
 
     @property
     def bram36_estimate(self) -> int:
-        """BRAM36 blocks of the scratchpads at 512 x 72 each (the instruction memory included)."""
+        """BRAM36 blocks of the scratchpads at 512 x 72 each (the instruction memory and the GEMM's
+        operand cache included)."""
+        cache = self._bram36(self.operand_cache_words, self.word_bits) if self.operand_cache_words else 0
         return (self._bram36(self.act_depth, self.word_bits) + self._bram36(self.weight_depth, self.word_bits)
-                + self._bram36(self.param_depth, self.param_word_bits) + self._bram36(self.imem_depth, INSTR_BITS))
+                + self._bram36(self.param_depth, self.param_word_bits) + self._bram36(self.imem_depth, INSTR_BITS)
+                + cache)
 
     @property
     def peak_gops(self) -> float:
@@ -378,8 +413,10 @@ class HwConfig:
         return out
 
 
-#: The base every preset derives from: the demo build (a 4x4 array for a tiny ViT).
-BASE = HwConfig()
+#: The base every preset derives from: the demo build (a 4x4 array for a tiny ViT). Its operand cache's
+#: halves hold the demo's attention B (17 x 4 blocks of 4 words: 272) and A (4 rows x 17 words: 68):
+#: 1,024 words of 32 bits (one RAMB36).
+BASE = HwConfig(operand_cache_words=1024)
 
 PRESETS: dict[str, HwConfig] = {
     # Tiny ViT (65 tokens, D=64, 4 heads, MLP 256): quick to simulate.
@@ -407,6 +444,9 @@ PRESETS: dict[str, HwConfig] = {
         unit_lanes=8,
         # fc1 and the selector MLPs' GELUs in the GEMM drain path: a pass over the MLP activations saved.
         fuse_gelu=True,
+        # The attention GEMMs' operands from the operand cache: DeiT's B (4 x 1 blocks of 64 words: 256) in
+        # one half, an M tile's A (32 rows x 4 words: 128) in the other; 512 words of 512 bits, 8 BRAM36.
+        operand_cache_words=512,
     ),
 }
 

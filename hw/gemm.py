@@ -12,7 +12,8 @@ Blocks:
   with ``fuse_gelu``, the GELU drain) while the next tile accumulates.
 * :class:`GemmSequencer` — runs one ``GEMM`` instruction (:mod:`vitforge.hw.isa`): tiles M, N and
   K, reads the scratchpads into double-buffered operand blocks (the next block's reads overlap
-  the current block's K steps), feeds the engine, writes the int8 results back.
+  the current block's K steps; with B an activation, an operand cache, ``HwConfig.operand_cache_words``,
+  lets one operand be read beside the other), feeds the engine, writes the int8 results back.
 
 Arithmetic contract (what the tests check against quant/): ``acc = sum_k a*b`` in
 ``HwConfig.pe_acc_bits`` (exact for any K up to ``HwConfig.max_gemm_k``: the width of the
@@ -27,6 +28,7 @@ from __future__ import annotations
 from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from vitforge.quant.fixed import INT8, REQUANT_MAX_SHIFT
@@ -385,7 +387,11 @@ class GemmSequencer(wiring.Component):
     each, the K blocks of ``lanes`` steps, form one sequence of operand blocks. A block is
     ``pe_rows`` A words and ``lanes`` B words. Operands are double-buffered: a reader fills a
     shadow buffer with the next block (:func:`reads_per_block` cycles: A on the activation port
-    and B on the weight port at once, or one after the other when ``b_act``) while the live buffer
+    and B on the weight port at once, or one after the other when ``b_act``; with an operand cache,
+    ``HwConfig.operand_cache_words``, a ``b_act`` instruction writes its first M tile's B words and
+    each M tile's first-N-tile A words into the cache's two halves as they arrive; when B fitted, the
+    later M tiles read B from the cache beside A, else, when A fitted, an M tile's later N tiles
+    read A from it beside B: :func:`~vitforge.hw.timing.cached_operand`) while the live buffer
     streams the current block to the engine, one K step per cycle; the reader starts a block in
     the cycle before the shadow is handed over. Blocks reach the engine back to back when a block
     has at least as many K steps as read cycles; the engine's one bubble per tile and its drain
@@ -465,6 +471,24 @@ class GemmSequencer(wiring.Component):
         swap = Signal()
         m.d.comb += swap.eq(running & full & (~live_valid | (xfer & last_step)))
 
+        # --- operand cache (HwConfig.operand_cache_words), for b_act: its lower half keeps the first M tile's B
+        # words, its upper half the current M tile's A words (written at nt = 0), in the order they are read.
+        # A later M tile reads B from it when all of B fitted; a later N tile of an M tile whose B comes from
+        # the activation port reads A from it when that tile's A fitted. Either way one operand comes from
+        # the cache beside the other on the activation port.
+        depth = cfg.operand_cache_words
+        half = depth // 2
+        b_cached = a_cached = C(0)  # the block being read takes B / A from the cache
+        if depth:
+            m.submodules.operand_cache = cache = Memory(shape=unsigned(cfg.word_bits), depth=depth, init=[])
+            c_rd, c_wr = cache.read_port(), cache.write_port()
+            b_cnt, a_cnt = Signal(range(half + 1)), Signal(range(half + 1))  # words written (saturate at half)
+            b_over, a_over = Signal(), Signal()  # B (A of an M tile) has more words than half the cache
+            b_rp, a_rp = Signal(range(half)), Signal(range(half))  # the next B / A word to read from the cache
+            c_wa = Signal(range(depth))
+            cap_w, cap_bc, cap_ac = Signal(), Signal(), Signal()  # act word to the cache; cache word to B / A
+            b_cached, a_cached = Signal(), Signal()
+
         # --- reader: walks the blocks (mt, nt, kb) one block ahead of the stepper -----------------
         reads = Signal(range(rows + lanes + 1))  # read cycles per block: reads_per_block()
         r_i = Signal(range(rows + lanes + 1))  # read cycle within the block
@@ -475,7 +499,12 @@ class GemmSequencer(wiring.Component):
         a_ptr, b_ptr = Signal(addr), Signal(addr)  # the A and B words read this cycle
         a_blk, b_blk = Signal(addr), Signal(addr)  # first A and B words of this block
         a_issue = r_i < rows
-        b_issue = Mux(ins.b_act, (r_i >= rows) & (r_i < rows + lanes), r_i < lanes)
+        both_act = ins.b_act & ~b_cached & ~a_cached  # B on the activation port, after A
+        b_issue = Mux(both_act, (r_i >= rows) & (r_i < rows + lanes), r_i < lanes)
+        if depth:
+            m.d.comb += [b_cached.eq(ins.b_act & (r_mt != 0) & ~b_over),
+                         a_cached.eq(ins.b_act & (r_nt != 0) & ~a_over & ~b_cached),
+                         reads.eq(Mux(both_act, rows + lanes, max(rows, lanes)))]
         # The block's first read may go out when its first word lands after the swap of the block
         # before it: the swap is now, or certain next cycle.
         cap_a, cap_b, cap_last = Signal(), Signal(), Signal()
@@ -485,15 +514,35 @@ class GemmSequencer(wiring.Component):
         start_ok = (occ == 0) | ((occ == 1) & (swap | (full_next & (live_empty_next | last_step_next))))
         issuing = Signal()
         m.d.comb += issuing.eq(running & r_more & ((r_i != 0) | start_ok))
-        m.d.comb += [self.act_raddr.eq(Mux(a_issue, a_ptr, b_ptr)), self.wt_raddr.eq(b_ptr)]
+        m.d.comb += [self.act_raddr.eq(Mux(a_issue & ~a_cached, a_ptr, b_ptr)), self.wt_raddr.eq(b_ptr)]
         m.d.sync += [cap_a.eq(issuing & a_issue), cap_b.eq(issuing & b_issue),
                      cap_last.eq(issuing & (r_i + 1 == reads))]
+        if depth:
+            b_fill = issuing & b_issue & ins.b_act & (r_mt == 0) & ~b_cached  # a B word of the first M tile
+            a_fill = issuing & a_issue & ins.b_act & (r_nt == 0)  # an A word of an M tile's first N tile
+            m.d.sync += [cap_w.eq((b_fill & (b_cnt != half)) | (a_fill & (a_cnt != half))),
+                         c_wa.eq(Mux(a_fill, half + a_cnt, b_cnt)),
+                         cap_bc.eq(issuing & b_issue & b_cached), cap_ac.eq(issuing & a_issue & a_cached)]
+            m.d.comb += [c_rd.addr.eq(Mux(a_cached, half + a_rp, b_rp)), c_wr.addr.eq(c_wa),
+                         c_wr.data.eq(self.act_rdata), c_wr.en.eq(cap_w)]
+            for fill, cnt, over in ((b_fill, b_cnt, b_over), (a_fill, a_cnt, a_over)):
+                with m.If(fill):
+                    with m.If(cnt != half):
+                        m.d.sync += cnt.eq(cnt + 1)
+                    with m.Else():
+                        m.d.sync += over.eq(1)
         with m.If(issuing):
             m.d.sync += r_i.eq(r_i + 1)
             with m.If(a_issue):
                 m.d.sync += a_ptr.eq(a_ptr + ins.a_stride)
+                if depth:
+                    with m.If(a_cached):
+                        m.d.sync += a_rp.eq(a_rp + 1)
             with m.If(b_issue):
                 m.d.sync += b_ptr.eq(b_ptr + ins.b_stride)
+                if depth:
+                    with m.If(b_cached):
+                        m.d.sync += b_rp.eq(b_rp + 1)
             with m.If(r_i + 1 == reads):  # next block
                 m.d.sync += r_i.eq(0)
                 with m.If(r_kb + 1 < n_kb):
@@ -504,16 +553,24 @@ class GemmSequencer(wiring.Component):
                     nb = Mux(ins.b_trans, b_tile + b_row_step, b_tile + 1)
                     m.d.sync += [r_kb.eq(0), r_nt.eq(r_nt + 1), a_blk.eq(a_tile), a_ptr.eq(a_tile),
                                  b_tile.eq(nb), b_blk.eq(nb), b_ptr.eq(nb)]
+                    if depth:
+                        m.d.sync += a_rp.eq(0)  # each N tile reads its M tile's A from the first word
                 with m.Elif(r_mt + 1 < n_mt):
                     na = a_tile + ins.a_stride * rows
                     m.d.sync += [r_kb.eq(0), r_nt.eq(0), r_mt.eq(r_mt + 1), a_tile.eq(na), a_blk.eq(na),
                                  a_ptr.eq(na), b_tile.eq(ins.b_addr), b_blk.eq(ins.b_addr), b_ptr.eq(ins.b_addr)]
+                    if depth:  # each M tile reads B from the first word, and writes its own A
+                        m.d.sync += [b_rp.eq(0), a_rp.eq(0), a_cnt.eq(0)]
                 with m.Else():
                     m.d.sync += r_more.eq(0)
         b_rdata = Mux(ins.b_act, self.act_rdata.as_value(), self.wt_rdata.as_value())
+        a_rdata = self.act_rdata.as_value()
+        if depth:
+            b_rdata = Mux(cap_bc, c_rd.data, b_rdata)
+            a_rdata = Mux(cap_ac, c_rd.data, a_rdata)
         with m.If(cap_a):
             for i in range(rows):
-                m.d.sync += a_sh[i].eq(a_sh[i + 1] if i + 1 < rows else self.act_rdata)
+                m.d.sync += a_sh[i].eq(a_sh[i + 1] if i + 1 < rows else a_rdata)
         with m.If(cap_b):
             for r in range(lanes):
                 m.d.sync += b_sh[r].eq(b_sh[r + 1] if r + 1 < lanes else b_rdata)
@@ -590,7 +647,6 @@ class GemmSequencer(wiring.Component):
                         n_mt.eq(ceil_div(self.instr.m, rows)),
                         n_nt.eq(ceil_div(self.instr.n, lanes)),
                         n_kb.eq(ceil_div(self.instr.k, lanes)),
-                        reads.eq(Mux(self.instr.b_act, rows + lanes, max(rows, lanes))),
                         r_i.eq(0), r_more.eq(1), r_kb.eq(0), r_nt.eq(0), r_mt.eq(0),
                         a_tile.eq(self.instr.a_addr), a_blk.eq(self.instr.a_addr), a_ptr.eq(self.instr.a_addr),
                         b_tile.eq(self.instr.b_addr), b_blk.eq(self.instr.b_addr), b_ptr.eq(self.instr.b_addr),
@@ -598,6 +654,10 @@ class GemmSequencer(wiring.Component):
                         s_kb.eq(0), s_nt.eq(0), s_mt.eq(0), s_k_left.eq(self.instr.k),
                         p_nt.eq(0), p_mt.eq(0), p_more.eq(1), p_fresh.eq(0),
                     ]
+                    if depth:
+                        m.d.sync += [b_cnt.eq(0), a_cnt.eq(0), b_over.eq(0), a_over.eq(0), b_rp.eq(0), a_rp.eq(0)]
+                    else:
+                        m.d.sync += reads.eq(Mux(self.instr.b_act, rows + lanes, max(rows, lanes)))
                     with m.If((self.instr.m != 0) & (self.instr.n != 0) & (self.instr.k != 0)):
                         m.next = "RUN"
                         m.d.sync += running.eq(1)

@@ -440,3 +440,23 @@ def module_report(design, top: str, *, device: str = DEFAULT_DEVICE) -> dict:
     own = summarize({cell: n for cell, n in modules[top].items() if cell not in modules})
     return {**totals, "own": own, "top": top, "device": device_fit(totals, device), "yosys": yosys_version(),
             "seconds": round(time.perf_counter() - start, 1)}
+
+
+def module_report_without(design, top: str, leave_out: str, *, device: str = DEFAULT_DEVICE) -> dict:
+    """Resources of ``design`` synthesized alone with its submodule ``leave_out`` (a module name,
+    e.g. ``gemm_sequencer.engine``) and everything below it read as blackboxes: not counted.
+
+    Not cached (the blackboxes change the modules above them). Returns ``{dsp, lut, ff, bram36,
+    top, left_out, device, yosys, seconds}``.
+    """
+    from .verilog import generate
+
+    start = time.perf_counter()
+    modules = split_modules(strip_zero_init(generate(design, top)))
+    left = {name for name in modules if name == leave_out or name.startswith(f"{leave_out}.")}
+    if not left:
+        raise ValueError(f"{top} has no module {leave_out!r}; its modules: {', '.join(sorted(modules))}")
+    cells = _run_yosys(modules, set(modules) - left, children(modules), top, synth_script(top))
+    totals = summarize(rollup({name: cells.get(name, {}) for name in modules}, top))
+    return {**totals, "top": top, "left_out": sorted(left), "device": device_fit(totals, device),
+            "yosys": yosys_version(), "seconds": round(time.perf_counter() - start, 1)}

@@ -15,7 +15,8 @@ Per instruction (``rows = pe_rows``, ``lanes = pe_cols``, ``rw(c) = ceil(c / lan
 
 * ``GEMM``: operand blocks (per output tile, ``ceil(m/rows) x ceil(n/lanes)`` tiles, ``rw(k)`` K blocks
   of up to ``lanes`` steps) are read in :func:`reads_per_block` cycles (``max(rows, lanes)``, or
-  ``rows + lanes`` when B is an activation) while the block before steps, one K step per cycle:
+  ``rows + lanes`` when B is an activation, except where one operand comes from the operand cache:
+  :func:`cached_operand`) while the block before steps, one K step per cycle:
   a block costs ``max(steps, reads)`` cycles in the steady state, plus one engine bubble per tile
   and, for tiles shorter than ``rows + 1`` cycles, the drain; :func:`gemm_busy_cycles` follows the
   sequencer block by block. Then the last tile's drain (``rows`` + the requantizer) and the
@@ -45,6 +46,7 @@ Per instruction (``rows = pe_rows``, ``lanes = pe_cols``, ``rw(c) = ceil(c / lan
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -165,10 +167,34 @@ def count(value: int, tokens: int) -> int:
 # --- per instruction --------------------------------------------------------------------------------
 
 
-def reads_per_block(cfg: HwConfig, b_act: bool) -> int:
+def reads_per_block(cfg: HwConfig, b_act: bool, from_cache: bool = False) -> int:
     """Cycles the GEMM sequencer's reader takes for one operand block (``pe_rows`` A words and
-    ``lanes`` B words): A and B at once on two ports, or one after the other when B is an activation."""
-    return cfg.pe_rows + cfg.lanes if b_act else max(cfg.pe_rows, cfg.lanes)
+    ``lanes`` B words): A and B at once on two ports (B on the weight port, or, ``from_cache``, one of
+    them from the operand cache), or one after the other when both are read on the activation port."""
+    return cfg.pe_rows + cfg.lanes if b_act and not from_cache else max(cfg.pe_rows, cfg.lanes)
+
+
+def cache_holds_b(cfg: HwConfig, k: int, n: int) -> bool:
+    """Whether a ``GEMM``'s B of ``(k, n)`` fits the operand cache's B half
+    (``HwConfig.operand_cache_words / 2``): its ``ceil(k / lanes) x ceil(n / lanes)`` blocks of ``lanes`` words."""
+    return cfg.row_words(k) * cfg.row_words(n) * cfg.lanes <= cfg.operand_cache_words // 2
+
+
+def cache_holds_a(cfg: HwConfig, k: int) -> bool:
+    """Whether the A words of one M tile of a ``GEMM`` of depth ``k`` (``pe_rows x ceil(k / lanes)``)
+    fit the operand cache's A half (``HwConfig.operand_cache_words / 2``)."""
+    return cfg.pe_rows * cfg.row_words(k) <= cfg.operand_cache_words // 2
+
+
+def cached_operand(cfg: HwConfig, k: int, n: int, mt: int, nt: int) -> str | None:
+    """Which operand a ``b_act`` GEMM's blocks of output tile ``(mt, nt)`` read from the operand cache:
+    ``"b"`` after the first M tile when B fits (:func:`cache_holds_b`), else ``"a"`` after an M tile's
+    first N tile when its A fits (:func:`cache_holds_a`), else ``None`` (both on the activation port)."""
+    if mt > 0 and cache_holds_b(cfg, k, n):
+        return "b"
+    if nt > 0 and cache_holds_a(cfg, k):
+        return "a"
+    return None
 
 
 def gemm_cycles(cfg: HwConfig, m: int, k: int, n: int, mean: bool = False, b_act: bool = False,
@@ -192,21 +218,22 @@ def gemm_busy_cycles(cfg: HwConfig, m: int, k: int, n: int, mean: bool = False, 
     live buffer at ``X_b = max(F_b, L_{b-1})`` (the previous block's last K step), stepped from
     ``X_b + 1`` (a tile's first block also waits for the engine to take the previous tile) to
     ``L_b``; the next block's reads start at ``X_b - 1`` when the swap was certain a cycle ahead,
-    else at ``X_b``. The engine takes tile ``t`` at ``max(L + 1, take_{t-1} + pe_rows + 1)`` (its
-    drain registers free); the last tile's rows then leave through the requantizer (and, with
-    ``gelu``, the GELU drain).
+    else at ``X_b``. ``W`` is :func:`reads_per_block`: with ``b_act``, ``pe_rows + lanes`` in the
+    blocks that read both operands on the activation port, else ``max(pe_rows, lanes)`` (one of them
+    from the operand cache: :func:`cached_operand`). The engine takes tile ``t`` at ``max(L + 1,
+    take_{t-1} + pe_rows + 1)`` (its drain registers free); the last tile's rows then leave through
+    the requantizer (and, with ``gelu``, the GELU drain).
     """
     if min(m, k, n) <= 0:
         raise ValueError(f"gemm_busy_cycles needs positive sizes, not m={m}, k={k}, n={n}")
     if gelu and not cfg.fuse_gelu:
         raise ValueError("a GEMM with gelu needs a config with fuse_gelu")
     rows, lanes = cfg.pe_rows, cfg.lanes
-    reads = reads_per_block(cfg, b_act)
-    tiles = -(-m // rows) * cfg.row_words(n)
     block_steps = [min(lanes, k - lanes * j) for j in range(cfg.row_words(k))]
     issue = (GEMM_MEAN_CYCLES if mean else 0)  # the first block's first read; busy from 0
     last, last_steps, take = None, 0, None
-    for _ in range(tiles):
+    for mt, nt in itertools.product(range(-(-m // rows)), range(cfg.row_words(n))):  # the tiles, mt outer
+        reads = reads_per_block(cfg, b_act, from_cache=b_act and cached_operand(cfg, k, n, mt, nt) is not None)
         for j, s in enumerate(block_steps):
             ready = issue + reads + 1
             if last is None or ready > last:  # the stepper waits for this block
@@ -434,6 +461,7 @@ def store_cycles(cfg: HwConfig, timing: PortTiming, port: str, words: int) -> in
 
 
 __all__ = ["DEFAULT_READ_LATENCY", "PORTS", "START_CYCLES", "PortTiming", "add_cycles", "buffering_cycles",
-           "count", "dim", "gemm_busy_cycles", "gemm_cycles", "layernorm_out_pass", "layernorm_pipeline_cycles",
-           "layernorm_pipeline_times", "load_cycles", "load_transfer_cycles", "port_timing", "reads_per_block",
-           "select_cycles", "softmax_cycles", "softmax_row_schedule", "store_cycles", "streaming_cycles"]
+           "cache_holds_a", "cache_holds_b", "cached_operand", "count", "dim", "gemm_busy_cycles", "gemm_cycles",
+           "layernorm_out_pass", "layernorm_pipeline_cycles", "layernorm_pipeline_times", "load_cycles",
+           "load_transfer_cycles", "port_timing", "reads_per_block", "select_cycles", "softmax_cycles",
+           "softmax_row_schedule", "store_cycles", "streaming_cycles"]

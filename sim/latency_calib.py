@@ -32,7 +32,8 @@ class Case:
     ``keep``: the selector's threshold rule (sim/benches/reference.choose_threshold: ``"mixed"``, ``"all"``,
     ``"class_only"``); ``pe``: ``(pe_rows, pe_cols)``; ``hw``: a preset name the shape runs on as is;
     ``unit_lanes``: the row-wise units' lanes (``None``: the preset's, or 1); ``fuse_gelu``: the GELU in the
-    GEMM drain path (``None``: the preset's, or off).
+    GEMM drain path (``None``: the preset's, or off); ``operand_cache_words``: the GEMM's operand cache
+    (``None``: the preset's, or BASE's).
     """
 
     name: str
@@ -48,6 +49,7 @@ class Case:
     seed: int = 1
     unit_lanes: int | None = None
     fuse_gelu: bool | None = None
+    operand_cache_words: int | None = None
 
     def config(self) -> HwConfig:
         if self.hw is not None:
@@ -58,6 +60,8 @@ class Case:
                                       max_embed_dim=self.dim, max_mlp_dim=self.mlp, max_heads=self.heads)
         if self.fuse_gelu is not None:
             cfg = dataclasses.replace(cfg, fuse_gelu=self.fuse_gelu)
+        if self.operand_cache_words is not None:
+            cfg = dataclasses.replace(cfg, operand_cache_words=self.operand_cache_words)
         return cfg if self.unit_lanes is None else dataclasses.replace(cfg, unit_lanes=self.unit_lanes)
 
     def build(self) -> tuple[HwConfig, object, dict[str, list[int]], list[bool] | None]:
@@ -116,6 +120,13 @@ FUSED_GELU_CASES = (
     Case("fg-u4-pe2x8-d32-h2-n11-sel-mixed", dim=32, heads=2, mlp=96, n_tokens=11, pe=(2, 8), unit_lanes=4,
          fuse_gelu=True),
     Case("fg-model-d16-n5-depth2", dim=16, heads=2, mlp=32, n_tokens=5, depth=2, fuse_gelu=True),
+)
+#: Shapes at other operand-cache sizes (``operand_cache_words``) than BASE's, in the Amaranth simulator: 16
+#: words (halves of 8: Q K^T's A fits, its B does not; attn x V's neither; the selector's one-block
+#: broadcast B does) and none.
+CACHE_CASES = (
+    Case("c16-d16-h2-n9-sel-mixed", dim=16, heads=2, mlp=32, n_tokens=9, operand_cache_words=16),
+    Case("c0-d32-h2-n13-dense", dim=32, heads=2, mlp=64, n_tokens=13, selector=False, operand_cache_words=0),
 )
 #: The demo model's shapes on the demo preset (Verilator: tens of seconds each, after a build).
 DEMO_CASES = (
@@ -259,5 +270,5 @@ def compare(model, program, measured: dict, pruned: list[bool] | None = None) ->
     return {"total": (pred["total"], measured["total"]), "per_layer": per_layer, "mismatches": mismatches}
 
 
-__all__ = ["DEMO_CASES", "FUSED_GELU_CASES", "LANES_CASES", "SMALL_CASES", "Case", "calibrate", "compare",
-           "profile_program", "profile_program_rtl"]
+__all__ = ["CACHE_CASES", "DEMO_CASES", "FUSED_GELU_CASES", "LANES_CASES", "SMALL_CASES", "Case", "calibrate",
+           "compare", "profile_program", "profile_program_rtl"]

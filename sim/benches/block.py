@@ -6,7 +6,8 @@ per test:
 * ``gemm_programs``: ``gemm_cases`` — GEMM instructions (sim/block_ref.gemm_case arguments), each
   run as a one-instruction program from scratchpads, results read back through the host port
   and compared with quant.ops.gemm (a case with ``gelu`` sets the GEMM's fused-GELU flag and is
-  compared with int_gelu of that; the config must have ``fuse_gelu``).
+  compared with int_gelu of that; the config must have ``fuse_gelu``); the controller's cycle count
+  must equal hw/cycles.py's.
 * ``encoder_block``: ``n_tokens``, ``seed``, ``selector``, ``keep`` (``"mixed"``, ``"all"`` or
   ``"class_only"``): one encoder block (behind a token selector) compiled by hw/compiler.py
   (sim/block_ref.block_program), its LOAD table streamed into ``dma_in``,
@@ -25,8 +26,10 @@ import torch
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 
+from vitforge.hw import timing
 from vitforge.hw.compiler import INPUT_BLOB
 from vitforge.hw.config import HwConfig
+from vitforge.hw.cycles import CycleModel
 from vitforge.hw.isa import Mem, assemble
 from vitforge.quant.nonlinear import int_gelu
 from vitforge.sim.benches import reference as block_ref
@@ -124,7 +127,10 @@ async def gemm_programs(dut):
         if gelu:
             expected = int_gelu(expected, cfg.numerics.gelu_in, cfg.numerics.gelu_out)
         assert_equal(got, expected, f"GEMM case {i} {kwargs}")
-        dut._log.info("GEMM case %d (%s) bit-exact in %d cycles", i, kwargs, cycles)
+        # The cycle model (hw/timing.py, the operand cache's schedules included) is exact on the controller.
+        modeled = timing.START_CYCLES + CycleModel(cfg).instr_cycles(ins, tokens=0) + timing.END_CYCLES
+        assert cycles == modeled, f"GEMM case {i} {kwargs}: {cycles} cycles, the model says {modeled}"
+        dut._log.info("GEMM case %d (%s) bit-exact in %d cycles, as modeled", i, kwargs, cycles)
 
 
 @cocotb.test()

@@ -44,6 +44,21 @@ def test_zcu102_fits_the_device():
     assert cfg.max_tokens >= 197 and cfg.max_embed_dim >= 384
 
 
+def test_presets_operand_cache_holds_their_attention_operands():
+    """Both presets' operand caches hold their largest attention GEMM's B in one half and an M tile's
+    A in the other (issue #13: one K step per cycle for Q K^T and attn x V after the first tile), a
+    power of two (BRAM-friendly)."""
+    demo, zcu = get_preset("demo"), get_preset("zcu102")
+    assert (demo.attention_b_words, demo.attention_a_words) == (17 * 4 * 4, 4 * 17)  # 65 tokens, head 16, 4x4
+    assert (zcu.attention_b_words, zcu.attention_a_words) == (4 * 1 * 64, 32 * 4)  # 197 tokens, head 64, 32x64
+    for cfg in (demo, zcu):
+        half = cfg.operand_cache_words // 2
+        assert half >= cfg.attention_b_words and half >= cfg.attention_a_words
+        assert cfg.operand_cache_words & (cfg.operand_cache_words - 1) == 0
+    assert HwConfig().operand_cache_words == 0  # the field's default: no cache
+    assert BASE.bram36_estimate > dataclasses.replace(BASE, operand_cache_words=0).bram36_estimate
+
+
 def test_unknown_preset_lists_valid_names():
     with pytest.raises(ValueError, match=r"unknown hardware preset 'nope'.*demo, zcu102"):
         get_preset("nope")
@@ -71,6 +86,12 @@ def test_unknown_preset_lists_valid_names():
         ({"unit_lanes": 3}, "unit_lanes must be a positive divisor of lanes = 4, not 3"),
         ({"unit_lanes": 8}, "unit_lanes must be a positive divisor of lanes = 4, not 8"),
         ({"unit_lanes": 0}, "unit_lanes must be a positive integer, not 0"),
+        ({"operand_cache_words": 48}, "operand_cache_words must be 0 .* or a power of two of at least 2 x lanes = 8 "
+                                      "words .*, not 48"),
+        ({"operand_cache_words": 4}, "operand_cache_words must be 0 .*, not 4"),
+        ({"operand_cache_words": -8}, "operand_cache_words must be 0 .*, not -8"),
+        ({"operand_cache_words": True}, "operand_cache_words must be 0 .*, not True"),
+        ({"operand_cache_words": 64.0}, "operand_cache_words must be 0 .*, not 64.0"),
     ],
 )
 def test_bad_configs_refused(changes, message):

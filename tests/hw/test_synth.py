@@ -16,7 +16,7 @@ import pytest
 from vitforge.cli import main
 from vitforge.hw import synth
 from vitforge.hw.config import BASE, GELU_DSPS_PER_LANE
-from vitforge.hw.gemm import GemmEngine
+from vitforge.hw.gemm import GemmEngine, GemmSequencer
 from vitforge.hw.synth import (
     DEVICES,
     RESOURCES,
@@ -30,6 +30,7 @@ from vitforge.hw.synth import (
     expected_blocks,
     module_cells,
     module_report,
+    module_report_without,
     overhead,
     per_block,
     rollup,
@@ -272,6 +273,23 @@ def test_dsp_packing_halves_the_array_dsps():
     fused = module_report(GemmEngine(config=fused_cfg), "gemm_engine")
     assert fused["dsp"] == fused_cfg.dsp_estimate == packed_total + GELU_DSPS_PER_LANE * cfg.lanes
     assert fused["own"]["dsp"] == packed["dsp"]
+
+
+def test_module_report_without_names_a_missing_module():
+    with pytest.raises(ValueError, match=r"gemm_sequencer has no module 'gemm_sequencer.nope'; its modules: .*engine"):
+        module_report_without(GemmSequencer(config=SMALL), "gemm_sequencer", "gemm_sequencer.nope")
+
+
+@pytest.mark.slow  # two Yosys runs of the sequencer, about a minute of CPU: VITFORGE_DEEP=1
+def test_operand_cache_maps_to_block_ram():
+    """The GEMM sequencer's operand cache (1,024 words of 32 bits) is one RAMB36, not LUTs or FFs;
+    without it the sequencer has no block RAM. The engine is left out (a blackbox)."""
+    builds = [GemmSequencer(config=dataclasses.replace(SMALL, operand_cache_words=c)) for c in (1024, 0)]
+    with_cache, without = (module_report_without(b, "gemm_sequencer", "gemm_sequencer.engine") for b in builds)
+    assert with_cache["left_out"][0] == "gemm_sequencer.engine"
+    assert (with_cache["bram36"], without["bram36"]) == (1, 0)
+    assert with_cache["dsp"] == without["dsp"] == 0
+    assert with_cache["ff"] - without["ff"] < 100  # counters and flags; the words are in the RAMB36
 
 
 @pytest.mark.slow  # demo synthesis takes minutes: VITFORGE_DEEP=1

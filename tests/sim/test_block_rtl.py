@@ -1,7 +1,7 @@
 """The accelerator top (hw/top.py) on Verilator and Icarus through cocotb (sim/benches/block.py).
 
-* GEMM instructions from scratchpads (ragged M/N/K, strides, b_trans, b_act, K=1, saturation)
-  vs quant.ops.gemm.
+* GEMM instructions from scratchpads (ragged M/N/K, strides, b_trans, b_act with and without its
+  B in the operand cache, K=1, saturation) vs quant.ops.gemm, their cycles vs hw/cycles.py.
 * One full demo encoder block behind a token selector vs sim/block_ref.reference, bit for bit,
   with about half the tokens kept; the corner cases (all kept, only the class token kept) run
   on Verilator, and on Icarus too with ``VITFORGE_DEEP=1``.
@@ -33,6 +33,11 @@ GEMM_CASES = [
     {"m": 5, "k": 1, "n": 6, "b_trans": False, "b_act": False, "pad": 0, "saturate": False, "seed": 4},
     {"m": 5, "k": 13, "n": 5, "b_trans": False, "b_act": False, "pad": 0, "saturate": True, "seed": 5},
     {"m": 6, "k": 5, "n": 7, "b_trans": True, "b_act": False, "pad": 2, "saturate": False, "seed": 6},
+    # b_act with a B (12 x 12 blocks: 576 words) too big for half of demo's operand cache (512): A from it
+    {"m": 9, "k": 48, "n": 45, "b_trans": True, "b_act": True, "pad": 1, "saturate": False, "seed": 7},
+    # the demo's attention shapes: B (and, in the first M tile, A) from the operand cache
+    {"m": 65, "k": 16, "n": 65, "b_trans": True, "b_act": True, "pad": 0, "saturate": False, "seed": 8},
+    {"m": 65, "k": 65, "n": 16, "b_trans": False, "b_act": True, "pad": 0, "saturate": False, "seed": 9},
 ]
 
 

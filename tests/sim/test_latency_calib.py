@@ -3,7 +3,9 @@
 
 The default tier runs small shapes (sim/latency_calib.SMALL_CASES: blocks with and without a
 selector, 2x8 and 8x4 PE arrays, a whole two-block model; LANES_CASES: the same kinds at
-unit_lanes 2, 4 and 8; FUSED_GELU_CASES: with the GELU fused into the GEMM drain) in the Amaranth simulator and asserts
+unit_lanes 2, 4 and 8; FUSED_GELU_CASES: with the GELU fused into the GEMM drain; CACHE_CASES: the
+attention GEMMs' operand cache too small and absent; the others run with BASE's, which holds their
+operands) in the Amaranth simulator and asserts
 exact per-instruction agreement (and so per-layer error 0, well inside the 5% budget). With
 ``VITFORGE_DEEP=1`` the demo model's shapes (DEMO_CASES: full 65-token blocks and the whole demo
 model) run on Verilator.
@@ -18,7 +20,15 @@ from vitforge.hw.config import get_preset
 from vitforge.hw.cycles import CycleModel
 from vitforge.hw.isa import PER_TOKEN, TOKENS, Instr, Mem, Op
 from vitforge.hw.timing import port_timing
-from vitforge.sim.latency_calib import DEMO_CASES, FUSED_GELU_CASES, LANES_CASES, SMALL_CASES, Case, calibrate
+from vitforge.sim.latency_calib import (
+    CACHE_CASES,
+    DEMO_CASES,
+    FUSED_GELU_CASES,
+    LANES_CASES,
+    SMALL_CASES,
+    Case,
+    calibrate,
+)
 
 #: The task's budget for a layer's modeled cycles against the RTL's.
 LAYER_TOLERANCE = 0.05
@@ -49,6 +59,36 @@ def test_model_equals_amaranth_rtl_with_fused_gelu(case):
     assert cfg.fuse_gelu
     program = case.build()[1]
     assert any(i.op == Op.GEMM and i.gelu for i in program.instrs)
+    _check(calibrate(case, "amaranth"))
+
+
+def _b_act_gemms(cfg, program, tokens: int) -> list[tuple[int, int, int]]:
+    return [(timing.dim(i.m, tokens), timing.dim(i.k, tokens), timing.dim(i.n, tokens))
+            for i in program.instrs if i.op == Op.GEMM and i.b_act]
+
+
+def _cached(cfg, program, tokens: int) -> set:
+    """The operands the program's ``b_act`` GEMMs read from the operand cache, over their tiles past the first."""
+    used = set()
+    for m, k, n in _b_act_gemms(cfg, program, tokens):
+        tiles = [(mt, nt) for mt in range(-(-m // cfg.pe_rows)) for nt in range(cfg.row_words(n))][1:]
+        used |= {timing.cached_operand(cfg, k, n, mt, nt) for mt, nt in tiles}
+    return used
+
+
+def test_cases_read_attention_operands_from_the_cache():
+    """SMALL_CASES' attention GEMMs read B (after the first M tile) and A (after an M tile's first N tile)
+    from BASE's operand cache, which holds them all: the RTL agreement above covers those schedules."""
+    for case in SMALL_CASES:
+        cfg, program = case.build()[:2]
+        assert None not in _cached(cfg, program, case.n_tokens), case.name
+    assert set().union(*(_cached(*c.build()[:2], c.n_tokens) for c in SMALL_CASES)) == {"a", "b"}
+
+
+@pytest.mark.parametrize("case", CACHE_CASES, ids=[c.name for c in CACHE_CASES])
+def test_model_equals_amaranth_rtl_at_operand_cache_sizes(case):
+    cfg, program = case.build()[:2]
+    assert _cached(cfg, program, case.n_tokens) == ({"a", "b", None} if cfg.operand_cache_words else {None})
     _check(calibrate(case, "amaranth"))
 
 
