@@ -26,6 +26,7 @@ Presets are :func:`dataclasses.replace` of :data:`BASE`; :func:`get_preset` look
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -457,3 +458,16 @@ def get_preset(name: str) -> HwConfig:
         return PRESETS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown hardware preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}") from None
+
+
+def with_overrides(cfg: HwConfig, items: list[str]) -> HwConfig:
+    """``cfg`` with ``FIELD=VALUE`` overrides (VALUE in JSON, e.g. ``operand_cache_words=0``), as the
+    synthesis scripts' ``--set`` takes them; a new config is checked like any other."""
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    for item in items:
+        name, _, text = item.partition("=")
+        if name not in fields or not text:
+            raise ValueError(f"an override is FIELD=VALUE with a HwConfig field ({', '.join(sorted(fields))}), "
+                             f"not {item!r}")
+        cfg = dataclasses.replace(cfg, **{name: json.loads(text)})
+    return cfg

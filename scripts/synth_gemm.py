@@ -11,21 +11,11 @@ measured here and added to the recorded whole-design figure.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
-from vitforge.hw.config import HwConfig, get_preset
+from vitforge.hw.config import get_preset, with_overrides
 from vitforge.hw.gemm import GemmEngine
 from vitforge.hw.synth import module_report
-
-
-def _override(cfg: HwConfig, item: str) -> HwConfig:
-    name, _, text = item.partition("=")
-    fields = {f.name: f for f in dataclasses.fields(cfg)}
-    if name not in fields or not text:
-        raise SystemExit(f"--set takes FIELD=VALUE with a HwConfig field, not {item!r}")
-    value = json.loads(text)
-    return dataclasses.replace(cfg, **{name: value})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,9 +25,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a HwConfig field (JSON value), e.g. dsp_packing=true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    cfg = get_preset(args.preset)
-    for item in args.set:
-        cfg = _override(cfg, item)
+    try:
+        cfg = with_overrides(get_preset(args.preset), args.set)
+    except ValueError as e:
+        raise SystemExit(f"--set: {e}") from None
     report = module_report(GemmEngine(config=cfg), "gemm_engine")
     out = {"preset": args.preset, "set": args.set, "pe_rows": cfg.pe_rows, "pe_cols": cfg.pe_cols,
            "dsp_packing": cfg.dsp_packing, "pe_acc_bits": cfg.pe_acc_bits, "dsp_estimate": cfg.dsp_estimate,

@@ -12,11 +12,10 @@ cached: every run synthesizes it afresh (hw/synth.py's Yosys script).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
 from vitforge.hw import synth
-from vitforge.hw.config import get_preset
+from vitforge.hw.config import get_preset, with_overrides
 from vitforge.hw.gemm import GemmSequencer
 
 TOP = "gemm_sequencer"
@@ -35,12 +34,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a HwConfig field (JSON value), e.g. operand_cache_words=0")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    cfg = get_preset(args.preset)
-    for item in args.set:
-        name, _, text = item.partition("=")
-        if name not in {f.name for f in dataclasses.fields(cfg)} or not text:
-            raise SystemExit(f"--set takes FIELD=VALUE with a HwConfig field, not {item!r}")
-        cfg = dataclasses.replace(cfg, **{name: json.loads(text)})
+    try:
+        cfg = with_overrides(get_preset(args.preset), args.set)
+    except ValueError as e:
+        raise SystemExit(f"--set: {e}") from None
     result = measure(cfg)
     if args.json:
         print(json.dumps(result, sort_keys=True))

@@ -120,3 +120,17 @@ def test_json_round_trip():
 
     for cfg in PRESETS.values():
         assert HwConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
+
+
+def test_with_overrides_sets_fields_and_names_bad_ones():
+    from vitforge.hw.config import with_overrides
+
+    cfg = with_overrides(get_preset("demo"), ["operand_cache_words=0", "fuse_gelu=true"])
+    assert cfg.operand_cache_words == 0 and cfg.fuse_gelu is True
+    assert with_overrides(cfg, []) == cfg
+    with pytest.raises(ValueError, match="'bogus=1'"):
+        with_overrides(cfg, ["bogus=1"])
+    with pytest.raises(ValueError, match="'pe_rows'"):
+        with_overrides(cfg, ["pe_rows"])
+    with pytest.raises(ValueError, match="operand_cache_words"):
+        with_overrides(cfg, ["operand_cache_words=3"])
