@@ -77,7 +77,7 @@ def _run(backend, golden, codes_list, program, cfg, model_cls) -> dict:
         cycles.append(got.cycles)
         gmacs.append(macs / 1e9)
         sel = [tokens[b] for b in sorted(golden.m.thresholds)]
-        pred = model.program_cycles(program, sel)
+        pred = model.program_cycles(program, sel, golden.pruned)
         for name, c in got.layer_cycles.items():
             per_layer[name] = per_layer.get(name, 0) + c / len(codes_list)
             pred_layer[name] = pred_layer.get(name, 0) + pred["per_layer"][name] / len(codes_list)

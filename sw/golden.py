@@ -42,6 +42,8 @@ class GoldenModel:
         self.cfg = model.config
         self.n = model.numerics
         self._macs = 0
+        #: Per selector of the last run, whether it pruned any token (see :meth:`run_codes`).
+        self.pruned: list[bool] = []
 
     # --- units ------------------------------------------------------------------------------------
 
@@ -114,7 +116,8 @@ class GoldenModel:
             scores.append(p[:, 0])
         a = qsel.token_mean(x.reshape(x.shape[0], heads, hd), dim=-1)
         a = nl.int_sigmoid(self._mlp(a, f"{pre}.weight_mlp", 2), self.n.sigmoid_in, self.n.sigmoid_out)
-        tokens, _, _ = qsel.select_tokens(x, torch.stack(scores, dim=1), a, self.m.thresholds[b])
+        tokens, keep, _ = qsel.select_tokens(x, torch.stack(scores, dim=1), a, self.m.thresholds[b])
+        self.pruned.append(bool((~keep.bool()).any()))
         return tokens
 
     def input_codes(self, image: torch.Tensor) -> torch.Tensor:
@@ -128,8 +131,11 @@ class GoldenModel:
         return self.run_codes(self.input_codes(image))
 
     def run_codes(self, codes: torch.Tensor) -> tuple[torch.Tensor, int, list[int]]:
-        """:meth:`run` from the quantized patches (:meth:`input_codes`)."""
+        """:meth:`run` from the quantized patches (:meth:`input_codes`). Afterwards :attr:`pruned`
+        says, per selector, whether it pruned any token (a selector that prunes exactly one leaves
+        the count unchanged: the package token takes its place, and the hardware still builds it)."""
         self._macs = 0
+        self.pruned = []
         x = self._linear(codes, "patch_embed")
         x = torch.cat([self.m.tensors["cls"][None, :], x], dim=0)
         x = self._add(x, self.m.tensors["pos"], "pos_add")

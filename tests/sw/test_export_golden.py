@@ -206,3 +206,30 @@ def test_layernorm_param_words_layout():
     assert (words[0] >> lane) & 0xFFFFFFFF == 0 and (words[0] >> (lane + 32)) & 0xFFFF == 0xFE  # beta 0, gamma -2
     assert words[0] & 0xFFFFFFFF == 0xFFFFFFFF  # beta -1, two's complement
     assert words[1] == 7 | (9 << 32) | (3 << 48)
+
+
+def test_golden_says_which_selectors_pruned():
+    """``GoldenModel.pruned``: per selector, whether it dropped a token; a selector that drops exactly
+    one leaves the count unchanged (its package token takes the place), so counts cannot tell."""
+    from vitforge.quant import selector as qsel
+    from vitforge.sw import random_model
+    from vitforge.sw.vit import ViTConfig
+
+    vit = ViTConfig(image_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=3, num_heads=2,
+                    mlp_ratio=2.0, selector_blocks=(1, 2), keep_rates=(0.5, 0.25))
+    image = random_model.random_image(5, vit)
+    seen = set()
+    for threshold in (0, 40, 64, 90, 127):
+        golden = GoldenModel(random_model.random_int_model(5, threshold, vit))
+        _, _, tokens = golden.run(image)
+        assert len(golden.pruned) == 2
+        before = [vit.num_tokens, tokens[1]]
+        for s, b in enumerate((1, 2)):
+            if not golden.pruned[s]:
+                assert tokens[b] == before[s]
+            seen.add(golden.pruned[s])
+    assert seen == {True, False}
+    # Exactly one token pruned: the package token keeps the count.
+    x = torch.randint(-128, 128, (5, 8))
+    kept, keep, _ = qsel.select_tokens(x, torch.tensor([[127], [127], [127], [0], [127]]), torch.full((5, 1), 255), 64)
+    assert int((~keep.bool()).sum()) == 1 and kept.shape[0] == 5
