@@ -133,7 +133,7 @@ def bench(preset: str, artifact: Path | None, images: int, dense: bool = True, z
     build_s = time.perf_counter() - t0
     prog = ArtifactProgram.load(Path(artifact), manifest)
     out = {"preset": preset, "pe_array": f"{cfg.pe_rows}x{cfg.pe_cols}", "clock_mhz": cfg.clock_mhz,
-           "model": "artifact" if preset == "demo" or artifact_given else zcu102_model,
+           "model": "artifact" if artifact_given else zcu102_model,
            "model_build_or_load_s": build_s}
     try:
         backend = AcceleratorBackend(device, cfg, prog, "rtl")
