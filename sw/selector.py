@@ -127,6 +127,13 @@ class TokenSelector(nn.Module):
             ``alive'`` ``(B, T+1)``, ``fused`` ``(B, T)`` scores.
         """
         fused = self.scores(x, s, alive)
+        x, alive = self.decide(x, s, alive, fused)
+        return x, alive, fused
+
+    def decide(self, x: torch.Tensor, s: float | None, alive: torch.Tensor,
+               fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keep decision on ``fused`` (:meth:`scores` of ``x``) and the package token:
+        ``(x', alive')`` of :meth:`forward`."""
         if self.decision == "gumbel" and self.training:
             p = fused.clamp(1e-6, 1 - 1e-6)
             logits = torch.stack([p.log(), (1 - p).log()], dim=-1)
@@ -136,4 +143,4 @@ class TokenSelector(nn.Module):
         else:
             keep = qops.threshold_keep(fused, alive, self.threshold)
         pkg, pkg_alive = qops.package(x, s, fused, alive, keep)
-        return torch.cat([x, pkg], dim=1), torch.cat([keep, pkg_alive], dim=1), fused
+        return torch.cat([x, pkg], dim=1), torch.cat([keep, pkg_alive], dim=1)

@@ -769,27 +769,43 @@ def train_selectors(
 @torch.no_grad()
 def calibrate_thresholds(model: VisionTransformer, x: torch.Tensor, batch: int = 256) -> tuple[int, ...]:
     """Set each selector's Q0.7 threshold so that its mean cumulative keep rate of the patch
-    tokens on ``x`` is closest to its target (selectors in order; ties: the higher threshold)."""
+    tokens on ``x`` is closest to its target (selectors in order; ties: the higher threshold).
+
+    A selector's scores depend only on the blocks before it and on the earlier selectors'
+    thresholds, not on its own: the images go once through the model's prefix, up to the last
+    selector, each batch's tokens held between selectors (the values a whole forward with the
+    thresholds set so far gives, :func:`tests.sw.test_train_thresholds`).
+    """
     model.eval()
     model.set_decision("threshold")
     n = model.cfg.num_patches
     blocks = model.cfg.selector_blocks
-    thresholds = []
+    states = []  # per batch: the tokens entering block ``ran``, their scale, presence, masked
+    for i in range(0, len(x), batch):
+        xs, s = model.embed(x[i:i + batch])
+        states.append((xs, s, torch.ones(xs.shape[:2], dtype=xs.dtype), False))
+    ran, thresholds = 0, []
     for k, b in enumerate(blocks):
-        fused, alive = [], []
-        for i in range(0, len(x), batch):
-            tr = Trace()
-            model(x[i:i + batch], trace=tr)
-            f = tr.fused[k][:, 1:1 + n]
-            prev = tr.alive[k - 1][:, 1:1 + n] if k else torch.ones_like(f)
-            fused.append(torch.floor(f.to(torch.float64) * (1 << SCORE_FMT.frac) + 1e-9))
-            alive.append(prev > 0.5)
-        f, a = torch.cat(fused), torch.cat(alive)
+        sel = model.selectors[str(b)]
+        scored = []
+        for xs, s, alive, masked in states:
+            for block in model.blocks[ran:b]:
+                xs, s = block(xs, s, alive if masked else None)
+            scored.append((xs, s, alive, sel.scores(xs, s, alive)))
+        ran = b
+        f = torch.cat([torch.floor(fu[:, 1:1 + n].to(torch.float64) * (1 << SCORE_FMT.frac) + 1e-9)
+                       for *_, fu in scored])
+        a = torch.cat([alive[:, 1:1 + n] > 0.5 for _, _, alive, _ in scored])
         rates = torch.stack([((f >= t) & a).to(torch.float64).mean() for t in range(SCORE_FMT.qmax + 1)])
         err = (rates - model.cfg.keep_rates[k]).abs()
         best = int(torch.nonzero(err <= err.min() + 1e-12).max())
-        model.selectors[str(b)].threshold = best
+        sel.threshold = best
         thresholds.append(best)
+        if k + 1 < len(blocks):
+            states = []
+            for xs, s, alive, fu in scored:
+                xs, alive = sel.decide(xs, s, alive, fu)
+                states.append((xs, s, alive, True))
     model.cfg = replace(model.cfg, thresholds=tuple(thresholds))
     return tuple(thresholds)
 
