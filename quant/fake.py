@@ -43,9 +43,21 @@ def set_mode(model: nn.Module, mode: Mode) -> None:
             m.mode = mode
 
 
-def ste(value: torch.Tensor, twin: torch.Tensor) -> torch.Tensor:
-    """Forward ``value``, backward the gradient of ``twin``."""
+def ste(value: torch.Tensor, twin: torch.Tensor | None) -> torch.Tensor:
+    """Forward ``value``, backward the gradient of ``twin`` (``None``: no gradient is asked for,
+    :func:`wants_twin`; ``value`` itself)."""
+    if twin is None:
+        return value
     return twin + (value.to(twin.dtype) - twin).detach()
+
+
+def wants_twin(quantized: bool) -> bool:
+    """Whether a forward needs its float twin: always unquantized (the twin is the value), and
+    quantized only where autograd records (the twin carries the gradient). Under ``torch.no_grad``
+    (calibration, validation checks, evaluation) a quantized unit skips it: its value is the
+    integer result either way, and the codes downstream are the same
+    (tests/sw/test_vit.py)."""
+    return not quantized or torch.is_grad_enabled()
 
 
 def codes_of(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -286,7 +298,9 @@ class _ElementwiseUnit(QuantModule):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, in_scale: float | None) -> tuple[torch.Tensor, float | None]:
-        twin = self.twin_fn(x) if self.poly else self.exact_fn(x)
+        twin = None
+        if wants_twin(self.quantized):
+            twin = self.twin_fn(x) if self.poly else self.exact_fn(x)
         if not self.quantized:
             return twin, None
         in_fmt = getattr(self.numerics, f"{self.unit}_in")
@@ -346,7 +360,9 @@ class QuantSoftmax(QuantModule):
             x_masked = x.masked_fill(~mask, -1e4)
         else:
             x_masked = x
-        twin = nl.float_softmax(x_masked) if self.poly else torch.softmax(x_masked, dim=-1)
+        twin = None
+        if wants_twin(self.quantized):
+            twin = nl.float_softmax(x_masked) if self.poly else torch.softmax(x_masked, dim=-1)
         if not self.quantized:
             return twin, None
         if mask is not None:

@@ -20,7 +20,7 @@ import torch
 from vitforge.quant import nonlinear as nl
 from vitforge.quant import selector as qsel
 from vitforge.quant.config import NumericsConfig
-from vitforge.quant.fake import QuantSoftmax, codes_of, ste
+from vitforge.quant.fake import QuantSoftmax, codes_of, ste, wants_twin
 from vitforge.quant.fixed import INT8, FixedFormat, round_shift, saturate
 
 #: Weight of a pruned token in the package token, in real units: ``f + PACKAGE_EPS`` (``f`` in Q0.7,
@@ -54,9 +54,11 @@ class MaskedSoftmax(QuantSoftmax):
         if alive is None:
             return super().forward(x, in_scale)
         keys = alive[:, None, None, :].to(x.dtype)
-        exp = nl.float_exp if self.poly else torch.exp
-        e = exp(x - x.detach().amax(dim=-1, keepdim=True)) * keys
-        twin = e / e.sum(dim=-1, keepdim=True)
+        twin = None
+        if wants_twin(self.quantized):
+            exp = nl.float_exp if self.poly else torch.exp
+            e = exp(x - x.detach().amax(dim=-1, keepdim=True)) * keys
+            twin = e / e.sum(dim=-1, keepdim=True)
         if not self.quantized:
             return twin, None
         n = self.numerics

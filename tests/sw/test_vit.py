@@ -117,3 +117,46 @@ def test_fused_attention_is_the_three_module_path_in_float(tiny_cfg, monkeypatch
     for mode in ("calibrate", "qat"):
         set_mode(model, mode)
         assert not attn.fused(None)
+
+
+@pytest.mark.parametrize("poly", [True, False])
+def test_qat_forward_without_autograd_skips_the_twins_and_gives_the_same_values(tiny_cfg, poly, monkeypatch):
+    """Under ``torch.no_grad`` the quantized units skip their float twins (``quant.fake.wants_twin``);
+    logits, fused scores and masks equal those of a forward with autograd, bit for bit, and with
+    autograd the twins are computed and carry a gradient."""
+    from vitforge.quant import fake
+    from vitforge.quant import nonlinear as nl
+
+    torch.manual_seed(0)
+    model = VisionTransformer(tiny_cfg.with_selectors((1, 2), (0.6, 0.3)))
+    model.set_poly(poly)
+    model.eval()
+    model.set_decision("threshold")
+    for sel in model.selectors.values():
+        sel.threshold = 60
+    x = torch.rand(16, 1, 16, 16)
+    set_mode(model, "calibrate")
+    with torch.no_grad():
+        model(x)
+    set_mode(model, "qat")
+    calls = []
+    for name in ("float_exp", "float_softmax"):
+        real = getattr(nl, name)
+        monkeypatch.setattr(nl, name, lambda *a, _r=real, **k: calls.append(1) or _r(*a, **k))
+
+    with torch.no_grad():
+        tr_ng = Trace()
+        y_ng = model(x, trace=tr_ng)
+    assert not calls or not poly, "no twin may run without autograd"
+    assert fake.wants_twin(True) and fake.wants_twin(False)  # autograd records here
+
+    tr = Trace()
+    y = model(x, trace=tr)
+    if poly:
+        assert calls, "with autograd the polynomial twins run"
+    y.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert torch.equal(y_ng, y.detach())
+    assert all(torch.equal(a, b.detach()) for a, b in zip(tr_ng.fused, tr.fused, strict=True))
+    assert all(torch.equal(a, b.detach()) for a, b in zip(tr_ng.alive, tr.alive, strict=True))
+    assert 0 < float(tr.alive[-1][:, :-1].mean()) < 1, "the selectors must prune some tokens, not all"
