@@ -420,8 +420,10 @@ class HwConfig:
 BASE = HwConfig(operand_cache_words=1024)
 
 PRESETS: dict[str, HwConfig] = {
-    # Tiny ViT (65 tokens, D=64, 4 heads, MLP 256): quick to simulate.
-    "demo": BASE,
+    # Tiny ViT (65 tokens, D=64, 4 heads, MLP 256): quick to simulate. Row-wise units at 2 lanes: the
+    # cycle saving with pruning reaches 0.9 of the GMAC saving (README "Issue #13: where it stands");
+    # BASE keeps one lane, the one-lane paths' reference.
+    "demo": dataclasses.replace(BASE, unit_lanes=2),
     # ZCU102 (xczu9eg: 2,520 DSP48E2, 912 BRAM36) for DeiT-T/S (197 tokens, D<=384, 6 heads):
     # 32x64 = 2,048 MACs on 1,024 DSPs packed two per DSP (README, "Issue #13, item 3"); the
     # DSPs this frees go to the other units.

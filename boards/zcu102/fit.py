@@ -60,9 +60,9 @@ class Recorded:
 #: the merge of the overlapped softmax and LayerNorm rows, SELECT/ADD at ``unit_lanes``, and the
 #: fused GELU lanes (``fuse_gelu``), on top of issue #13's items 1, 3 and 4.
 RECORDED: dict[str, Recorded] = {
-    # demo measured again with the GEMM sequencer's operand cache (operand_cache_words=1024; 62 / 9,503 /
-    # 4,849 / 54 before it).
-    "demo": Recorded("6dd87fc08c37726a", 62, 9597, 4901, 55, "vitforge rtl report --preset demo --json"),
+    # demo with its row-wise units at two lanes (unit_lanes=2; 62 / 9,597 / 4,901 / 55 at one lane, with
+    # the GEMM sequencer's operand cache).
+    "demo": Recorded("d888a8d5051351d8", 84, 12299, 6597, 55.5, "vitforge rtl report --preset demo --json"),
     # zcu102 measured again with the operand cache (operand_cache_words=512; 1,578 / 234,675 / 239,221 /
     # 598.5 before it).
     "zcu102": Recorded("b077b976c8c53959", 1578, 235718, 239268, 606, "vitforge rtl report --preset zcu102 --json"),

@@ -156,12 +156,13 @@ class HeatVitObjectives:
         return acc
 
     def latency_ms(self, rows: int, cols: int, clock: float, block: int, keep: float) -> float:
-        from vitforge.hw.config import get_preset
+        from vitforge.hw.config import BASE
         from vitforge.sw.latency import CycleLatency, tokens_per_block
 
         if (rows, cols) not in self._latency:
-            self._latency[rows, cols] = CycleLatency(dataclasses.replace(get_preset("demo"), pe_rows=rows,
-                                                                         pe_cols=cols))
+            # BASE (one-lane row-wise units): its unit_lanes divides every array width in the space, and the
+            # resource model (resources()) is calibrated on one-lane builds.
+            self._latency[rows, cols] = CycleLatency(dataclasses.replace(BASE, pe_rows=rows, pe_cols=cols))
         cfg = self._cfg().with_selectors((block,), (keep,))
         cycles = self._latency[rows, cols].total_cycles(cfg, tokens_per_block(cfg))
         return cycles / (clock * 1e3)

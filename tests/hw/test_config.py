@@ -23,7 +23,9 @@ def test_presets_validate_and_derive_from_base():
         assert cfg.acc_bits == 32
         assert cfg.act_depth >= cfg.block_act_words
         assert cfg.weight_depth >= cfg.layer_weight_words
-    assert get_preset("demo") is BASE
+    # demo is BASE with two-lane row-wise units; BASE keeps the one-lane paths.
+    assert get_preset("demo") == dataclasses.replace(BASE, unit_lanes=2)
+    assert BASE.unit_lanes == 1
 
 
 def test_demo_fits_the_tiny_vit():

@@ -5,8 +5,9 @@
 * One full demo encoder block behind a token selector vs sim/block_ref.reference, bit for bit,
   with about half the tokens kept; the corner cases (all kept, only the class token kept) run
   on Verilator, and on Icarus too with ``VITFORGE_DEEP=1``.
-* The same block (selector, about half kept; and dense) with the row-wise units at
-  ``unit_lanes = 4`` (demo's lanes), on both simulators, with ``VITFORGE_DEEP=1`` (a design of its own).
+* The same block (selector, about half kept; and dense) with the row-wise units at one lane (BASE:
+  ``demo`` before its ``unit_lanes = 2``) and at ``unit_lanes = 4`` (demo's lanes), on both
+  simulators, with ``VITFORGE_DEEP=1`` (a design of its own each).
 * A tiny build with ``fuse_gelu`` (the GELU in the GEMM drain path): fused and plain GEMMs, and an
   encoder block behind a selector whose fc1 and selector MLPs run fused, on both simulators.
 """
@@ -17,7 +18,7 @@ import dataclasses
 
 import pytest
 
-from vitforge.hw.config import get_preset
+from vitforge.hw.config import BASE, get_preset
 from vitforge.hw.top import EncoderTop
 from vitforge.sim.benches.runner import run_bench, simulators, slow_on_icarus
 from vitforge.tools import env_int
@@ -43,6 +44,9 @@ GEMM_CASES = [
 
 #: The demo preset with its row-wise units at 4 lanes (= lanes): one word per transfer.
 DEMO_U4 = dataclasses.replace(DEMO, unit_lanes=4)
+#: The row-wise units at one lane (one element a transfer, two bubbles a word read): demo's build otherwise.
+DEMO_U1 = dataclasses.replace(DEMO, unit_lanes=1)
+assert DEMO_U1 == BASE and DEMO.unit_lanes == 2
 
 
 def _run(sim: str, testcase: str, cfg=DEMO, **params) -> None:
@@ -69,10 +73,11 @@ def test_encoder_block_selector_corners(sim, keep):
 
 
 @pytest.mark.slow  # a build of its own per simulator (Verilator about 5 minutes, Icarus 9 for both cases)
+@pytest.mark.parametrize("cfg", [DEMO_U1, DEMO_U4], ids=["u1", "u4"])
 @pytest.mark.parametrize("selector", [True, False], ids=["selector", "dense"])
 @pytest.mark.parametrize("sim", simulators())
-def test_encoder_block_at_unit_lanes(sim, selector):
-    _run(sim, "encoder_block", cfg=DEMO_U4, n_tokens=env_int("VITFORGE_BLOCK_TOKENS", DEMO.max_tokens), seed=13,
+def test_encoder_block_at_unit_lanes(sim, selector, cfg):
+    _run(sim, "encoder_block", cfg=cfg, n_tokens=env_int("VITFORGE_BLOCK_TOKENS", DEMO.max_tokens), seed=13,
          selector=selector, keep="mixed")
 
 

@@ -136,8 +136,12 @@ def test_rtl_logits_equal_golden(artifact):
 
 @pytest.mark.rtl
 def test_rtl_timeout_names_the_layer(artifact):
-    with Runtime(artifact, "rtl", budget=3000) as rt, pytest.raises(
-            AcceleratorTimeout, match=r"within 3000 cycles; it is at instruction \d+ \(\w+\) of layer 'embed'"):
+    # A budget of the embed layer's modeled cycles: the program fetch comes first, so the run is still
+    # in the embed layer when the budget runs out.
+    prog = ArtifactProgram.load(artifact, Runtime(artifact, "golden").manifest).program
+    budget = CycleModel(DEMO, "axi").program_cycles(prog, [MODEL.num_tokens])["per_layer"]["embed"]
+    with Runtime(artifact, "rtl", budget=budget) as rt, pytest.raises(
+            AcceleratorTimeout, match=rf"within {budget} cycles; it is at instruction \d+ \(\w+\) of layer 'embed'"):
         rt.infer(_images(1)[0])
 
 
