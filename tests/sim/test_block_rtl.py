@@ -46,7 +46,11 @@ GEMM_CASES = [
 DEMO_U4 = dataclasses.replace(DEMO, unit_lanes=4)
 #: The row-wise units at one lane (one element a transfer, two bubbles a word read): demo's build otherwise.
 DEMO_U1 = dataclasses.replace(DEMO, unit_lanes=1)
-assert DEMO_U1 == BASE and DEMO.unit_lanes == 2
+
+
+def test_the_one_lane_build_is_base():
+    """demo differs from BASE only in its two lanes, so DEMO_U1 runs BASE's one-lane paths."""
+    assert DEMO.unit_lanes == 2 and DEMO_U1 == BASE
 
 
 def _run(sim: str, testcase: str, cfg=DEMO, **params) -> None:
